@@ -1,0 +1,142 @@
+"""Download the locked archives through rattler into a shared cache, verified against the lock.
+
+Cache layout: ``<cache>/pkgs/<sha256>/<file name>``. A file only appears under its final name
+after its hash was checked (download to a unique temporary name, verify, rename), so two builds
+sharing one cache never see a partial or unverified archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from rattler import Client, RepoDataRecord
+from rattler.package_streaming import download_to_path
+
+from builder.errors import ChecksumMismatch, FetchError
+
+DEFAULT_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class FetchedPackage:
+    record: RepoDataRecord
+    path: Path
+    sha256: str
+    from_cache: bool
+
+
+def record_sha256(record: RepoDataRecord) -> str | None:
+    digest = record.sha256
+    return digest.hex() if digest else None
+
+
+def cache_path(cache_dir: Path, record: RepoDataRecord) -> Path:
+    key = record_sha256(record) or hashlib.sha256(record.url.encode()).hexdigest()
+    return cache_dir / "pkgs" / key / record.file_name
+
+
+def hash_file(path: Path) -> tuple[str, str]:
+    """sha256 and md5 of a file, streamed."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def verify(record: RepoDataRecord, path: Path) -> str:
+    """Check ``path`` against the hashes the lock records; return its sha256."""
+    sha, md5 = hash_file(path)
+    expected_sha = record_sha256(record)
+    if expected_sha and sha != expected_sha:
+        raise ChecksumMismatch(record.file_name, expected_sha, sha)
+    expected_md5 = record.md5.hex() if record.md5 else None
+    if not expected_sha and expected_md5 and md5 != expected_md5:
+        raise ChecksumMismatch(record.file_name, f"md5 {expected_md5}", f"md5 {md5}")
+    return sha
+
+
+async def _download(client: Client, record: RepoDataRecord, target: Path) -> None:
+    parsed = urlparse(record.url)
+    if parsed.scheme == "file":
+        source = Path(unquote(parsed.path))
+        try:
+            shutil.copyfile(source, target)
+        except OSError as e:
+            raise FetchError(record.url, e.strerror or str(e)) from e
+        return
+    try:
+        await download_to_path(client, record.url, target)
+    except Exception as e:  # rattler raises plain RuntimeErrors for HTTP and I/O failures
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FetchError(record.url, reason) from e
+
+
+async def _fetch_one(
+    client: Client,
+    record: RepoDataRecord,
+    cache_dir: Path,
+    semaphore: asyncio.Semaphore,
+    on_done: Callable[[FetchedPackage], None],
+) -> FetchedPackage:
+    final = cache_path(cache_dir, record)
+    if final.is_file():
+        result = FetchedPackage(record, final, record_sha256(record) or "", True)
+        on_done(result)
+        return result
+    async with semaphore:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = final.parent / f".{final.name}.{uuid.uuid4().hex}.part"
+        try:
+            await _download(client, record, part)
+            sha = await asyncio.to_thread(verify, record, part)
+            os.replace(part, final)
+        finally:
+            part.unlink(missing_ok=True)
+    result = FetchedPackage(record, final, sha, False)
+    on_done(result)
+    return result
+
+
+async def _fetch_all(
+    records: Sequence[RepoDataRecord],
+    cache_dir: Path,
+    client: Client,
+    concurrency: int,
+    on_done: Callable[[FetchedPackage], None],
+) -> list[FetchedPackage]:
+    semaphore = asyncio.Semaphore(concurrency)
+    tasks = [
+        asyncio.ensure_future(_fetch_one(client, r, cache_dir, semaphore, on_done))
+        for r in records
+    ]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def fetch_packages(
+    records: Sequence[RepoDataRecord],
+    cache_dir: Path,
+    *,
+    client: Client | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_done: Callable[[FetchedPackage], None] = lambda _: None,
+) -> list[FetchedPackage]:
+    """Make every record's archive available in the cache, verified; in ``records`` order."""
+    return asyncio.run(
+        _fetch_all(records, cache_dir, client or Client(), concurrency, on_done)
+    )

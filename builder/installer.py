@@ -1,0 +1,122 @@
+"""Join a stub and a payload into one installer file, atomically.
+
+Linux and macOS installers are ``[shell header][stub][payload]``: the header copies the stub (a
+regular, unmodified PyInstaller one-file program) out of the file and runs it, so the stub's own
+archive lookup never sees the payload. That keeps start-up independent of the payload size, is
+immune to PyInstaller's magic bytes inside packages, and leaves a macOS stub's signature intact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from builder.errors import BuildError, ChecksumMismatch
+from stub.manifest import Manifest
+from stub.payload import write_payload
+
+UNAME_PATTERNS = {
+    "linux-64": '"Linux x86_64"',
+    "linux-aarch64": '"Linux aarch64"|"Linux arm64"',
+    "linux-ppc64le": '"Linux ppc64le"',
+    "osx-64": '"Darwin x86_64"|"Darwin arm64"',
+    "osx-arm64": '"Darwin arm64"',
+}
+_FIELD_WIDTH = 14
+
+
+@dataclass(frozen=True)
+class InstallerLayout:
+    path: Path
+    stub_offset: int
+    stub_size: int
+    payload_size: int
+
+
+def installer_file_name(name: str, version: str, platform: str) -> str:
+    suffix = ".exe" if platform.startswith("win-") else ".sh"
+    return f"{name}-{version}-{platform}{suffix}"
+
+
+def render_header(
+    manifest: Manifest, file_name: str, stub_size: int, glibc_min: str | None
+) -> bytes:
+    """The shell header; its length does not depend on the numbers filled into it."""
+    if manifest.platform not in UNAME_PATTERNS:
+        raise BuildError(f"lockship cannot build .sh installers for {manifest.platform}")
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("builder", "templates"),
+        autoescape=False,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    template = env.get_template("header.sh.j2")
+
+    def render(offset: int) -> bytes:
+        return template.render(
+            name=manifest.name,
+            version=manifest.version,
+            platform=manifest.platform,
+            lockship_version=manifest.lockship_version,
+            file_name=file_name,
+            stub_offset=str(offset).ljust(_FIELD_WIDTH),
+            stub_size=str(stub_size).ljust(_FIELD_WIDTH),
+            glibc_min=glibc_min or "",
+            uname_pattern=UNAME_PATTERNS[manifest.platform],
+        ).encode("utf-8")
+
+    length = len(render(0))
+    header = render(length)
+    if len(header) != length:
+        raise BuildError("internal error: the installer header changed length")
+    return header
+
+
+def write_installer(
+    output: Path,
+    stub_path: Path,
+    manifest: Manifest,
+    files: Iterable[tuple[str, Path]],
+    *,
+    glibc_min: str | None = None,
+) -> InstallerLayout:
+    """Write the installer to a temporary name next to ``output``, then rename it into place."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
+    stub_size = stub_path.stat().st_size
+    is_windows = manifest.platform.startswith("win-")
+    try:
+        with open(partial, "wb") as out:
+            if not is_windows:
+                out.write(render_header(manifest, output.name, stub_size, glibc_min))
+            stub_offset = out.tell()
+            with open(stub_path, "rb") as source:
+                shutil.copyfileobj(source, out, 1024 * 1024)
+            payload_start = out.tell()
+            entries = write_payload(out, files, manifest.to_dict())
+            _check_entries(manifest, {e.name: e.sha256 for e in entries})
+            payload_size = out.tell() - payload_start
+            out.flush()
+            os.fsync(out.fileno())
+        partial.chmod(0o755)
+        os.replace(partial, output)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return InstallerLayout(output, stub_offset, stub_size, payload_size)
+
+
+def _check_entries(manifest: Manifest, written: dict[str, str]) -> None:
+    """The bytes that went into the payload must be the bytes the lock names."""
+    for package in manifest.packages:
+        actual = written.get(package.entry)
+        if actual != package.sha256:
+            raise ChecksumMismatch(package.file_name, package.sha256, actual or "missing")

@@ -1,0 +1,40 @@
+"""Facts about the fetched archives that the installer needs before it writes anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rattler import FileMode, PathsJson
+
+from builder.errors import BuildError
+
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    installed_size: int
+    #: length of the shortest binary placeholder, None without binary placeholders
+    max_prefix_length: int | None
+
+
+def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
+    installed = 0
+    shortest: int | None = None
+    for path in paths:
+        try:
+            paths_json = PathsJson.from_package_archive(path)
+        except Exception as e:  # rattler raises plain errors for unreadable archives
+            raise BuildError(f"{path.name} is not a readable conda package: {e}") from e
+        for entry in paths_json.paths:
+            installed += entry.size_in_bytes or 0
+            placeholder = entry.prefix_placeholder
+            if placeholder is not None and str(placeholder.file_mode) == str(FileMode("binary")):
+                length = len(placeholder.placeholder)
+                shortest = length if shortest is None else min(shortest, length)
+    return ArchiveFacts(installed, shortest)
+
+
+def virtual_package_requirements(depends: Iterable[str]) -> tuple[str, ...]:
+    """The virtual-package dependencies (``__glibc >=2.17`` ...) among ``depends``."""
+    return tuple(sorted({d for d in depends if d.startswith("__")}))

@@ -1,0 +1,2 @@
+@REM lockship demo activation hook (called by activation scripts)
+@SET "LSDEMO_ACTIVATED=yes"

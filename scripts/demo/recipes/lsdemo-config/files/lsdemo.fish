@@ -1,0 +1,2 @@
+# lockship demo activation hook (sourced by activation scripts)
+set -gx LSDEMO_ACTIVATED yes

@@ -1,0 +1,3 @@
+from lsdemo_greet import main
+
+main()

@@ -1,0 +1,287 @@
+"""The installer's command line: the only place in the stub that prints, prompts or exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+from stub import __version__
+from stub.errors import InstallError, PlatformMismatch, UsageError
+from stub.install import InstallRequest, install, preflight
+from stub.manifest import Manifest
+from stub.payload import FORMAT_VERSION, Payload, read_payload
+from stub.prefix import normalize_prefix
+from stub.signals import install_handlers
+
+#: set by the shell header of .sh installers: the installer file and the folder of the stub copy
+INSTALLER_ENV = "LOCKSHIP_INSTALLER"
+STUB_DIR_ENV = "LOCKSHIP_STUB_DIR"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentParser:
+    name = manifest.name if manifest else "NAME"
+    what = f"{manifest.name} {manifest.version} ({manifest.platform})" if manifest else "an env"
+    default_prefix = _default_prefix(manifest) if manifest else "~/NAME"
+    parser = _ArgumentParser(
+        prog=prog,
+        description=f"Install {what}: a conda environment built by lockship {__version__}.",
+        epilog="Exit codes: 0 installed, 1 failed (nothing left behind), 2 usage error, "
+        "130 interrupted. On failure the error names a log file with the details.",
+    )
+    parser.add_argument(
+        "-p", "--prefix", help=f"install into this folder (default: {default_prefix})"
+    )
+    parser.add_argument(
+        "-b", "--batch", action="store_true", help="never ask anything (unattended install)"
+    )
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="install even if PREFIX exists and is not empty"
+    )
+    parser.add_argument(
+        "--info", action="store_true", help="print what this installer holds; install nothing"
+    )
+    parser.add_argument(
+        "--version", action="store_true", help=f"print the version of {name} and of lockship"
+    )
+    parser.add_argument("--installer", help=argparse.SUPPRESS)
+    return parser
+
+
+def _default_prefix(manifest: Manifest) -> str:
+    if manifest.platform.startswith("win-"):
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~")
+        return str(Path(base) / manifest.name)
+    return str(Path("~").expanduser() / manifest.name)
+
+
+def _installer_path(argv: Sequence[str]) -> Path:
+    for i, arg in enumerate(argv):
+        if arg == "--installer" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--installer="):
+            return Path(arg.split("=", 1)[1])
+    env = os.environ.get(INSTALLER_ENV)
+    if env:
+        return Path(env)
+    return Path(sys.executable)
+
+
+def _machine_platform() -> str:
+    override = os.environ.get("LOCKSHIP_PLATFORM_OVERRIDE")
+    if override:
+        return override
+    from rattler import Platform
+
+    return str(Platform.current())
+
+
+# --- progress ---------------------------------------------------------------------------
+
+
+class TqdmReporter:
+    """Progress bars on a terminal."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._bar: Any = None
+
+    def start(self, description: str, total: int, unit: str = "it") -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            unit=unit,
+            unit_scale=unit == "B",
+            file=self._stream,
+            leave=True,
+            dynamic_ncols=True,
+        )
+
+    def advance(self, amount: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(amount)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def message(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self._stream)
+
+
+class LineReporter:
+    """Plain lines for logs and CI: one at the start of a stage, then every 25 %."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._description = ""
+        self._total = 0
+        self._done = 0
+        self._next_quarter = 1
+        self._unit = ""
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)
+
+    def start(self, description: str, total: int, unit: str = "it") -> None:
+        self._description, self._total, self._done, self._unit = description, total, 0, unit
+        self._next_quarter = 1
+        amount = f"{total / 1e6:.1f} MB" if unit == "B" else f"{total} {unit}"
+        self._print(f"{description} ({amount})...")
+
+    def advance(self, amount: int = 1) -> None:
+        self._done += amount
+        while self._total and self._next_quarter < 4 and self._done * 4 >= (
+            self._total * self._next_quarter
+        ):
+            self._print(f"{self._description}: {25 * self._next_quarter}%")
+            self._next_quarter += 1
+
+    def finish(self) -> None:
+        self._print(f"{self._description}: done")
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def _describe(manifest: Manifest, payload: Payload) -> str:
+    lines = [
+        f"{manifest.name} {manifest.version}",
+        f"platform:          {manifest.platform}",
+        f"environment:       {manifest.environment}",
+        f"built by:          lockship {manifest.lockship_version}",
+        f"payload format:    {FORMAT_VERSION}",
+        f"packages:          {len(manifest.packages)} "
+        f"({manifest.total_size / 1e6:.1f} MB download, "
+        f"{manifest.installed_size / 1e6:.1f} MB installed)",
+        "",
+    ]
+    width = max((len(p.name) for p in manifest.packages), default=4)
+    for p in sorted(manifest.packages, key=lambda p: p.name):
+        lines.append(f"  {p.name:<{width}}  {p.version:<12} {p.build:<20} {p.size:>12,d} B")
+    return "\n".join(lines)
+
+
+def _confirm(question: str) -> bool:
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    if not answer:
+        return False
+    return answer.strip().lower() in ("", "y", "yes")
+
+
+def run(argv: Sequence[str], prog: str) -> int:
+    """Parse ``argv``, do the work, return the exit code; raises InstallError on failure."""
+    if any(a in ("-h", "--help") for a in argv):
+        manifest = _try_manifest(argv)
+        _build_parser(prog, manifest).print_help()
+        return 0
+    payload = read_payload(_installer_path(argv))
+    manifest = Manifest.from_dict(payload.metadata)
+    args = _build_parser(prog, manifest).parse_args(argv)
+    if args.version:
+        print(f"{manifest.name} {manifest.version} (installer built by lockship "
+              f"{manifest.lockship_version}; installer program {__version__})")
+        return 0
+    if args.info:
+        print(_describe(manifest, payload))
+        return 0
+    machine = _machine_platform()
+    if machine != manifest.platform:
+        raise PlatformMismatch(manifest.platform, machine)
+    prefix = normalize_prefix(args.prefix or _default_prefix(manifest))
+    request = InstallRequest(prefix=prefix, force=args.force, installer_name=prog)
+    preflight(manifest, request)
+    interactive = not args.batch and sys.stdin.isatty()
+    if interactive:
+        print(_describe(manifest, payload))
+        print()
+        if not _confirm(f"Install {manifest.name} {manifest.version} into {prefix}? [Y/n] "):
+            print("Nothing installed.")
+            return 1
+    reporter = TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+    reporter.message(
+        f"Installing {manifest.name} {manifest.version} ({len(manifest.packages)} packages) "
+        f"into {prefix}"
+    )
+    install(payload, manifest, request, reporter)
+    activate = prefix / ("activate.bat" if manifest.platform.startswith("win-") else "activate.sh")
+    how = str(activate) if manifest.platform.startswith("win-") else f"source {activate}"
+    print(f"Installed {manifest.name} {manifest.version} into {prefix} (activate: {how})")
+    return 0
+
+
+def _try_manifest(argv: Sequence[str]) -> Manifest | None:
+    try:
+        return Manifest.from_dict(read_payload(_installer_path(argv)).metadata)
+    except InstallError:
+        return None
+
+
+def _log_path(prog: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = Path(prog).name.replace(" ", "_")
+    return Path(tempfile.gettempdir()) / f"lockship-{name}-{stamp}-{os.getpid()}.log"
+
+
+@contextmanager
+def _stub_dir_cleanup() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        stub_dir = os.environ.get(STUB_DIR_ENV)
+        if stub_dir and Path(stub_dir).name.startswith("lockship-"):
+            shutil.rmtree(stub_dir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = os.environ.get("LOCKSHIP_PROG") or Path(sys.argv[0]).name
+    install_handlers()
+    with _stub_dir_cleanup():
+        try:
+            return run(argv, prog)
+        except InstallError as e:
+            log = _write_log(prog, e)
+            suffix = f" (details: {log})" if log and e.exit_code != 2 else ""
+            print(f"ERROR: {e}{suffix}", file=sys.stderr)
+            return e.exit_code
+        except Exception as e:  # a bug: still one line on the console, traceback in the log
+            log = _write_log(prog, e)
+            print(f"ERROR: unexpected failure: {e!r} (details: {log})", file=sys.stderr)
+            return 1
+
+
+def _write_log(prog: str, error: BaseException) -> Path | None:
+    path = _log_path(prog)
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"lockship installer {__version__}, argv={sys.argv!r}\n")
+            f.write(json.dumps({"error": str(error), "type": type(error).__name__}) + "\n")
+            traceback.print_exception(error, file=f)
+    except OSError:
+        return None
+    return path

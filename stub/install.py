@@ -1,0 +1,222 @@
+"""Install the payload's packages into a prefix with rattler.
+
+The archives are streamed out of the installer (hashed on the way) into a staging folder inside
+the prefix, so rattler's cache sits on the prefix's filesystem and can hardlink; rattler then
+installs them from ``file://`` URLs. Afterwards the conda-meta records are pointed back at the
+locked URLs, a conda history is written, activation scripts are added and staging is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rattler
+from rattler import Channel, Platform, RepoData, RepoDataRecord
+
+from stub import __version__
+from stub.activation import write_activation_scripts
+from stub.errors import InstallError, LinkError
+from stub.manifest import Manifest, PackageInfo
+from stub.payload import Payload, copy_entry
+from stub.prefix import STAGE_NAME, check_prefix, prefix_transaction
+from stub.progress import Reporter
+from stub.signals import deferred
+
+#: free space required beyond the installed size (staging copies, metadata, filesystem slack)
+SPACE_MARGIN = 1.10
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    prefix: Path
+    force: bool = False
+    installer_name: str = "installer"
+
+
+class DiskSpaceError(InstallError):
+    def __init__(self, prefix: Path, needed: int, free: int) -> None:
+        self.needed, self.free = needed, free
+        super().__init__(
+            f"not enough free disk space for {prefix}: needs {_mb(needed)}, "
+            f"{_mb(free)} free; free some space or choose another prefix"
+        )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def required_space(manifest: Manifest) -> int:
+    """Bytes the installation needs: the staged archives plus the installed files."""
+    return int((manifest.total_size + manifest.installed_size) * SPACE_MARGIN)
+
+
+def check_disk_space(prefix: Path, manifest: Manifest) -> None:
+    probe = prefix
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    needed = required_space(manifest)
+    if free < needed:
+        raise DiskSpaceError(prefix, needed, free)
+
+
+def preflight(manifest: Manifest, request: InstallRequest) -> None:
+    """Every check that can fail before anything is written."""
+    check_prefix(request.prefix, force=request.force, max_length=manifest.max_prefix_length)
+    check_disk_space(request.prefix, manifest)
+
+
+def install(
+    payload: Payload, manifest: Manifest, request: InstallRequest, reporter: Reporter
+) -> None:
+    """Install everything the installer carries into ``request.prefix``."""
+    preflight(manifest, request)
+    hint = f"run the installer again with -f -p {request.prefix}, or delete the folder"
+    with prefix_transaction(request.prefix, recover_hint=hint):
+        stage = request.prefix / STAGE_NAME
+        channel_dir = stage / "pkgs"
+        records = stage_packages(payload, manifest, channel_dir, reporter)
+        link_packages(records, request.prefix, stage / "cache", manifest, reporter)
+        finish_prefix(request.prefix, manifest, request)
+
+
+def stage_packages(
+    payload: Payload, manifest: Manifest, channel_dir: Path, reporter: Reporter
+) -> list[RepoDataRecord]:
+    """Copy the archives out of the payload (verified) into a local channel; return its records."""
+    by_subdir: dict[str, list[PackageInfo]] = defaultdict(list)
+    for package in manifest.packages:
+        by_subdir[package.subdir].append(package)
+    for subdir in {*by_subdir, "noarch"}:
+        (channel_dir / subdir).mkdir(parents=True, exist_ok=True)
+    reporter.start("Unpacking", manifest.total_size, unit="B")
+    for package in manifest.packages:
+        entry = payload.entry(package.entry)
+        copy_entry(payload, entry, channel_dir / package.subdir / package.file_name)
+        reporter.advance(entry.size)
+    reporter.finish()
+    records: list[RepoDataRecord] = []
+    for subdir, packages in sorted(by_subdir.items()):
+        repodata = channel_dir / subdir / "repodata.json"
+        write_repodata(repodata, subdir, packages)
+        records.extend(RepoData.from_path(repodata).into_repo_data(Channel(channel_dir.as_uri())))
+    return records
+
+
+def write_repodata(path: Path, subdir: str, packages: list[PackageInfo]) -> None:
+    doc: dict[str, Any] = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}}
+    for p in packages:
+        key = "packages.conda" if p.file_name.endswith(".conda") else "packages"
+        doc[key][p.file_name] = p.record
+    path.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
+
+
+class _LinkReporter(rattler.InstallerReporter):  # type: ignore[misc]
+    """Bridges rattler's callbacks to our reporter; remembers failing link scripts."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.failed_scripts: list[str] = []
+        self._scripts: dict[int, str] = {}
+
+    def on_link_complete(self, index: int) -> None:
+        self.reporter.advance(1)
+
+    def on_post_link_start(self, package_name: str, script_path: str) -> int:
+        token = len(self._scripts)
+        self._scripts[token] = package_name
+        self.reporter.message(f"Running the post-link script of {package_name}")
+        return token
+
+    def on_post_link_complete(self, index: int, success: bool) -> None:
+        if not success:
+            self.failed_scripts.append(self._scripts.get(index, "?"))
+
+
+def link_packages(
+    records: list[RepoDataRecord],
+    prefix: Path,
+    cache_dir: Path,
+    manifest: Manifest,
+    reporter: Reporter,
+) -> None:
+    bridge = _LinkReporter(reporter)
+    reporter.start("Linking", len(records), unit="pkg")
+    try:
+        with deferred():
+            asyncio.run(
+                rattler.install(
+                    records,
+                    prefix,
+                    cache_dir=cache_dir,
+                    platform=Platform(manifest.platform),
+                    execute_link_scripts=bool(manifest.options.get("link_scripts", True)),
+                    show_progress=False,
+                    reporter=bridge,
+                )
+            )
+    except (RuntimeError, OSError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LinkError(f"installing the packages failed: {message}") from e
+    finally:
+        reporter.finish()
+    if bridge.failed_scripts:
+        raise LinkError(
+            "the post-link script of "
+            + ", ".join(sorted(set(bridge.failed_scripts)))
+            + " failed; see the messages above"
+        )
+
+
+def finish_prefix(prefix: Path, manifest: Manifest, request: InstallRequest) -> None:
+    """Make the prefix look like conda made it, then add activation scripts."""
+    fix_conda_meta(prefix, manifest)
+    write_history(prefix, manifest, request)
+    write_activation_scripts(prefix, manifest.platform)
+    (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
+
+
+def fix_conda_meta(prefix: Path, manifest: Manifest) -> None:
+    """Point each conda-meta record at the locked URL instead of the deleted staging folder."""
+    by_file = {p.file_name: p for p in manifest.packages}
+    for meta in (prefix / "conda-meta").glob("*.json"):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        package = by_file.get(str(data.get("fn", "")))
+        if package is None:
+            continue
+        data["url"] = package.url
+        data["channel"] = package.channel
+        data["extracted_package_dir"] = ""
+        data["package_tarball_full_path"] = ""
+        link = data.get("link")
+        if isinstance(link, dict):
+            link.pop("source", None)
+        tmp = meta.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, meta)
+
+
+def write_history(prefix: Path, manifest: Manifest, request: InstallRequest) -> None:
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    lines = [
+        f"==> {now} <==",
+        f"# cmd: {request.installer_name} --prefix {prefix}",
+        f"# lockship version: {__version__}",
+        f"# installer: {manifest.name} {manifest.version} ({manifest.platform})",
+    ]
+    for p in sorted(manifest.packages, key=lambda p: p.name):
+        channel = p.channel.rstrip("/").rsplit("/", 1)[-1] or p.channel
+        lines.append(f"+{channel}/{p.subdir}::{p.name}-{p.version}-{p.build}")
+    lines.append(f"# update specs: {json.dumps(sorted(p.name for p in manifest.packages))}")
+    history = prefix / "conda-meta" / "history"
+    with open(history, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")

@@ -1,0 +1,296 @@
+"""The lockship payload format: the door between the builder and the installer.
+
+An installer file is whatever the platform needs to start the installer program (a shell header
+and the frozen stub on Linux and macOS, the frozen stub on Windows) followed by the payload. The
+payload is self-describing and is always found from the *end* of the file, so the reader never
+scans and never depends on what comes before it.
+
+Byte layout, format version 1 (all integers unsigned little-endian)::
+
+    offset                      size  content
+    0                           P     anything: shell header, frozen stub, ... (the "preamble")
+    P = payload_offset          ...   entries, stored as-is, back to back, no padding
+    index_offset                L     the index: UTF-8 JSON (see below)
+    index_offset + L            68    the trailer:
+                                        u64  payload_offset
+                                        u64  index_offset
+                                        u64  index_length (L)
+                                        32B  sha256 of the index bytes
+                                        u32  format version (1)
+                                        8B   magic b"LoCkShIp"
+    end of file
+
+The last 12 bytes (version and magic) are the same in every format version, so a reader can
+always tell "not a lockship installer" from "a newer payload format than I understand" before
+it interprets anything else. The index hash is checked before any offset in it is trusted.
+
+The index is a JSON object::
+
+    {"format": 1,
+     "entries": [{"name": "linux-64/foo-1.0-h0_0.conda", "offset": <absolute>, "size": N,
+                  "sha256": "<hex>"}, ...],
+     "metadata": {...}}
+
+Entry offsets are absolute file offsets and must lie inside ``[payload_offset, index_offset)``;
+entry names are unique relative POSIX paths. ``metadata`` is opaque to this module (the
+installer manifest lives in it, see ``stub.manifest``). Entries are hashed while they stream,
+and a mismatch raises before the last chunk is handed out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from stub.errors import InstallError
+
+MAGIC = b"LoCkShIp"
+FORMAT_VERSION = 1
+CHUNK_SIZE = 1024 * 1024
+
+_TAIL = struct.Struct("<I8s")  # version, magic: identical in every format version
+_TRAILER_V1 = struct.Struct("<QQQ32sI8s")
+TRAILER_SIZE = _TRAILER_V1.size  # 68
+MAX_INDEX_SIZE = 256 * 1024 * 1024
+
+
+class PayloadError(InstallError):
+    """The installer file is damaged, truncated, or not a lockship installer."""
+
+
+class UnsupportedFormat(PayloadError):
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(
+            f"payload format {version} is newer than this installer understands "
+            f"({FORMAT_VERSION}); the file was built by a newer lockship and is damaged or mixed up"
+        )
+
+
+class EntryChecksumMismatch(PayloadError):
+    def __init__(self, name: str, expected: str, actual: str) -> None:
+        self.name, self.expected, self.actual = name, expected, actual
+        super().__init__(
+            f"{name} is corrupt inside the installer (sha256 {actual}, expected {expected}); "
+            "download the installer again"
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored file of the payload."""
+
+    name: str
+    offset: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A payload whose trailer and index have been read and checked."""
+
+    path: Path
+    payload_offset: int
+    index_offset: int
+    entries: tuple[Entry, ...]
+    metadata: dict[str, Any]
+
+    def entry(self, name: str) -> Entry:
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        raise PayloadError(f"the installer has no entry named {name!r}")
+
+
+def _check_entry_name(name: str) -> None:
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name or name != str(pure):
+        raise PayloadError(f"the installer index holds an unsafe entry name {name!r}")
+
+
+def write_payload(
+    out: BinaryIO, files: Iterable[tuple[str, Path]], metadata: dict[str, Any]
+) -> list[Entry]:
+    """Append a payload to ``out`` (positioned at its end) and return the entries written.
+
+    ``files`` are ``(entry name, source path)`` pairs; each source is streamed and hashed.
+    """
+    payload_offset = out.tell()
+    entries: list[Entry] = []
+    seen: set[str] = set()
+    for name, source in files:
+        _check_entry_name(name)
+        if name in seen:
+            raise ValueError(f"duplicate payload entry {name!r}")
+        seen.add(name)
+        offset = out.tell()
+        digest = hashlib.sha256()
+        size = 0
+        with open(source, "rb") as f:
+            while chunk := f.read(CHUNK_SIZE):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        entries.append(Entry(name, offset, size, digest.hexdigest()))
+    index = encode_index(entries, metadata)
+    index_offset = out.tell()
+    out.write(index)
+    out.write(
+        _TRAILER_V1.pack(
+            payload_offset,
+            index_offset,
+            len(index),
+            hashlib.sha256(index).digest(),
+            FORMAT_VERSION,
+            MAGIC,
+        )
+    )
+    return entries
+
+
+def encode_index(entries: Iterable[Entry], metadata: dict[str, Any]) -> bytes:
+    """The canonical index bytes: sorted keys, no whitespace, so builds are reproducible."""
+    doc = {
+        "format": FORMAT_VERSION,
+        "entries": [
+            {"name": e.name, "offset": e.offset, "size": e.size, "sha256": e.sha256}
+            for e in entries
+        ],
+        "metadata": metadata,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def read_payload(path: Path) -> Payload:
+    """Read and check the trailer and index of the installer at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            return _read(f, Path(path), file_size)
+    except OSError as e:
+        raise PayloadError(f"cannot read the installer {path}: {e.strerror or e}") from e
+
+
+def _read(f: BinaryIO, path: Path, file_size: int) -> Payload:
+    truncated = PayloadError(
+        f"{path} is not a complete lockship installer (it may be truncated); download it again"
+    )
+    if file_size < _TAIL.size:
+        raise truncated
+    f.seek(file_size - _TAIL.size)
+    version, magic = _TAIL.unpack(f.read(_TAIL.size))
+    if magic != MAGIC:
+        raise truncated
+    if version != FORMAT_VERSION:
+        if version > FORMAT_VERSION:
+            raise UnsupportedFormat(version)
+        raise PayloadError(f"payload format {version} is not a format this installer reads")
+    if file_size < TRAILER_SIZE:
+        raise truncated
+    f.seek(file_size - TRAILER_SIZE)
+    payload_offset, index_offset, index_length, index_hash, _, _ = _TRAILER_V1.unpack(
+        f.read(TRAILER_SIZE)
+    )
+    if not (
+        payload_offset <= index_offset
+        and index_length <= MAX_INDEX_SIZE
+        and index_offset + index_length == file_size - TRAILER_SIZE
+    ):
+        raise truncated
+    f.seek(index_offset)
+    raw = f.read(index_length)
+    if len(raw) != index_length or hashlib.sha256(raw).digest() != index_hash:
+        raise PayloadError(
+            f"the index of {path} does not match its checksum (the file is damaged); "
+            "download the installer again"
+        )
+    return Payload(
+        path=path,
+        payload_offset=payload_offset,
+        index_offset=index_offset,
+        entries=_parse_entries(raw, payload_offset, index_offset),
+        metadata=_parse_metadata(raw),
+    )
+
+
+def _parse_entries(raw: bytes, payload_offset: int, index_offset: int) -> tuple[Entry, ...]:
+    bad = PayloadError("the installer index is malformed; download the installer again")
+    try:
+        doc = json.loads(raw)
+        items = doc["entries"]
+        if doc.get("format") != FORMAT_VERSION or not isinstance(items, list):
+            raise bad
+        entries = tuple(
+            Entry(str(i["name"]), int(i["offset"]), int(i["size"]), str(i["sha256"]))
+            for i in items
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise bad from e
+    names: set[str] = set()
+    for e in entries:
+        _check_entry_name(e.name)
+        if e.name in names:
+            raise bad
+        names.add(e.name)
+        if e.offset < payload_offset or e.size < 0 or e.offset + e.size > index_offset:
+            raise PayloadError(f"the installer index places {e.name} outside the payload")
+    return entries
+
+
+def _parse_metadata(raw: bytes) -> dict[str, Any]:
+    metadata = json.loads(raw).get("metadata")
+    if not isinstance(metadata, dict):
+        raise PayloadError("the installer index has no metadata; download the installer again")
+    return metadata
+
+
+def iter_entry(payload: Payload, entry: Entry, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Stream an entry's bytes, verifying its sha256.
+
+    The final chunk is only yielded once the whole entry has been hashed, so a consumer that
+    writes chunks to disk never completes a corrupt file without seeing the error.
+    """
+    digest = hashlib.sha256()
+    remaining = entry.size
+    pending: bytes | None = None
+    with open(payload.path, "rb") as f:
+        f.seek(entry.offset)
+        while remaining:
+            chunk = f.read(min(chunk_size, remaining))
+            if not chunk:
+                raise PayloadError(f"{payload.path} ends inside {entry.name}; download it again")
+            remaining -= len(chunk)
+            digest.update(chunk)
+            if pending is not None:
+                yield pending
+            pending = chunk
+    actual = digest.hexdigest()
+    if actual != entry.sha256:
+        raise EntryChecksumMismatch(entry.name, entry.sha256, actual)
+    if pending is not None:
+        yield pending
+
+
+def copy_entry(payload: Payload, entry: Entry, target: Path) -> None:
+    """Write an entry to ``target`` (a new file), verified; remove it again on any failure."""
+    try:
+        with open(target, "xb") as out:
+            for chunk in iter_entry(payload, entry):
+                out.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def verify_payload(payload: Payload) -> None:
+    """Hash every entry; raise on the first one that does not match the index."""
+    for entry in payload.entries:
+        for _ in iter_entry(payload, entry):
+            pass

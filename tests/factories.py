@@ -1,0 +1,826 @@
+"""Test-fixture factories: real conda packages, channels, lock files and an HTTP channel server.
+
+Everything here works offline (only 127.0.0.1 is contacted). ``scripts/demo.py`` imports this
+module too (with the repository root on ``sys.path``), so keep it free of pytest imports.
+
+Findings (py-rattler 0.28.0, py-rattler-build 0.73.0, measured on a 2-core box):
+
+* ``Stage0Recipe.from_file(p).run_build(VariantConfig(), ToolConfiguration(), output_dir=...,
+  channels=[...], no_build_id=True)`` builds a tiny recipe in 0.05-0.3 s. ``channels`` defaults to
+  ``["conda-forge"]`` when ``None``: always pass a list. ``output_dir`` receives ``bld/``,
+  ``src_cache/``, ``build_cache/``, a log file and its own ``repodata.json``, so we build into a
+  scratch folder and move only the archives out. Archives come out with mode 0600 (chmod 0644).
+* ``${{ compiler('c') }}`` cannot resolve offline: the recipes call the system ``gcc``. The
+  build script inherits the caller's PATH (``env_isolation`` STRICT still keeps PATH).
+* ``noarch: python`` builds offline once a ``python`` package is in a local channel passed via
+  ``channels=[file://...]``; the build script copies the module into ``$SP_DIR`` (no pip).
+  rattler-build stores it under ``site-packages/`` and writes ``info/link.json`` entry points.
+* rattler lays noarch python packages out from the *version of the record named python* in the
+  transaction (3.11.0 -> ``lib/python3.11/site-packages``, entry-point shebang
+  ``#!<prefix>/bin/python3.11``). Our stand-in ``bin/python3.11`` is a ``#!/bin/sh`` wrapper;
+  Linux happily runs a script whose interpreter is itself a script.
+* ``rattler.index.index_fs`` is a coroutine (``asyncio.run`` it). It also writes
+  ``repodata.json.zst``, sharded repodata and leaves an empty ``<channel>/.tmp`` (removed here).
+* ``rattler-build`` records softlinks in paths.json with the *target's* sha256 and
+  ``size_in_bytes`` = length of the link text; hand-written archives do the same.
+* ``rattler.solve`` against ``Channel("http://127.0.0.1:<port>")`` fetches repodata over HTTP and
+  returns records whose ``url`` is already the HTTP one (sha256 set): no URL rewriting needed.
+  A fresh ``Gateway(cache_dir=<tmp>)`` per solve avoids stale repodata when ports get reused.
+* ``rattler.Platform`` is a deprecated alias of ``rattler.Subdir`` (DeprecationWarning, and
+  pytest here turns warnings into errors).
+* ``RepoDataRecord.sort_topologically`` returns plain ``PackageRecord``s (no url/sha256):
+  map the order back onto the RepoDataRecords.
+* ``LockFile([LockPlatform(p)])`` + ``add_conda_package(env, LockPlatform(p), record)`` +
+  ``set_channels`` + ``to_path`` writes a pixi.lock (version 6+) that ``LockFile.from_path``
+  reads back with the same records. Reading back: pass a platform from ``lock.platforms()`` to
+  ``env.conda_repodata_records_for_platform``; a fresh ``LockPlatform("linux-64")`` raises
+  ``pyo3_runtime.PanicException`` (a BaseException, not an Exception!).
+* The rattler gateway fetches *sharded* repodata (``repodata_shards.msgpack.zst`` + shards)
+  from any HTTP channel that has it, so ``ChannelServer.requests`` shows shard paths, not
+  ``repodata.json``. Pass ``index_channel(..., write_shards=False)`` to test the classic path
+  (the gateway then tries shards, ``.json.zst``, ``.json.bz2``, ``.json``; 404s are fine).
+* rattler (0.28) vs malicious tar members while filling its cache: ``../x`` members are skipped
+  silently, ``/abs`` members land *inside* the cache folder (leading ``/`` stripped), a file
+  written through a symlink that points outside fails the install ("trying to unpack outside
+  of destination path"); a ``../`` path listed in paths.json fails at link time.
+* Timings: ``build_demo_channel`` ~0.8 s (4 builds + 5 index runs); solving over HTTP ~35 ms;
+  installing the 4 demo packages over HTTP ~0.1 s; tests/test_factories.py ~3 s in total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bz2
+import contextlib
+import hashlib
+import io
+import json
+import posixpath
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import rattler
+import zstandard
+from rattler.index import index_fs
+
+__all__ = [
+    "DEMO_RECIPES",
+    "REPO_ROOT",
+    "ChannelServer",
+    "RequestRecord",
+    "archive_members",
+    "build_demo_channel",
+    "build_recipe",
+    "channel_records",
+    "demo_recipe_order",
+    "index_channel",
+    "package_info",
+    "write_conda_package",
+    "write_pixi_lock",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_RECIPES = REPO_ROOT / "scripts" / "demo" / "recipes"
+
+_V = TypeVar("_V")
+
+#: Fixed mtime (2024-01-01) for hand-written archives, so they are byte-for-byte reproducible.
+ARCHIVE_MTIME = 1_704_067_200
+
+
+# --------------------------------------------------------------------------------------------
+# Building real packages with py-rattler-build
+# --------------------------------------------------------------------------------------------
+
+
+def build_recipe(
+    recipe_dir: Path, output_dir: Path, channels: list[str] | None = None
+) -> list[Path]:
+    """Build ``recipe_dir/recipe.yaml`` with py-rattler-build; return the archives produced.
+
+    The archives land in ``output_dir/<subdir>/`` with mode 0644 (the build's scratch files go
+    to a temporary folder). ``channels`` are channel URLs (e.g. ``file:///...``) used to
+    resolve build/host requirements; ``None`` means no channel at all (never conda-forge).
+    """
+    from rattler_build import Stage0Recipe, ToolConfiguration, VariantConfig
+
+    recipe_file = recipe_dir / "recipe.yaml" if recipe_dir.is_dir() else recipe_dir
+    recipe = Stage0Recipe.from_file(str(recipe_file))
+    produced: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="lsbuild-") as scratch:
+        results = recipe.run_build(
+            VariantConfig(),
+            ToolConfiguration(test_strategy="skip"),
+            output_dir=scratch,
+            channels=list(channels or []),
+            no_build_id=True,
+        )
+        for result in results:
+            for archive in result.packages:
+                archive = Path(archive)
+                dest_dir = output_dir / archive.parent.name  # the archive's subdir
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                dest = dest_dir / archive.name
+                shutil.move(str(archive), dest)
+                dest.chmod(0o644)
+                produced.append(dest)
+    return produced
+
+
+def _recipe_requirement_names(recipe_dir: Path) -> tuple[str, set[str]]:
+    from rattler_build import Stage0Recipe
+
+    data = Stage0Recipe.from_file(str(recipe_dir / "recipe.yaml")).to_dict()
+    name = str(data["package"]["name"])
+    deps: set[str] = set()
+    for section in ("build", "host", "run"):
+        for req in (data.get("requirements") or {}).get(section) or []:
+            if isinstance(req, str) and req.strip():
+                deps.add(req.split()[0])
+    return name, deps
+
+
+def demo_recipe_order(recipes_root: Path = DEMO_RECIPES) -> list[Path]:
+    """Recipe folders under ``recipes_root`` sorted so that dependencies are built first."""
+    info = {
+        d: _recipe_requirement_names(d)
+        for d in sorted(recipes_root.iterdir())
+        if (d / "recipe.yaml").is_file()
+    }
+    by_name = {name: d for d, (name, _) in info.items()}
+    ordered: list[Path] = []
+    state: dict[Path, str] = {}
+
+    def visit(d: Path) -> None:
+        if state.get(d) == "done":
+            return
+        if state.get(d) == "visiting":
+            raise ValueError(f"dependency cycle through recipe {d.name}")
+        state[d] = "visiting"
+        for dep in sorted(info[d][1]):
+            if dep in by_name and by_name[dep] != d:
+                visit(by_name[dep])
+        state[d] = "done"
+        ordered.append(d)
+
+    for d in info:
+        visit(d)
+    return ordered
+
+
+def build_demo_channel(channel_dir: Path, recipes_root: Path = DEMO_RECIPES) -> Path:
+    """Build every demo recipe (dependencies first) into an indexed local channel.
+
+    Layout: ``channel_dir/<subdir>/*.conda`` plus repodata; ``noarch/`` always exists.
+    Each build can resolve its requirements from the packages built before it.
+    """
+    channel_dir.mkdir(parents=True, exist_ok=True)
+    (channel_dir / "noarch").mkdir(exist_ok=True)
+    index_channel(channel_dir)
+    channel_uri = channel_dir.resolve().as_uri()
+    for recipe_dir in demo_recipe_order(recipes_root):
+        build_recipe(recipe_dir, channel_dir, channels=[channel_uri])
+        index_channel(channel_dir)
+    return channel_dir
+
+
+def index_channel(channel_dir: Path, *, write_zst: bool = True, write_shards: bool = True) -> None:
+    """Write repodata for a local channel (creates ``noarch/`` if missing)."""
+    (channel_dir / "noarch").mkdir(parents=True, exist_ok=True)
+    asyncio.run(index_fs(channel_dir, write_zst=write_zst, write_shards=write_shards, force=True))
+    with contextlib.suppress(OSError):  # index_fs leaves an empty scratch folder behind
+        (channel_dir / ".tmp").rmdir()
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-written archives
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tar_member(
+    tar: tarfile.TarFile, kind: str, name: str, payload: bytes | str = b"", mode: int | None = None
+) -> None:
+    """Add one member to ``tar`` with ``name`` used verbatim (no normalisation)."""
+    info = tarfile.TarInfo(name)
+    info.mtime = ARCHIVE_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if kind == "file":
+        data = payload.encode() if isinstance(payload, str) else payload
+        info.size = len(data)
+        info.mode = 0o644 if mode is None else mode
+        tar.addfile(info, io.BytesIO(data))
+        return
+    target = payload.decode() if isinstance(payload, bytes) else payload
+    if kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = target
+        info.mode = 0o777
+    elif kind == "hardlink":
+        info.type = tarfile.LNKTYPE
+        info.linkname = target
+        info.mode = 0o644
+    elif kind == "dir":
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+    else:
+        raise ValueError(f"unknown raw member kind {kind!r}")
+    tar.addfile(info)
+
+
+def _tar_bytes(
+    members: Sequence[tuple[str, str, bytes | str, int | None]], compression: str
+) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for kind, name, payload, mode in members:
+            _tar_member(tar, kind, name, payload, mode)
+    raw = buf.getvalue()
+    if compression == "zst":
+        return zstandard.ZstdCompressor(level=3).compress(raw)
+    if compression == "bz2":
+        return bz2.compress(raw, 9)
+    return raw
+
+
+def _file_mode(path: str, data: bytes) -> int:
+    return 0o755 if path.startswith("bin/") or data.startswith(b"#!") else 0o644
+
+
+def write_conda_package(
+    channel_dir: Path,
+    name: str,
+    version: str,
+    *,
+    build: str = "0",
+    build_number: int = 0,
+    subdir: str = "noarch",
+    files: dict[str, bytes | str] | None = None,
+    symlinks: dict[str, str] | None = None,
+    depends: list[str] | None = None,
+    fmt: str = ".conda",
+    text_placeholders: dict[str, str] | None = None,
+    binary_placeholders: dict[str, str] | None = None,
+    raw_members: list[tuple[str, ...]] | None = None,
+    extra_index: dict[str, Any] | None = None,
+    extra_info: dict[str, bytes | str] | None = None,
+) -> Path:
+    """Hand-write a conda package into ``channel_dir/<subdir>/`` (no rattler-build involved).
+
+    Returns the archive path (``<name>-<version>-<build><fmt>``, mode 0644). The channel is *not*
+    re-indexed: call :func:`index_channel` when done writing packages.
+
+    * ``files``: relative path -> content (``str`` is UTF-8 encoded). Mode 0755 for ``bin/*`` and
+      ``#!`` scripts, else 0644.
+    * ``symlinks``: relative path -> link target (written verbatim, e.g. ``"tool"`` or
+      ``"../lib/x"``).
+    * ``text_placeholders`` / ``binary_placeholders``: relative path (must be in ``files``) ->
+      the prefix placeholder string that file contains; recorded in paths.json as
+      ``file_mode: text|binary`` + ``prefix_placeholder``.
+    * ``fmt``: ``".conda"`` (stored zip: metadata.json, info-<stem>.tar.zst, pkg-<stem>.tar.zst)
+      or ``".tar.bz2"`` (one tar holding info/ and the files).
+    * ``extra_index``: merged last into info/index.json (e.g. ``{"noarch": "python"}``,
+      ``{"constrains": [...]}``, or deliberately broken values).
+    * ``extra_info``: additional files under ``info/`` (e.g. ``{"link.json": ...}``).
+    * ``raw_members``: unchecked tar members for fault tests, appended *after* the regular
+      members in the given order; each is a tuple ``(kind, name[, payload[, flags]])``:
+
+      - ``kind``: ``"file"`` (payload = content), ``"symlink"`` / ``"hardlink"`` (payload =
+        link target), ``"dir"`` (no payload).
+      - ``name``: the tar member name, used verbatim: ``"../escape.txt"``, ``"/tmp/x"``, ...
+      - ``flags``: comma-separated; ``"info"`` puts the member in the info tar instead of the
+        pkg tar (``.conda`` only); ``"listed"`` also lists it in paths.json (files get their
+        real sha256/size, links get ``path_type: softlink``).
+
+      Example - a symlink leading outside, then a file written through it::
+
+          raw_members=[("symlink", "lib/evil", "/tmp/outside"),
+                       ("file", "lib/evil/pwned.txt", "gotcha")]
+    """
+    if fmt not in (".conda", ".tar.bz2"):
+        raise ValueError(f"fmt must be '.conda' or '.tar.bz2', not {fmt!r}")
+    files = dict(files or {})
+    symlinks = dict(symlinks or {})
+    placeholders: dict[str, tuple[str, str]] = {}
+    for mode_name, mapping in (("text", text_placeholders), ("binary", binary_placeholders)):
+        for p, placeholder in (mapping or {}).items():
+            if p not in files:
+                raise ValueError(f"placeholder given for {p!r}, which is not in files")
+            placeholders[p] = (mode_name, placeholder)
+
+    encoded = {p: (c.encode() if isinstance(c, str) else c) for p, c in files.items()}
+
+    pkg_members: list[tuple[str, str, bytes | str, int | None]] = []
+    info_extra_members: list[tuple[str, str, bytes | str, int | None]] = []
+    paths: list[dict[str, Any]] = []
+
+    for p in sorted(encoded):
+        data = encoded[p]
+        pkg_members.append(("file", p, data, _file_mode(p, data)))
+        entry: dict[str, Any] = {
+            "_path": p,
+            "path_type": "hardlink",
+            "sha256": _sha256(data),
+            "size_in_bytes": len(data),
+        }
+        if p in placeholders:
+            entry["file_mode"], entry["prefix_placeholder"] = placeholders[p]
+        paths.append(entry)
+
+    for p in sorted(symlinks):
+        target = symlinks[p]
+        pkg_members.append(("symlink", p, target, None))
+        entry = {"_path": p, "path_type": "softlink", "size_in_bytes": len(target.encode())}
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(p), target))
+        if resolved in encoded:
+            entry["sha256"] = _sha256(encoded[resolved])
+        paths.append(entry)
+
+    for raw in raw_members or []:
+        if len(raw) < 2:
+            raise ValueError(f"raw member needs at least (kind, name): {raw!r}")
+        kind, member_name = raw[0], raw[1]
+        payload = raw[2] if len(raw) > 2 else ""
+        flags = {f.strip() for f in raw[3].split(",")} if len(raw) > 3 else set()
+        target_list = info_extra_members if "info" in flags else pkg_members
+        mode = _file_mode(member_name, payload.encode()) if kind == "file" else None
+        target_list.append((kind, member_name, payload, mode))
+        if "listed" in flags:
+            if kind == "file":
+                data = payload.encode()
+                paths.append(
+                    {
+                        "_path": member_name,
+                        "path_type": "hardlink",
+                        "sha256": _sha256(data),
+                        "size_in_bytes": len(data),
+                    }
+                )
+            elif kind in ("symlink", "hardlink"):
+                paths.append(
+                    {
+                        "_path": member_name,
+                        "path_type": "softlink" if kind == "symlink" else "hardlink",
+                        "size_in_bytes": len(payload.encode()),
+                    }
+                )
+
+    index: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "build": build,
+        "build_number": build_number,
+        "depends": list(depends or []),
+        "license": "BSD-3-Clause",
+        "subdir": subdir,
+        "timestamp": ARCHIVE_MTIME * 1000,
+    }
+    if subdir == "noarch":
+        index["noarch"] = "generic"
+    else:
+        platform, _, arch = subdir.partition("-")
+        index["platform"] = platform
+        index["arch"] = {"64": "x86_64", "32": "x86", "aarch64": "aarch64"}.get(arch, arch)
+    index.update(extra_index or {})
+
+    info_files: dict[str, bytes | str] = {
+        "info/index.json": json.dumps(index, indent=2, sort_keys=True),
+        "info/paths.json": json.dumps({"paths": paths, "paths_version": 1}, indent=2),
+        "info/files": "".join(f"{e['_path']}\n" for e in paths),
+    }
+    for rel, content in (extra_info or {}).items():
+        info_files[f"info/{rel}"] = content
+    info_members: list[tuple[str, str, bytes | str, int | None]] = [
+        ("file", p, c, 0o644) for p, c in info_files.items()
+    ]
+    info_members += info_extra_members
+
+    stem = f"{name}-{version}-{build}"
+    out_dir = channel_dir / subdir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (channel_dir / "noarch").mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{stem}{fmt}"
+    tmp = out.with_name(out.name + ".part")
+    if fmt == ".conda":
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            t = time.gmtime(ARCHIVE_MTIME)
+            date = (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+            for member_name, data in (
+                ("metadata.json", json.dumps({"conda_pkg_format_version": 2}).encode()),
+                (f"info-{stem}.tar.zst", _tar_bytes(info_members, "zst")),
+                (f"pkg-{stem}.tar.zst", _tar_bytes(pkg_members, "zst")),
+            ):
+                zinfo = zipfile.ZipInfo(member_name, date_time=date)
+                zinfo.external_attr = 0o644 << 16
+                zf.writestr(zinfo, data)
+    else:
+        tmp.write_bytes(_tar_bytes(info_members + pkg_members, "bz2"))
+    tmp.chmod(0o644)
+    tmp.replace(out)
+    return out
+
+
+def archive_members(archive: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    """All tar members of a ``.conda`` (info and pkg tars) or ``.tar.bz2`` archive.
+
+    Maps the member name (verbatim) to its ``TarInfo`` and content (``b""`` for non-files).
+    """
+    blobs: list[bytes] = []
+    if archive.name.endswith(".conda"):
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                if name.endswith(".tar.zst"):
+                    reader = zstandard.ZstdDecompressor().stream_reader(zf.read(name))
+                    blobs.append(reader.read())
+    else:
+        blobs.append(bz2.decompress(archive.read_bytes()))
+    members: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    for blob in blobs:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
+            for info in tar.getmembers():
+                f = tar.extractfile(info) if info.isfile() else None
+                members[info.name] = (info, f.read() if f is not None else b"")
+    return members
+
+
+def package_info(archive: Path) -> dict[str, Any]:
+    """``index.json``, ``paths.json`` (as ``{path: entry}``) and ``link.json`` of an archive."""
+    members = archive_members(archive)
+
+    def load(name: str) -> Any:
+        entry = members.get(f"info/{name}")
+        return json.loads(entry[1]) if entry is not None else None
+
+    paths = load("paths.json") or {"paths": []}
+    return {
+        "index": load("index.json"),
+        "paths": {e["_path"]: e for e in paths["paths"]},
+        "link": load("link.json"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Solving and lock files
+# --------------------------------------------------------------------------------------------
+
+
+def _channel_package_names(channel_dir: Path, platform: str) -> list[str]:
+    names: set[str] = set()
+    for subdir in dict.fromkeys((platform, "noarch")):
+        repodata = channel_dir / subdir / "repodata.json"
+        if not repodata.is_file():
+            continue
+        data = json.loads(repodata.read_text())
+        for key in ("packages", "packages.conda"):
+            names.update(rec["name"] for rec in (data.get(key) or {}).values())
+    return sorted(names)
+
+
+def channel_records(
+    channel_dir: Path,
+    channel_url: str,
+    platform: str,
+    specs: list[str] | None = None,
+    *,
+    virtual_packages: Sequence[rattler.GenericVirtualPackage | rattler.VirtualPackage]
+    | None = None,
+) -> list[rattler.RepoDataRecord]:
+    """Solve ``specs`` for ``platform`` against the channel served at ``channel_url``.
+
+    ``specs`` defaults to every package name in ``channel_dir``'s ``<platform>`` and ``noarch``
+    repodata. The solve fetches repodata from ``channel_url`` itself (e.g. a
+    :class:`ChannelServer` URL, or a ``file://`` URL), so the records' ``url`` and ``channel``
+    point there and carry sha256/md5/size from the index. ``virtual_packages`` defaults to the
+    detected ones when ``platform`` is this machine's, else none. Records come back sorted
+    topologically (dependencies first).
+    """
+    if specs is None:
+        specs = _channel_package_names(channel_dir, platform)
+    if virtual_packages is None:
+        virtual_packages = (
+            rattler.VirtualPackage.detect() if platform == str(rattler.Subdir.current()) else []
+        )
+    with tempfile.TemporaryDirectory(prefix="lsrepodata-") as cache:
+        gateway = rattler.Gateway(cache_dir=Path(cache))
+        records = asyncio.run(
+            rattler.solve(
+                sources=[rattler.Channel(channel_url.rstrip("/"))],
+                specs=specs,
+                gateway=gateway,
+                platforms=[rattler.Subdir(platform), rattler.Subdir("noarch")],
+                virtual_packages=list(virtual_packages),
+            )
+        )
+    missing = [r.file_name for r in records if r.sha256 is None]
+    if missing:
+        raise RuntimeError(f"records without sha256: {missing}")
+    # sort_topologically hands back plain PackageRecords: map them back by (unique) name.
+    by_name = {r.name.normalized: r for r in records}
+    ordered = rattler.PackageRecord.sort_topologically(list[rattler.PackageRecord](records))
+    return [by_name[r.name.normalized] for r in ordered]
+
+
+def write_pixi_lock(
+    path: Path,
+    records: dict[str, list[rattler.RepoDataRecord]] | None = None,
+    *,
+    environment: str = "default",
+    channel_url: str,
+    environments: dict[str, dict[str, list[rattler.RepoDataRecord]]] | None = None,
+) -> Path:
+    """Write a pixi.lock with ``records`` (platform -> records) for ``environment``.
+
+    ``environments`` (env name -> platform -> records) adds more environments; every
+    environment gets ``channel_url`` as its only channel. Returns ``path``.
+    """
+    envs: dict[str, dict[str, list[rattler.RepoDataRecord]]] = {}
+    if records is not None:
+        envs[environment] = records
+    for env_name, per_platform in (environments or {}).items():
+        envs.setdefault(env_name, {}).update(per_platform)
+    if not envs:
+        raise ValueError("no records given")
+    platforms = sorted({p for per_platform in envs.values() for p in per_platform})
+    lock = rattler.LockFile([rattler.LockPlatform(p) for p in platforms])
+    channel = channel_url if channel_url.endswith("/") else channel_url + "/"
+    for env_name, per_platform in envs.items():
+        lock.set_channels(env_name, [rattler.LockChannel(channel)])
+        for platform, recs in per_platform.items():
+            for rec in recs:
+                lock.add_conda_package(env_name, rattler.LockPlatform(platform), rec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock.to_path(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP channel server with fault injection
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RequestRecord:
+    """One request seen by :class:`ChannelServer` (``path`` without query, leading ``/``).
+
+    Logged on arrival; ``status`` stays 0 until the answer is sent (e.g. while hanging).
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int = 0
+
+
+def _norm(path: str) -> str:
+    return "/" + unquote(urlsplit(path).path).lstrip("/")
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def _serve(self, *, head: bool) -> None:
+        owner = self.server.owner
+        path = _norm(self.path)
+        self._status = 0
+        record = owner._record(self.command, path, dict(self.headers.items()))
+        try:
+            self._serve_inner(owner, path, head=head)
+        finally:
+            record.status = self._status
+
+    def _send_empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _serve_inner(self, owner: ChannelServer, path: str, *, head: bool) -> None:
+        delay = owner.hang.get(path, owner.delay)
+        if delay:
+            owner._stopping.wait(delay)
+        if owner.auth is not None:
+            user, password = owner.auth
+            expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self._send_empty(401, {"WWW-Authenticate": 'Basic realm="lockship-test"'})
+                return
+        if path in owner.status_overrides:
+            self._send_empty(owner.status_overrides[path])
+            return
+        if owner._take_failure(path):
+            self._send_empty(owner.fail_status)
+            return
+        body: bytes | None = owner.content_overrides.get(path)
+        cut = owner.truncate.get(path)
+        if body is None and cut is None:
+            if head:
+                super().do_HEAD()
+            else:
+                super().do_GET()
+            return
+        if body is None:
+            file = Path(self.translate_path(path))
+            if not file.is_file():
+                self._send_empty(404)
+                return
+            body = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if head:
+            return
+        if cut is None:
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[:cut])  # announce the full length, send less, hang up
+        self.wfile.flush()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: ChannelServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that give up (timeouts, truncation tests) are expected: stay quiet.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class ChannelServer:
+    """Serve ``directory`` over HTTP on 127.0.0.1 (free port) in a background thread.
+
+    Use as a context manager (or ``start()``/``stop()``); ``url`` has no trailing slash.
+    Fault-injection hooks, all keyed by URL path relative to the root (``"linux-64/x.conda"``
+    or ``"/linux-64/x.conda"``), can be changed while the server runs:
+
+    * ``status_overrides[path] = 404``: answer with that status and an empty body.
+    * ``fail_first_n[path] = n``: the first ``n`` requests for ``path`` get ``fail_status``
+      (default 503); key ``"*"`` counts requests to any path.
+    * ``truncate[path] = n``: announce the full Content-Length, send ``n`` bytes, hang up.
+    * ``hang[path] = seconds``: sleep before answering (``delay`` does it for every path);
+      the sleep ends early when the server stops.
+    * ``content_overrides[path] = b"..."``: serve these bytes instead of the file.
+    * ``auth = ("user", "pass")``: require HTTP basic auth (401 otherwise).
+
+    ``requests`` records every request (method, path, headers, status) in arrival order.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        auth: tuple[str, str] | None = None,
+        delay: float = 0.0,
+        fail_status: int = 503,
+    ) -> None:
+        self.directory = Path(directory)
+        self.auth = auth
+        self.delay = delay
+        self.fail_status = fail_status
+        self.status_overrides: _PathDict[int] = _PathDict()
+        self.fail_first_n: _PathDict[int] = _PathDict()
+        self.truncate: _PathDict[int] = _PathDict()
+        self.hang: _PathDict[float] = _PathDict()
+        self.content_overrides: _PathDict[bytes] = _PathDict()
+        self.requests: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> ChannelServer:
+        directory = str(self.directory)
+
+        class Handler(_Handler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=directory, **kwargs)
+
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server.owner = self
+        port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"ChannelServer:{port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> ChannelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def reset_faults(self) -> None:
+        """Clear every fault hook and the request log (``auth``/``delay`` included)."""
+        with self._lock:
+            for hook in (
+                self.status_overrides,
+                self.fail_first_n,
+                self.truncate,
+                self.hang,
+                self.content_overrides,
+            ):
+                hook.clear()
+            self.auth = None
+            self.delay = 0.0
+            self.requests.clear()
+
+    def request_count(self, path: str | None = None) -> int:
+        """Number of requests seen (for ``path`` only, if given)."""
+        with self._lock:
+            if path is None:
+                return len(self.requests)
+            p = _norm(path)
+            return sum(1 for r in self.requests if r.path == p)
+
+    def url_for(self, path: str) -> str:
+        return f"{self.url}/{path.lstrip('/')}"
+
+    def _take_failure(self, path: str) -> bool:
+        with self._lock:
+            for key in (path, "/*"):
+                left = self.fail_first_n.get(key, 0)
+                if left > 0:
+                    self.fail_first_n[key] = left - 1
+                    return True
+        return False
+
+    def _record(self, method: str, path: str, headers: dict[str, str]) -> RequestRecord:
+        record = RequestRecord(method, path, headers)
+        with self._lock:
+            self.requests.append(record)
+        return record
+
+
+class _PathDict(dict[str, _V], Generic[_V]):
+    """A dict whose keys are URL paths normalised to start with a single ``/``."""
+
+    def __setitem__(self, key: str, value: _V) -> None:
+        super().__setitem__(_norm(key), value)
+
+    def __getitem__(self, key: str) -> _V:
+        return super().__getitem__(_norm(key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(_norm(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(_norm(key), default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
