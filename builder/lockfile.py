@@ -50,7 +50,7 @@ def find_lockfile(path: Path) -> Path:
 def load_lockfile(path: Path) -> LockFile:
     try:
         return LockFile.from_path(path)
-    except (OSError, RuntimeError, ValueError) as e:
+    except Exception as e:  # rattler's parse errors derive from Exception only
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LockfileError(f"cannot read the lockfile {path}: {first}") from e
 

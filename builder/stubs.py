@@ -18,14 +18,14 @@ from pathlib import Path
 
 import stub
 from builder.errors import StubError
-from rattler import Platform
+from rattler import Subdir
 
 STUB_BASENAME = "lockship-stub"
 PYINSTALLER_EXCLUDES = ("tkinter", "unittest", "pydoc", "doctest", "xmlrpc", "lib2to3", "IPython")
 
 
 def host_platform() -> str:
-    return str(Platform.current())
+    return str(Subdir.current())
 
 
 def stub_file_name(platform: str) -> str:

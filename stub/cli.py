@@ -85,9 +85,9 @@ def _machine_platform() -> str:
     override = os.environ.get("LOCKSHIP_PLATFORM_OVERRIDE")
     if override:
         return override
-    from rattler import Platform
+    from rattler import Subdir
 
-    return str(Platform.current())
+    return str(Subdir.current())
 
 
 # --- progress ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import rattler
-from rattler import Channel, Platform, RepoData, RepoDataRecord
+from rattler import Channel, RepoData, RepoDataRecord, Subdir
 
 from stub import __version__
 from stub.activation import write_activation_scripts
@@ -158,7 +158,7 @@ def link_packages(
                     records,
                     prefix,
                     cache_dir=cache_dir,
-                    platform=Platform(manifest.platform),
+                    platform=Subdir(manifest.platform),
                     execute_link_scripts=bool(manifest.options.get("link_scripts", True)),
                     show_progress=False,
                     reporter=bridge,

@@ -25,6 +25,7 @@ from tests.factories import (  # noqa: E402
     channel_records,
     write_pixi_lock,
 )
+from tests.runners import run_lockship  # noqa: E402
 
 DEMO_PLATFORM = "linux-64"
 
@@ -80,3 +81,46 @@ def demo_lock(
         )
     )
     return workspace
+
+
+# --- lockship itself -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real stub for this machine, frozen once (cached by source digest across sessions).
+
+    For quick local iteration ``LOCKSHIP_TEST_STUB=python`` swaps in a script that runs the
+    stub's sources with this interpreter (never in CI: the frozen stub is what users get).
+    """
+    from builder.stubs import default_cache_dir, host_platform, resolve_stub
+
+    if os.environ.get("LOCKSHIP_TEST_STUB") == "python" and not os.environ.get("CI"):
+        script = tmp_path_factory.mktemp("python-stub") / "stub"
+        script.write_text(
+            f'#!/bin/sh\nPYTHONPATH="{_REPO_ROOT}" exec "{sys.executable}" -m stub "$@"\n'
+        )
+        script.chmod(0o755)
+        return script
+    return resolve_stub(host_platform(), default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def download_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("download-cache")
+
+
+@pytest.fixture(scope="session")
+def demo_installer(
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_lock: Path,
+    frozen_stub: Path,
+    download_cache: Path,
+) -> Path:
+    """One installer built from ``demo_lock`` with the real stub, shared by the session."""
+    out = tmp_path_factory.mktemp("installers")
+    result = run_lockship(
+        "build", demo_lock, "-o", out, "--stub", frozen_stub, "--cache-dir", download_cache
+    )
+    assert result.returncode == 0, result.stderr
+    return Path(result.stdout.strip().splitlines()[-1])

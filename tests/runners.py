@@ -1,0 +1,57 @@
+"""Run lockship and its installers in subprocesses, as users do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("ERROR:")]
+
+
+def run_lockship(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
+    """Run the builder CLI in a subprocess, as a user would."""
+    process = subprocess.run(
+        [sys.executable, "-m", "builder.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO_ROOT,
+    )
+    return Run(process.returncode, process.stdout, process.stderr)
+
+
+def run_installer(
+    installer: Path,
+    *args: str | Path,
+    via: str = "bash",
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    input: str | None = None,
+) -> Run:
+    """Run an installer in a subprocess: ``bash file.sh`` or ``./file.sh`` (``via="exec"``)."""
+    command = [str(installer)] if via == "exec" else [via, str(installer)]
+    process = subprocess.run(
+        [*command, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+    return Run(process.returncode, process.stdout, process.stderr)

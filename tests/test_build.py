@@ -1,0 +1,225 @@
+"""`lockship build` from the outside: outputs, caching, and each error's message and exit code."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import rattler
+
+from stub.manifest import Manifest
+from stub.payload import read_payload
+from tests.factories import ChannelServer, channel_records, write_pixi_lock
+from tests.runners import run_lockship
+
+PLATFORM = "linux-64"
+
+
+@pytest.fixture
+def stand_in_stub(tmp_path: Path) -> Path:
+    """Not a real program: enough for tests that only look at the built file."""
+    stub = tmp_path / "stand-in-stub"
+    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    return stub
+
+
+def build(*args: str | Path, stub: Path, cache: Path, out: Path) -> tuple[int, str, str]:
+    result = run_lockship("build", *args, "--stub", stub, "--cache-dir", cache, "-o", out)
+    return result.returncode, result.stdout, result.stderr
+
+
+def one_error(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr
+    return errors[0]
+
+
+def test_build_writes_named_installer_with_every_package(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path, demo_records: list[rattler.RepoDataRecord]
+) -> None:
+    code, stdout, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path)
+    assert code == 0, stderr
+    installer = Path(stdout.strip().splitlines()[-1])
+    assert installer == tmp_path / "lsdemo-1.2.3-linux-64.sh"
+    assert os.access(installer, os.X_OK)
+    assert installer.read_bytes().startswith(b"#!/bin/sh\n")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    manifest = Manifest.from_dict(read_payload(installer).metadata)
+    assert (manifest.name, manifest.version, manifest.platform) == ("lsdemo", "1.2.3", PLATFORM)
+    assert sorted(p.name for p in manifest.packages) == sorted(
+        r.name.normalized for r in demo_records
+    )
+    assert manifest.max_prefix_length is not None and manifest.max_prefix_length >= 200
+    assert all(p.url.startswith("http://127.0.0.1:") for p in manifest.packages)
+
+
+def test_name_version_options_and_lockfile_path(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    code, stdout, stderr = build(
+        demo_lock / "pixi.lock",
+        "--name",
+        "prod",
+        "--version",
+        "9.9",
+        stub=stand_in_stub,
+        cache=tmp_path / "c",
+        out=tmp_path,
+    )
+    assert code == 0, stderr
+    assert stdout.strip().endswith("prod-9.9-linux-64.sh")
+
+
+def test_default_name_is_the_environment_without_workspace(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    lock = tmp_path / "bare" / "pixi.lock"
+    lock.parent.mkdir()
+    lock.write_bytes((demo_lock / "pixi.lock").read_bytes())
+    code, stdout, stderr = build(lock, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path)
+    assert code == 0, stderr
+    assert stdout.strip().endswith("default-0.0.0-linux-64.sh")
+
+
+def test_warm_cache_downloads_nothing(
+    tmp_path: Path, demo_channel: Path, stand_in_stub: Path
+) -> None:
+    with ChannelServer(demo_channel) as server:
+        records = channel_records(demo_channel, server.url, PLATFORM)
+        write_pixi_lock(tmp_path / "pixi.lock", {PLATFORM: records}, channel_url=server.url)
+        cache = tmp_path / "cache"
+        for attempt in (1, 2):
+            before = len(server.requests)
+            code, _, stderr = build(tmp_path, stub=stand_in_stub, cache=cache, out=tmp_path / "o")
+            assert code == 0, stderr
+            fetched = [r.path for r in server.requests[before:] if r.path.endswith(".conda")]
+            if attempt == 1:
+                assert len(fetched) == len(records)
+                assert f"{len(records)} downloaded, 0 from cache" in stderr
+            else:
+                assert fetched == []
+                assert f"0 downloaded, {len(records)} from cache" in stderr
+
+
+def test_missing_lockfile(tmp_path: Path, stand_in_stub: Path) -> None:
+    code, _, stderr = build(tmp_path / "nope.lock", stub=stand_in_stub, cache=tmp_path, out=tmp_path)
+    assert code == 1
+    assert "the lockfile" in one_error(stderr) and "does not exist" in stderr
+    code, _, stderr = build(tmp_path, stub=stand_in_stub, cache=tmp_path, out=tmp_path)
+    assert code == 1
+    assert f"no pixi.lock in {tmp_path}" in one_error(stderr)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{ this is: [not yaml",
+        "just: a yaml mapping\n",
+        "version: 99\nenvironments: {}\npackages: []\n",
+        "\x00\x01binary",
+    ],
+    ids=["not-yaml", "not-a-lock", "newer-version", "binary"],
+)
+def test_unreadable_lockfile(tmp_path: Path, stand_in_stub: Path, content: str) -> None:
+    lock = tmp_path / "pixi.lock"
+    lock.write_text(content)
+    code, _, stderr = build(lock, stub=stand_in_stub, cache=tmp_path, out=tmp_path / "o")
+    assert code == 1
+    assert one_error(stderr).startswith(f"ERROR: cannot read the lockfile {lock}:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_environment_lists_the_available_ones(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    code, _, stderr = build(demo_lock, "-e", "prod", stub=stand_in_stub, cache=tmp_path, out=tmp_path)
+    assert code == 1
+    assert "has no environment 'prod'; it has: default" in one_error(stderr)
+
+
+def test_unlocked_platform_lists_the_locked_ones(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    code, _, stderr = build(
+        demo_lock, "-p", "osx-arm64", stub=stand_in_stub, cache=tmp_path, out=tmp_path
+    )
+    assert code == 1
+    assert "is not locked for osx-arm64; it is locked for: linux-64" in one_error(stderr)
+
+
+def test_pypi_packages_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub: Path) -> None:
+    text = (demo_lock / "pixi.lock").read_text()
+    lock = tmp_path / "pixi.lock"
+    # Add a PyPI package to the environment the way pixi writes it.
+    text = text.replace(
+        "      linux-64:\n", "      linux-64:\n      - pypi: https://example.invalid/six-1.16.0-py2.py3-none-any.whl\n", 1
+    )
+    text += (
+        "- pypi: https://example.invalid/six-1.16.0-py2.py3-none-any.whl\n"
+        "  name: six\n  version: 1.16.0\n"
+        "  sha256: 8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n"
+    )
+    lock.write_text(text)
+    code, _, stderr = build(lock, stub=stand_in_stub, cache=tmp_path, out=tmp_path / "o")
+    assert code == 1, stderr
+    assert "six (PyPI)" in one_error(stderr)
+
+
+def test_download_failure_names_the_url(
+    tmp_path: Path, demo_channel: Path, stand_in_stub: Path
+) -> None:
+    with ChannelServer(demo_channel) as server:
+        records = channel_records(demo_channel, server.url, PLATFORM)
+        write_pixi_lock(tmp_path / "pixi.lock", {PLATFORM: records}, channel_url=server.url)
+        victim = records[0]
+        server.status_overrides[f"{victim.subdir}/{victim.file_name}"] = 404
+        code, _, stderr = build(tmp_path, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o")
+    assert code == 1
+    line = one_error(stderr)
+    assert f"downloading {victim.url} failed" in line and "404" in line
+    assert not list((tmp_path / "o").glob("*.sh")) if (tmp_path / "o").exists() else True
+
+
+def test_sha256_mismatch_names_package_expected_and_actual(
+    tmp_path: Path, demo_channel: Path, stand_in_stub: Path
+) -> None:
+    with ChannelServer(demo_channel) as server:
+        records = channel_records(demo_channel, server.url, PLATFORM)
+        write_pixi_lock(tmp_path / "pixi.lock", {PLATFORM: records}, channel_url=server.url)
+        victim = records[0]
+        path = f"{victim.subdir}/{victim.file_name}"
+        original = (demo_channel / path).read_bytes()
+        server.content_overrides[path] = original[:-1] + bytes([original[-1] ^ 1])
+        code, _, stderr = build(tmp_path, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o")
+    assert code == 1
+    line = one_error(stderr)
+    expected = victim.sha256.hex()
+    assert f"{victim.file_name} does not match the lockfile" in line
+    assert f"expected {expected}" in line
+    # nothing unverified entered the cache
+    assert not list((tmp_path / "c").rglob(victim.file_name))
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    result = run_lockship("build", "--no-such-option")
+    assert result.returncode == 2
+    assert one_error(result.stderr).startswith("ERROR: unrecognized arguments")
+    result = run_lockship("frobnicate")
+    assert result.returncode == 2
+
+
+def test_read_only_output_dir_leaves_no_installer(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions")
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    code, _, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=out)
+    assert code == 1
+    assert "cannot write the installer" in one_error(stderr)
+    assert list(out.iterdir()) == []
