@@ -6,6 +6,7 @@ set fault hooks on it; start your own ``ChannelServer(demo_channel)`` for fault 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path

@@ -1,0 +1,246 @@
+"""The installer, end to end: the real frozen stub joined to a real payload, run in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stub.manifest import Manifest
+from stub.payload import read_payload
+from tests.factories import ChannelServer, index_channel, write_conda_package, write_pixi_lock
+from tests.runners import Run, run_installer, run_lockship
+
+pytestmark = pytest.mark.e2e
+
+PLACEHOLDER_MARK = b"placehold_placehold"
+MAGIC = b"MEI\014\013\012\013\016"  # PyInstaller's archive cookie
+
+
+def single_error(run: Run) -> str:
+    assert run.error_lines, run.stderr
+    assert len(run.error_lines) == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    return run.error_lines[0]
+
+
+def assert_demo_prefix(prefix: Path) -> None:
+    hello = subprocess.run([prefix / "bin" / "lsdemo-hello"], capture_output=True, text=True)
+    assert hello.stdout.strip() == f"lsdemo-hello from {prefix}"
+    where = subprocess.run([prefix / "bin" / "lsdemo-where"], capture_output=True, text=True)
+    assert where.stdout.strip() == f"prefix={prefix}"
+    greet = subprocess.run([prefix / "bin" / "lsdemo-greet"], capture_output=True, text=True)
+    assert greet.stdout.strip() == "greetings from lsdemo_greet", greet.stderr
+    link = prefix / "bin" / "lsdemo-hi"
+    assert link.is_symlink() and os.readlink(link) == "lsdemo-hello"
+    assert subprocess.run([link], capture_output=True, text=True).stdout.startswith("lsdemo-hello")
+    for path in prefix.rglob("*"):
+        # conda-meta records the placeholders on purpose (as conda does); files must not
+        if path.is_file() and not path.is_symlink() and "conda-meta" not in path.parts:
+            assert PLACEHOLDER_MARK not in path.read_bytes(), path
+    activated = subprocess.run(
+        ["bash", "-c", f'. "{prefix}/activate.sh" && command -v lsdemo-hello && '
+         'echo "var=$LSDEMO_ACTIVATED" && echo "path=$PATH"'],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")},
+    )
+    lines = activated.stdout.splitlines()
+    assert lines[0] == str(prefix / "bin" / "lsdemo-hello"), activated.stderr
+    assert "var=yes" in lines
+    assert f"path={prefix}/bin:/usr/bin:/bin" in lines
+    meta = sorted(p.name for p in (prefix / "conda-meta").glob("*.json"))
+    assert len(meta) == 4
+    assert (prefix / "conda-meta" / "history").read_text().startswith("==> ")
+    for name in meta:
+        record = json.loads((prefix / "conda-meta" / name).read_text())
+        assert record["url"].startswith("http://127.0.0.1:"), record["url"]
+    leftovers = {".lockship-stage", ".lockship.lock", "LOCKSHIP-INCOMPLETE.txt", "CACHEDIR.TAG"}
+    assert not leftovers & {p.name for p in prefix.iterdir()}
+    assert (prefix / "activate.fish").is_file() and (prefix / "activate.ps1").is_file()
+
+
+@pytest.mark.parametrize("via", ["bash", "sh", "exec"])
+def test_install_runs_and_relocates(tmp_path: Path, demo_installer: Path, via: str) -> None:
+    prefix = tmp_path / "env"
+    run = run_installer(demo_installer, "-b", "-p", prefix, via=via)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == (
+        f"Installed lsdemo 1.2.3 into {prefix} (activate: source {prefix}/activate.sh)"
+    )
+    assert_demo_prefix(prefix)
+
+
+def test_prefix_with_spaces_and_non_ascii(tmp_path: Path, demo_installer: Path) -> None:
+    prefix = tmp_path / "my envs" / "prod ünï"
+    run = run_installer(demo_installer, "--batch", "--prefix", prefix)
+    assert run.returncode == 0, run.stderr
+    assert_demo_prefix(prefix)
+
+
+def test_info_help_version(demo_installer: Path) -> None:
+    info = run_installer(demo_installer, "--info")
+    assert info.returncode == 0, info.stderr
+    assert info.stdout.startswith("lsdemo 1.2.3\nplatform:          linux-64")
+    assert "lsdemo-hello" in info.stdout and "python" in info.stdout
+    help_ = run_installer(demo_installer, "--help")
+    assert help_.returncode == 0
+    for flag in ("--prefix", "--batch", "--force", "--info", "--version"):
+        assert flag in help_.stdout
+    version = run_installer(demo_installer, "--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("lsdemo 1.2.3 (installer built by lockship 0.1.0")
+
+
+def test_usage_error_exits_2(demo_installer: Path) -> None:
+    run = run_installer(demo_installer, "--bogus")
+    assert run.returncode == 2
+    assert single_error(run).startswith("ERROR: unrecognized arguments: --bogus")
+
+
+def test_non_empty_prefix_needs_force(tmp_path: Path, demo_installer: Path) -> None:
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    (prefix / "keep.txt").write_text("mine")
+    run = run_installer(demo_installer, "-b", "-p", prefix)
+    assert run.returncode == 1
+    assert f"the prefix {prefix} exists and is not empty" in single_error(run)
+    assert "-f" in run.error_lines[0]
+    assert sorted(p.name for p in prefix.iterdir()) == ["keep.txt"]
+    forced = run_installer(demo_installer, "-b", "-f", "-p", prefix)
+    assert forced.returncode == 0, forced.stderr
+    assert (prefix / "keep.txt").read_text() == "mine"
+    assert_demo_prefix(prefix)
+
+
+def test_prefix_is_a_file(tmp_path: Path, demo_installer: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    run = run_installer(demo_installer, "-b", "-p", target)
+    assert run.returncode == 1
+    assert f"the prefix {target} is a file" in single_error(run)
+    assert target.read_text() == "x"
+
+
+def test_missing_parents_are_created(tmp_path: Path, demo_installer: Path) -> None:
+    prefix = tmp_path / "a" / "b" / "env"
+    run = run_installer(demo_installer, "-b", "-p", prefix)
+    assert run.returncode == 0, run.stderr
+    assert_demo_prefix(prefix)
+
+
+def test_prefix_longer_than_binary_placeholder(tmp_path: Path, demo_installer: Path) -> None:
+    manifest = Manifest.from_dict(read_payload(demo_installer).metadata)
+    assert manifest.max_prefix_length
+    prefix = tmp_path
+    while len(str(prefix)) <= manifest.max_prefix_length:
+        prefix = prefix / ("x" * 40)
+    run = run_installer(demo_installer, "-b", "-p", prefix)
+    assert run.returncode == 1
+    line = single_error(run)
+    assert f"allow up to {manifest.max_prefix_length}" in line and "shorter prefix" in line
+    assert not prefix.exists()
+
+
+def test_installer_for_another_platform(
+    tmp_path: Path, demo_installer: Path
+) -> None:
+    run = run_installer(
+        demo_installer, "-b", "-p", tmp_path / "env", env={"LOCKSHIP_PLATFORM_OVERRIDE": "osx-arm64"}
+    )
+    assert run.returncode == 1
+    assert single_error(run).startswith(
+        "ERROR: this installer is for linux-64 but this machine is osx-arm64; "
+        "download the osx-arm64 installer instead (details: "
+    )
+    assert not (tmp_path / "env").exists()
+
+
+def test_header_refuses_another_architecture(
+    tmp_path: Path, demo_lock: Path, frozen_stub: Path, download_cache: Path
+) -> None:
+    """An aarch64 installer is refused by its shell header before any program runs."""
+    text = (demo_lock / "pixi.lock").read_text().replace("linux-64", "linux-aarch64")
+    (tmp_path / "pixi.lock").write_text(text)
+    result = run_lockship(
+        "build", tmp_path, "-p", "linux-aarch64", "--stub", frozen_stub, "-o", tmp_path,
+        "--cache-dir", download_cache,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot fake an aarch64 lock here: {result.stderr.strip()}")
+    installer = Path(result.stdout.strip().splitlines()[-1])
+    run = run_installer(installer, "-b", "-p", tmp_path / "env")
+    assert run.returncode == 1
+    assert single_error(run).startswith(
+        "ERROR: this installer is for linux-aarch64 but this machine is Linux x86_64"
+    )
+    assert not (tmp_path / "env").exists()
+
+
+def test_failure_rolls_back_and_names_a_log(tmp_path: Path, demo_installer: Path) -> None:
+    """A damaged archive: one line naming a log with the traceback; no prefix left behind."""
+    payload = read_payload(demo_installer)
+    entry = max(payload.entries, key=lambda e: e.size)
+    damaged = tmp_path / "damaged.sh"
+    shutil.copyfile(demo_installer, damaged)
+    with open(damaged, "r+b") as f:
+        f.seek(entry.offset + entry.size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    prefix = tmp_path / "env"
+    run = run_installer(damaged, "-b", "-p", prefix)
+    assert run.returncode == 1
+    line = single_error(run)
+    assert f"{entry.name} is corrupt inside the installer" in line
+    log = Path(line.rsplit("(details: ", 1)[1].rstrip(")"))
+    assert "Traceback" in log.read_text()
+    assert not prefix.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.sh"]
+
+
+def test_payload_with_pyinstaller_magic_bytes_starts(
+    tmp_path: Path, demo_channel: Path, frozen_stub: Path
+) -> None:
+    """A package carrying a frozen program (and PyInstaller's cookie) must not confuse the stub."""
+    channel = tmp_path / "channel"
+    shutil.copytree(demo_channel, channel)
+    write_conda_package(
+        channel,
+        "carries-a-frozen-program",
+        "1.0",
+        files={
+            # incompressible data is stored verbatim by zstd, so the cookie lands in the payload
+            "share/frozen/program": random.randbytes(100_000) + MAGIC + random.randbytes(100_000),
+            "share/frozen/cookie": MAGIC * 100,
+        },
+    )
+    index_channel(channel)
+    from tests.factories import channel_records
+
+    with ChannelServer(channel) as server:
+        records = channel_records(channel, server.url, "linux-64")
+        write_pixi_lock(tmp_path / "pixi.lock", {"linux-64": records}, channel_url=server.url)
+        result = run_lockship(
+            "build", tmp_path, "--stub", frozen_stub, "-o", tmp_path, "--cache-dir", tmp_path / "c"
+        )
+    assert result.returncode == 0, result.stderr
+    installer = Path(result.stdout.strip().splitlines()[-1])
+    assert MAGIC in installer.read_bytes()[-(1 << 20) :]
+    prefix = tmp_path / "env"
+    run = run_installer(installer, "-b", "-p", prefix)
+    assert run.returncode == 0, run.stderr
+    assert (prefix / "share" / "frozen" / "cookie").read_bytes().startswith(b"MEI")
+
+
+def test_no_terminal_never_waits(tmp_path: Path, demo_installer: Path) -> None:
+    """Without -b and without a terminal on stdin the installer proceeds without asking."""
+    prefix = tmp_path / "env"
+    run = run_installer(demo_installer, "-p", prefix, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "[Y/n]" not in run.stdout
