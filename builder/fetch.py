@@ -116,8 +116,7 @@ async def _fetch_all(
 ) -> list[FetchedPackage]:
     semaphore = asyncio.Semaphore(concurrency)
     tasks = [
-        asyncio.ensure_future(_fetch_one(client, r, cache_dir, semaphore, on_done))
-        for r in records
+        asyncio.ensure_future(_fetch_one(client, r, cache_dir, semaphore, on_done)) for r in records
     ]
     try:
         return list(await asyncio.gather(*tasks))
@@ -137,6 +136,4 @@ def fetch_packages(
     on_done: Callable[[FetchedPackage], None] = lambda _: None,
 ) -> list[FetchedPackage]:
     """Make every record's archive available in the cache, verified; in ``records`` order."""
-    return asyncio.run(
-        _fetch_all(records, cache_dir, client or Client(), concurrency, on_done)
-    )
+    return asyncio.run(_fetch_all(records, cache_dir, client or Client(), concurrency, on_done))

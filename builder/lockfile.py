@@ -93,7 +93,10 @@ def read_workspace(lock_path: Path) -> Workspace:
     folder = lock_path.parent
     for name, tables in (
         ("pixi.toml", (("workspace",), ("project",))),
-        ("pyproject.toml", (("tool", "pixi", "workspace"), ("tool", "pixi", "project"), ("project",))),
+        (
+            "pyproject.toml",
+            (("tool", "pixi", "workspace"), ("tool", "pixi", "project"), ("project",)),
+        ),
     ):
         manifest = folder / name
         if not manifest.is_file():

@@ -16,9 +16,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from rattler import Subdir
+
 import stub
 from builder.errors import StubError
-from rattler import Subdir
 
 STUB_BASENAME = "lockship-stub"
 PYINSTALLER_EXCLUDES = ("tkinter", "unittest", "pydoc", "doctest", "xmlrpc", "lib2to3", "IPython")
@@ -113,9 +114,7 @@ def freeze_stub(output: Path, on_line: Callable[[str], None] = lambda _: None) -
         if sys.platform != "win32":
             command.append("--strip")
         command.append(str(entry))
-        process = subprocess.run(
-            command, cwd=work, capture_output=True, text=True, check=False
-        )
+        process = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
         if process.returncode != 0:
             tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["?"]
             raise StubError(f"freezing the installer stub with PyInstaller failed: {tail[0]}")
@@ -136,7 +135,9 @@ def required_glibc(stub_path: Path) -> str | None:
             return None
         f.seek(0)
         data = f.read(4 * 1024 * 1024)
-    versions = {tuple(int(x) for x in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+\.\d+)", data)}
+    versions = {
+        tuple(int(x) for x in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+\.\d+)", data)
+    }
     if not versions:
         return None
     return ".".join(str(x) for x in max(versions))

@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from rattler import Subdir
 from rattler.shell import ActivationVariables, PathModificationBehavior, Shell, activate
 
 
@@ -53,7 +54,7 @@ def activation_script(prefix: Path, target: ShellTarget, platform: str) -> str:
         current_path=[target.path_reference],
         path_modification_behavior=PathModificationBehavior.Replace,
     )
-    script: str = activate(prefix, variables, target.shell, platform=platform).script
+    script: str = activate(prefix, variables, target.shell, platform=Subdir(platform)).script
     if target.shell in (Shell.bash, Shell.zsh):
         script = _quote_posix(script)
     return script

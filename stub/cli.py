@@ -150,8 +150,10 @@ class LineReporter:
 
     def advance(self, amount: int = 1) -> None:
         self._done += amount
-        while self._total and self._next_quarter < 4 and self._done * 4 >= (
-            self._total * self._next_quarter
+        while (
+            self._total
+            and self._next_quarter < 4
+            and self._done * 4 >= (self._total * self._next_quarter)
         ):
             self._print(f"{self._description}: {25 * self._next_quarter}%")
             self._next_quarter += 1
@@ -203,8 +205,10 @@ def run(argv: Sequence[str], prog: str) -> int:
     manifest = Manifest.from_dict(payload.metadata)
     args = _build_parser(prog, manifest).parse_args(argv)
     if args.version:
-        print(f"{manifest.name} {manifest.version} (installer built by lockship "
-              f"{manifest.lockship_version}; installer program {__version__})")
+        print(
+            f"{manifest.name} {manifest.version} (installer built by lockship "
+            f"{manifest.lockship_version}; installer program {__version__})"
+        )
         return 0
     if args.info:
         print(_describe(manifest, payload))

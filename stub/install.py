@@ -120,7 +120,7 @@ def write_repodata(path: Path, subdir: str, packages: list[PackageInfo]) -> None
     path.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
 
 
-class _LinkReporter(rattler.InstallerReporter):  # type: ignore[misc]
+class _LinkReporter(rattler.InstallerReporter):
     """Bridges rattler's callbacks to our reporter; remembers failing link scripts."""
 
     def __init__(self, reporter: Reporter) -> None:
@@ -149,7 +149,7 @@ def link_packages(
     manifest: Manifest,
     reporter: Reporter,
 ) -> None:
-    bridge = _LinkReporter(reporter)
+    bridge = _LinkReporter(reporter)  # type: ignore[abstract]  # rattler's no-op defaults
     reporter.start("Linking", len(records), unit="pkg")
     try:
         with deferred():

@@ -228,19 +228,22 @@ def _parse_entries(raw: bytes, payload_offset: int, index_offset: int) -> tuple[
         if doc.get("format") != FORMAT_VERSION or not isinstance(items, list):
             raise bad
         entries = tuple(
-            Entry(str(i["name"]), int(i["offset"]), int(i["size"]), str(i["sha256"]))
-            for i in items
+            Entry(str(i["name"]), int(i["offset"]), int(i["size"]), str(i["sha256"])) for i in items
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise bad from e
     names: set[str] = set()
-    for e in entries:
-        _check_entry_name(e.name)
-        if e.name in names:
+    for entry in entries:
+        _check_entry_name(entry.name)
+        if entry.name in names:
             raise bad
-        names.add(e.name)
-        if e.offset < payload_offset or e.size < 0 or e.offset + e.size > index_offset:
-            raise PayloadError(f"the installer index places {e.name} outside the payload")
+        names.add(entry.name)
+        if (
+            entry.offset < payload_offset
+            or entry.size < 0
+            or entry.offset + entry.size > index_offset
+        ):
+            raise PayloadError(f"the installer index places {entry.name} outside the payload")
     return entries
 
 

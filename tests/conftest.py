@@ -30,6 +30,12 @@ from tests.runners import run_lockship  # noqa: E402
 
 DEMO_PLATFORM = "linux-64"
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests (real stub, real installers) run last."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 PIXI_TOML = """\
 [workspace]
 name = "lsdemo"

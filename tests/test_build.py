@@ -105,7 +105,9 @@ def test_warm_cache_downloads_nothing(
 
 
 def test_missing_lockfile(tmp_path: Path, stand_in_stub: Path) -> None:
-    code, _, stderr = build(tmp_path / "nope.lock", stub=stand_in_stub, cache=tmp_path, out=tmp_path)
+    code, _, stderr = build(
+        tmp_path / "nope.lock", stub=stand_in_stub, cache=tmp_path, out=tmp_path
+    )
     assert code == 1
     assert "the lockfile" in one_error(stderr) and "does not exist" in stderr
     code, _, stderr = build(tmp_path, stub=stand_in_stub, cache=tmp_path, out=tmp_path)
@@ -135,7 +137,9 @@ def test_unreadable_lockfile(tmp_path: Path, stand_in_stub: Path, content: str) 
 def test_unknown_environment_lists_the_available_ones(
     tmp_path: Path, demo_lock: Path, stand_in_stub: Path
 ) -> None:
-    code, _, stderr = build(demo_lock, "-e", "prod", stub=stand_in_stub, cache=tmp_path, out=tmp_path)
+    code, _, stderr = build(
+        demo_lock, "-e", "prod", stub=stand_in_stub, cache=tmp_path, out=tmp_path
+    )
     assert code == 1
     assert "has no environment 'prod'; it has: default" in one_error(stderr)
 
@@ -155,7 +159,9 @@ def test_pypi_packages_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub:
     lock = tmp_path / "pixi.lock"
     # Add a PyPI package to the environment the way pixi writes it.
     text = text.replace(
-        "      linux-64:\n", "      linux-64:\n      - pypi: https://example.invalid/six-1.16.0-py2.py3-none-any.whl\n", 1
+        "      linux-64:\n",
+        "      linux-64:\n      - pypi: https://example.invalid/six-1.16.0-py2.py3-none-any.whl\n",
+        1,
     )
     text += (
         "- pypi: https://example.invalid/six-1.16.0-py2.py3-none-any.whl\n"
@@ -176,7 +182,9 @@ def test_download_failure_names_the_url(
         write_pixi_lock(tmp_path / "pixi.lock", {PLATFORM: records}, channel_url=server.url)
         victim = records[0]
         server.status_overrides[f"{victim.subdir}/{victim.file_name}"] = 404
-        code, _, stderr = build(tmp_path, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o")
+        code, _, stderr = build(
+            tmp_path, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o"
+        )
     assert code == 1
     line = one_error(stderr)
     assert f"downloading {victim.url} failed" in line and "404" in line
@@ -193,7 +201,9 @@ def test_sha256_mismatch_names_package_expected_and_actual(
         path = f"{victim.subdir}/{victim.file_name}"
         original = (demo_channel / path).read_bytes()
         server.content_overrides[path] = original[:-1] + bytes([original[-1] ^ 1])
-        code, _, stderr = build(tmp_path, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o")
+        code, _, stderr = build(
+            tmp_path, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o"
+        )
     assert code == 1
     line = one_error(stderr)
     expected = victim.sha256.hex()

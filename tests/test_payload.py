@@ -97,7 +97,7 @@ def test_corrupted_index_is_detected_before_offsets_are_used(tmp_path: Path) -> 
     index_at = len(data) - TRAILER_SIZE - 10
     data[index_at] ^= 0xFF
     installer.write_bytes(bytes(data))
-    with pytest.raises(PayloadError, match="index of .* does not match its checksum"):
+    with pytest.raises(PayloadError, match=r"index of .* does not match its checksum"):
         read_payload(installer)
 
 

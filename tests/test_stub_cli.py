@@ -37,15 +37,19 @@ def assert_demo_prefix(prefix: Path) -> None:
     greet = subprocess.run([prefix / "bin" / "lsdemo-greet"], capture_output=True, text=True)
     assert greet.stdout.strip() == "greetings from lsdemo_greet", greet.stderr
     link = prefix / "bin" / "lsdemo-hi"
-    assert link.is_symlink() and os.readlink(link) == "lsdemo-hello"
+    assert link.is_symlink() and str(link.readlink()) == "lsdemo-hello"
     assert subprocess.run([link], capture_output=True, text=True).stdout.startswith("lsdemo-hello")
     for path in prefix.rglob("*"):
         # conda-meta records the placeholders on purpose (as conda does); files must not
         if path.is_file() and not path.is_symlink() and "conda-meta" not in path.parts:
             assert PLACEHOLDER_MARK not in path.read_bytes(), path
     activated = subprocess.run(
-        ["bash", "-c", f'. "{prefix}/activate.sh" && command -v lsdemo-hello && '
-         'echo "var=$LSDEMO_ACTIVATED" && echo "path=$PATH"'],
+        [
+            "bash",
+            "-c",
+            f'. "{prefix}/activate.sh" && command -v lsdemo-hello && '
+            'echo "var=$LSDEMO_ACTIVATED" && echo "path=$PATH"',
+        ],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")},
@@ -147,11 +151,13 @@ def test_prefix_longer_than_binary_placeholder(tmp_path: Path, demo_installer: P
     assert not prefix.exists()
 
 
-def test_installer_for_another_platform(
-    tmp_path: Path, demo_installer: Path
-) -> None:
+def test_installer_for_another_platform(tmp_path: Path, demo_installer: Path) -> None:
     run = run_installer(
-        demo_installer, "-b", "-p", tmp_path / "env", env={"LOCKSHIP_PLATFORM_OVERRIDE": "osx-arm64"}
+        demo_installer,
+        "-b",
+        "-p",
+        tmp_path / "env",
+        env={"LOCKSHIP_PLATFORM_OVERRIDE": "osx-arm64"},
     )
     assert run.returncode == 1
     assert single_error(run).startswith(
@@ -168,8 +174,16 @@ def test_header_refuses_another_architecture(
     text = (demo_lock / "pixi.lock").read_text().replace("linux-64", "linux-aarch64")
     (tmp_path / "pixi.lock").write_text(text)
     result = run_lockship(
-        "build", tmp_path, "-p", "linux-aarch64", "--stub", frozen_stub, "-o", tmp_path,
-        "--cache-dir", download_cache,
+        "build",
+        tmp_path,
+        "-p",
+        "linux-aarch64",
+        "--stub",
+        frozen_stub,
+        "-o",
+        tmp_path,
+        "--cache-dir",
+        download_cache,
     )
     if result.returncode != 0:
         pytest.skip(f"cannot fake an aarch64 lock here: {result.stderr.strip()}")
