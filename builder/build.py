@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rattler import Client, RepoDataRecord
 
-from builder.errors import ChecksumMismatch
+from builder.errors import BuildError, ChecksumMismatch
 from builder.fetch import DEFAULT_CONCURRENCY, FetchedPackage, fetch_packages, hash_file
 from builder.installer import installer_file_name, write_installer
 from builder.lockfile import find_lockfile, read_locked_environment, read_workspace
@@ -33,6 +33,10 @@ class BuildRequest:
     version: str | None = None
     stub: Path | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    license: Path | None = None
+    post_install: Path | None = None
+    link_scripts: bool = True
+    pyc: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,16 @@ def build_installer(request: BuildRequest, reporter: Reporter) -> BuildResult:
 
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
+    extras = extra_entries(request)
+    options: dict[str, object] = {
+        "link_scripts": request.link_scripts,
+        "pyc": request.pyc,
+        "link_script_packages": sorted(
+            f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
+        ),
+    }
+    for key, (entry, _) in extras.items():
+        options[key] = entry
     manifest = Manifest(
         name=name,
         version=version,
@@ -99,6 +113,7 @@ def build_installer(request: BuildRequest, reporter: Reporter) -> BuildResult:
         max_prefix_length=facts.max_prefix_length,
         installed_size=facts.installed_size,
         virtual_packages=virtual_package_requirements(depends),
+        options=options,
     )
     output = request.output_dir / installer_file_name(name, version, request.platform)
     reporter.message(f"Writing {output}")
@@ -106,7 +121,8 @@ def build_installer(request: BuildRequest, reporter: Reporter) -> BuildResult:
         output,
         stub_path,
         manifest,
-        [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)],
+        [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)]
+        + list(extras.values()),
         glibc_min=required_glibc(stub_path),
     )
     return BuildResult(
@@ -115,6 +131,27 @@ def build_installer(request: BuildRequest, reporter: Reporter) -> BuildResult:
         downloaded=sum(not f.from_cache for f in fetched),
         from_cache=sum(f.from_cache for f in fetched),
     )
+
+
+def extra_entries(request: BuildRequest) -> dict[str, tuple[str, Path]]:
+    """Manifest option -> (payload entry, file) for the license and the post-install script."""
+    extras: dict[str, tuple[str, Path]] = {}
+    if request.license is not None:
+        if not request.license.is_file():
+            raise BuildError(f"the license file {request.license} does not exist")
+        extras["license"] = ("lockship/LICENSE.txt", request.license)
+    if request.post_install is not None:
+        script = request.post_install
+        allowed = (".bat", ".ps1") if request.platform.startswith("win-") else (".sh",)
+        if script.suffix not in allowed:
+            raise BuildError(
+                f"the post-install script for {request.platform} must end in "
+                f"{' or '.join(allowed)}, not {script.name}"
+            )
+        if not script.is_file():
+            raise BuildError(f"the post-install script {script} does not exist")
+        extras["post_install"] = (f"lockship/post-install{script.suffix}", script)
+    return extras
 
 
 def _with_sha256(fetched: FetchedPackage) -> FetchedPackage:

@@ -91,6 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONCURRENCY,
         help=f"parallel downloads (default: {DEFAULT_CONCURRENCY})",
     )
+    build.add_argument(
+        "--license",
+        type=Path,
+        metavar="FILE",
+        help="a license the installer shows and asks to accept (-b accepts it)",
+    )
+    build.add_argument(
+        "--post-install",
+        type=Path,
+        metavar="SCRIPT",
+        help="a script (.sh for Linux/macOS, .bat/.ps1 for Windows) the installer runs after "
+        "installing, with PREFIX, INSTALLER_NAME, INSTALLER_VERSION, INSTALLER_PLATFORM and "
+        "INSTALLER_UNATTENDED set; its failure fails the installation",
+    )
+    build.add_argument(
+        "--no-link-scripts",
+        action="store_true",
+        help="do not run packages' post-link scripts at install time (the installer says so)",
+    )
+    build.add_argument(
+        "--no-pyc", action="store_true", help="do not compile .pyc files at install time"
+    )
     return parser
 
 
@@ -112,6 +134,10 @@ def run(argv: Sequence[str]) -> int:
         version=args.installer_version,
         stub=args.stub,
         concurrency=args.concurrency,
+        license=args.license,
+        post_install=args.post_install,
+        link_scripts=not args.no_link_scripts,
+        pyc=not args.no_pyc,
     )
     result = build_installer(request, _reporter(sys.stderr))
     size = result.installer.stat().st_size

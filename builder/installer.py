@@ -44,7 +44,7 @@ def installer_file_name(name: str, version: str, platform: str) -> str:
 
 
 def render_header(
-    manifest: Manifest, file_name: str, stub_size: int, glibc_min: str | None
+    manifest: Manifest, file_name: str, stub_size: int, glibc_min: str | None, total_size: int = 0
 ) -> bytes:
     """The shell header; its length does not depend on the numbers filled into it."""
     if manifest.platform not in UNAME_PATTERNS:
@@ -66,6 +66,7 @@ def render_header(
             file_name=file_name,
             stub_offset=str(offset).ljust(_FIELD_WIDTH),
             stub_size=str(stub_size).ljust(_FIELD_WIDTH),
+            total_size=str(total_size).ljust(_FIELD_WIDTH),
             glibc_min=glibc_min or "",
             uname_pattern=UNAME_PATTERNS[manifest.platform],
         ).encode("utf-8")
@@ -92,8 +93,10 @@ def write_installer(
     is_windows = manifest.platform.startswith("win-")
     try:
         with open(partial, "wb") as out:
+            header = b""
             if not is_windows:
-                out.write(render_header(manifest, output.name, stub_size, glibc_min))
+                header = render_header(manifest, output.name, stub_size, glibc_min)
+                out.write(header)
             stub_offset = out.tell()
             with open(stub_path, "rb") as source:
                 shutil.copyfileobj(source, out, 1024 * 1024)
@@ -101,6 +104,13 @@ def write_installer(
             entries = write_payload(out, files, manifest.to_dict())
             _check_entries(manifest, {e.name: e.sha256 for e in entries})
             payload_size = out.tell() - payload_start
+            if header:
+                # the header states the file's final size so it can refuse a truncated copy
+                final = render_header(manifest, output.name, stub_size, glibc_min, out.tell())
+                if len(final) != len(header):
+                    raise BuildError("internal error: the installer header changed length")
+                out.seek(0)
+                out.write(final)
             out.flush()
             os.fsync(out.fileno())
         partial.chmod(0o755)

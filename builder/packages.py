@@ -16,11 +16,14 @@ class ArchiveFacts:
     installed_size: int
     #: length of the shortest binary placeholder, None without binary placeholders
     max_prefix_length: int | None
+    #: archive file names that carry a post-link script
+    with_link_scripts: tuple[str, ...] = ()
 
 
 def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
     installed = 0
     shortest: int | None = None
+    scripts: list[str] = []
     for path in paths:
         try:
             paths_json = PathsJson.from_package_archive(path)
@@ -28,11 +31,16 @@ def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
             raise BuildError(f"{path.name} is not a readable conda package: {e}") from e
         for entry in paths_json.paths:
             installed += entry.size_in_bytes or 0
+            relative = str(entry.relative_path)
+            if relative.endswith(("-post-link.sh", "-post-link.bat")) and (
+                "/." in relative or "\\." in relative
+            ):
+                scripts.append(path.name)
             placeholder = entry.prefix_placeholder
             if placeholder is not None and str(placeholder.file_mode) == str(FileMode("binary")):
                 length = len(placeholder.placeholder)
                 shortest = length if shortest is None else min(shortest, length)
-    return ArchiveFacts(installed, shortest)
+    return ArchiveFacts(installed, shortest, tuple(sorted(set(scripts))))
 
 
 def virtual_package_requirements(depends: Iterable[str]) -> tuple[str, ...]:

@@ -1,20 +1,27 @@
 """Find or freeze the installer stub (the PyInstaller-frozen ``stub`` package) for a platform.
 
 Frozen stubs are cached per lockship version and per content of the stub sources, so editing the
-stub in a development checkout never reuses a stale binary.
+stub in a development checkout never reuses a stale binary. Each stub has a sidecar
+``<stub>.json`` (:class:`StubFacts`) written at freeze time: what it was frozen with and the
+newest glibc that any binary inside it needs, which the ``.sh`` header checks before running it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import platform as _platform
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rattler import Subdir
 
@@ -22,7 +29,102 @@ import stub
 from builder.errors import StubError
 
 STUB_BASENAME = "lockship-stub"
-PYINSTALLER_EXCLUDES = ("tkinter", "unittest", "pydoc", "doctest", "xmlrpc", "lib2to3", "IPython")
+FACTS_SUFFIX = ".json"
+
+#: The rattler submodules the stub uses. rattler's ``__init__`` imports them all today, but a
+#: rattler that loads them lazily would hide them from PyInstaller's analysis.
+RATTLER_MODULES = (
+    "rattler.channel",
+    "rattler.install",
+    "rattler.platform",
+    "rattler.repo_data",
+    "rattler.shell",
+)
+#: Modules the stub never imports that PyInstaller's analysis would follow anyway. networkx is an
+#: optional import of ``rattler.repo_data`` and drags in numpy and scipy (60 MB, a minute of
+#: freezing); the others are stdlib or tqdm extras nothing in the stub reaches.
+PYINSTALLER_EXCLUDES = (
+    "networkx",
+    "numpy",
+    "scipy",
+    "pandas",
+    "matplotlib",
+    "IPython",
+    "ipywidgets",
+    "setuptools",
+    "pkg_resources",
+    "_distutils_hack",
+    "certifi",
+    "tkinter",
+    "unittest",
+    "pydoc",
+    "doctest",
+    "xmlrpc",
+    "lib2to3",
+    "pdb",
+    "sqlite3",
+)
+
+
+@dataclass(frozen=True)
+class FreezeOptions:
+    """How to freeze. The defaults are the measured best trade-off (see ``freeze_stub``)."""
+
+    #: zlib-compress the files in the one-file archive; off, start-up skips inflating ~55 MB
+    compress: bool = False
+    #: strip symbols from the collected binaries (not on Windows)
+    strip: bool = sys.platform != "win32"
+    #: Python bytecode optimization level (0, 1 or 2)
+    optimize: int = 0
+    #: collect every rattler submodule instead of only those imported
+    collect_all_rattler: bool = False
+    excludes: tuple[str, ...] = PYINSTALLER_EXCLUDES
+
+
+@dataclass(frozen=True)
+class StubFacts:
+    """What a frozen stub needs and was made from: the sidecar ``<stub>.json``."""
+
+    platform: str
+    #: the newest GLIBC_x.y any bundled binary needs; None for stubs that are not Linux ELF
+    glibc: str | None
+    python: str
+    pyinstaller: str
+    #: ``stub.__version__`` and the digest of the stub sources it was frozen from
+    stub: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def from_json(cls, data: object) -> StubFacts:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        fields = {
+            "platform": str,
+            "python": str,
+            "pyinstaller": str,
+            "stub": str,
+            "size": int,
+            "sha256": str,
+        }
+        for name, kind in fields.items():
+            if not isinstance(data.get(name), kind):
+                raise ValueError(f"{name!r} is missing or not a {kind.__name__}")
+        glibc = data.get("glibc")
+        if glibc is not None and not (isinstance(glibc, str) and _parse_version(glibc)):
+            raise ValueError(f"'glibc' is not a version: {glibc!r}")
+        return cls(
+            platform=data["platform"],
+            glibc=glibc,
+            python=data["python"],
+            pyinstaller=data["pyinstaller"],
+            stub=data["stub"],
+            size=data["size"],
+            sha256=data["sha256"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def host_platform() -> str:
@@ -33,11 +135,15 @@ def stub_file_name(platform: str) -> str:
     return f"{STUB_BASENAME}-{platform}" + (".exe" if platform.startswith("win-") else "")
 
 
+def facts_path(stub_path: Path) -> Path:
+    return stub_path.with_name(stub_path.name + FACTS_SUFFIX)
+
+
 def stub_source_digest() -> str:
     """A short hash of the stub package sources (and this module, which decides how to freeze)."""
     digest = hashlib.sha256()
     package_dir = Path(stub.__file__).parent
-    for source in sorted(package_dir.glob("*.py")) + [Path(__file__)]:
+    for source in [*sorted(package_dir.glob("*.py")), Path(__file__)]:
         digest.update(source.name.encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()[:12]
@@ -74,7 +180,7 @@ def resolve_stub(
             raise StubError(f"the stub {explicit} does not exist")
         return explicit
     cached = cached_stub_path(cache_dir, platform)
-    if cached.is_file():
+    if cached.is_file() and _has_valid_facts(cached):
         return cached
     if platform != host_platform():
         raise StubError(
@@ -86,58 +192,257 @@ def resolve_stub(
     return cached
 
 
+def stub_facts(stub_path: Path) -> StubFacts | None:
+    """The facts in the sidecar of ``stub_path``; None if it has none (a stub made elsewhere).
+
+    Raises StubError if the sidecar is unreadable or belongs to another binary.
+    """
+    sidecar = facts_path(stub_path)
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StubError(f"cannot read {sidecar}: {e.strerror}") from e
+    try:
+        facts = StubFacts.from_json(json.loads(text))
+    except ValueError as e:
+        raise StubError(f"{sidecar} is not a valid stub sidecar: {e}") from e
+    size, sha256 = _size_and_sha256(stub_path)
+    if (size, sha256) != (facts.size, facts.sha256):
+        raise StubError(
+            f"{sidecar} describes another binary than {stub_path} (size or sha256 differ); "
+            f"freeze the stub again with scripts/freeze_stub.py"
+        )
+    return facts
+
+
+def required_glibc(stub_path: Path) -> str | None:
+    """The newest glibc the stub needs, from its sidecar (None if it has none or is not Linux)."""
+    facts = stub_facts(stub_path)
+    return facts.glibc if facts else None
+
+
 def freeze_stub(output: Path, on_line: Callable[[str], None] = lambda _: None) -> Path:
-    """Freeze the ``stub`` package into a one-file executable at ``output`` (atomically)."""
+    """Freeze the ``stub`` package into a one-file executable at ``output``, with its sidecar.
+
+    The archive is stored uncompressed: the one-file bootloader unpacks it at every start, and
+    inflating the rattler extension (~55 MB) was most of the start-up time.
+    """
+    return freeze_stub_with(output, FreezeOptions(), on_line=on_line)
+
+
+def freeze_stub_with(
+    output: Path, options: FreezeOptions, on_line: Callable[[str], None] = lambda _: None
+) -> Path:
+    """``freeze_stub`` with explicit options. Writes the sidecar, then the stub, each atomically,
+    so a stub in place always has its sidecar."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    package_dir = Path(stub.__file__).parent
     with tempfile.TemporaryDirectory(prefix="lockship-freeze-") as tmp:
         work = Path(tmp)
-        entry = work / "lockship_stub_main.py"
-        entry.write_text("import sys\n\nfrom stub.cli import main\n\nsys.exit(main())\n")
+        spec = _write_spec(work, options)
         command = [
             sys.executable,
             "-m",
             "PyInstaller",
-            "--onefile",
             "--noconfirm",
             "--log-level=WARN",
-            f"--name={STUB_BASENAME}",
             f"--distpath={work / 'dist'}",
             f"--workpath={work / 'build'}",
-            f"--specpath={work}",
-            f"--paths={package_dir.parent}",
-            "--collect-submodules=stub",
-            "--collect-submodules=rattler",
-            "--hidden-import=tqdm",
-            *(f"--exclude-module={m}" for m in PYINSTALLER_EXCLUDES),
+            str(spec),
         ]
-        if sys.platform != "win32":
-            command.append("--strip")
-        command.append(str(entry))
         process = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
         if process.returncode != 0:
             tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["?"]
             raise StubError(f"freezing the installer stub with PyInstaller failed: {tail[0]}")
         built = work / "dist" / (STUB_BASENAME + (".exe" if sys.platform == "win32" else ""))
+        facts = _collect_facts(built)
+        _write_atomically(
+            facts_path(output), (json.dumps(facts.to_json(), indent=2) + "\n").encode()
+        )
         partial = output.with_name(f".{output.name}.{os.getpid()}.part")
         shutil.copyfile(built, partial)
         partial.chmod(0o755)
         os.replace(partial, output)
-    on_line(f"Froze the installer stub: {output} ({output.stat().st_size / 1e6:.0f} MB)")
+    glibc = f", needs glibc >= {facts.glibc}" if facts.glibc else ""
+    on_line(f"Froze the installer stub: {output} ({facts.size / 1e6:.0f} MB{glibc})")
     return output
 
 
-def required_glibc(stub_path: Path) -> str | None:
-    """The newest GLIBC_x.y symbol version a Linux stub binary references (None elsewhere)."""
-    with open(stub_path, "rb") as f:
-        head = f.read(4)
-        if head != b"\x7fELF":
-            return None
-        f.seek(0)
-        data = f.read(4 * 1024 * 1024)
-    versions = {
-        tuple(int(x) for x in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+\.\d+)", data)
-    }
-    if not versions:
+# --- freezing ---------------------------------------------------------------------------
+
+_SPEC_TEMPLATE = """\
+# Generated by lockship (builder/stubs.py) for PyInstaller {pyinstaller}.
+a = Analysis(
+    [{entry!r}],
+    pathex=[{pathex!r}],
+    hiddenimports={hiddenimports!r},
+    excludes={excludes!r},
+    optimize={optimize!r},
+)
+pyz = PYZ(a.pure)
+exe = EXE(
+    pyz,
+    a.scripts,
+    a.binaries,
+    a.datas,
+    [],
+    name={name!r},
+    console=True,
+    strip={strip!r},
+    upx=False,
+    # compression of the one-file archive's members by PyInstaller typecode
+    cdict={cdict!r},
+)
+"""
+
+_ARCHIVE_TYPECODES = (
+    "EXTENSION",
+    "DATA",
+    "BINARY",
+    "EXECUTABLE",
+    "PYSOURCE",
+    "PYMODULE",
+    "SPLASH",
+)
+
+
+def _write_spec(work: Path, options: FreezeOptions) -> Path:
+    import PyInstaller
+
+    entry = work / "lockship_stub_main.py"
+    entry.write_text("import sys\n\nfrom stub.cli import main\n\nsys.exit(main())\n")
+    hiddenimports = ["stub.cli", "tqdm", *RATTLER_MODULES]
+    if options.collect_all_rattler:
+        hiddenimports += ["rattler." + m for m in _rattler_submodules()]
+    cdict = {code: options.compress for code in _ARCHIVE_TYPECODES}
+    cdict |= {"PYZ": False, "SYMLINK": False}  # PYZ members are compressed one by one anyway
+    spec = work / f"{STUB_BASENAME}.spec"
+    spec.write_text(
+        _SPEC_TEMPLATE.format(
+            pyinstaller=PyInstaller.__version__,
+            entry=str(entry),
+            pathex=str(Path(stub.__file__).parent.parent),
+            hiddenimports=sorted(set(hiddenimports)),
+            excludes=list(options.excludes),
+            optimize=options.optimize,
+            name=STUB_BASENAME,
+            strip=options.strip,
+            cdict=cdict,
+        )
+    )
+    return spec
+
+
+def _rattler_submodules() -> list[str]:
+    import rattler
+
+    root = Path(rattler.__file__).parent
+    return sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file())
+
+
+def _collect_facts(built: Path) -> StubFacts:
+    import PyInstaller
+
+    size, sha256 = _size_and_sha256(built)
+    return StubFacts(
+        platform=host_platform(),
+        glibc=_format_version(max(_bundled_glibc_versions(built), default=None)),
+        python=_platform.python_version(),
+        pyinstaller=PyInstaller.__version__,
+        stub=f"{stub.__version__}-{stub_source_digest()}",
+        size=size,
+        sha256=sha256,
+    )
+
+
+def _bundled_glibc_versions(executable: Path) -> Iterator[tuple[int, ...]]:
+    """The GLIBC_x.y versions needed by the bootloader and by every binary in its archive."""
+    data = executable.read_bytes()
+    if data[:4] != b"\x7fELF":
+        return
+    yield from _glibc_versions(data)
+    del data
+    from PyInstaller.archive.readers import CArchiveReader
+
+    archive = CArchiveReader(str(executable))
+    for name, (*_, typecode) in archive.toc.items():
+        if typecode in ("b", "x"):  # binaries and extensions, data (a stray .so)
+            yield from _glibc_versions(archive.extract(name))
+
+
+# --- ELF --------------------------------------------------------------------------------
+
+_SHT_GNU_VERNEED = 0x6FFFFFFE
+_GLIBC_VERSION = re.compile(rb"GLIBC_(\d+(?:\.\d+)+)")
+
+
+def _glibc_versions(elf: bytes) -> Iterator[tuple[int, ...]]:
+    """The GLIBC_x.y symbol versions an ELF file needs, from its version-needs section.
+
+    Nothing for other files. Reads the section headers, which ``strip`` keeps.
+    """
+    if elf[:4] != b"\x7fELF":
+        return
+    order = "<" if elf[5] == 1 else ">"
+    if elf[4] == 2:  # 64-bit
+        (shoff,) = struct.unpack_from(order + "Q", elf, 0x28)
+        shentsize, shnum = struct.unpack_from(order + "HH", elf, 0x3A)
+        header = order + "IIQQQQII"
+    else:
+        (shoff,) = struct.unpack_from(order + "I", elf, 0x20)
+        shentsize, shnum = struct.unpack_from(order + "HH", elf, 0x2E)
+        header = order + "IIIIIIII"
+    # name, type, flags, address, offset, size, link, info
+    sections = [struct.unpack_from(header, elf, shoff + i * shentsize) for i in range(shnum)]
+    for _, kind, _, _, offset, _, link, count in sections:
+        if kind != _SHT_GNU_VERNEED:
+            continue
+        strings = sections[link][4]
+        for _ in range(count):  # Elf_Verneed: version, aux count, file, aux offset, next
+            _, aux_count, _, aux, next_need = struct.unpack_from(order + "HHIII", elf, offset)
+            at = offset + aux
+            for _ in range(aux_count):  # Elf_Vernaux: hash, flags, other, name, next
+                _, _, _, name, next_aux = struct.unpack_from(order + "IHHII", elf, at)
+                start = strings + name
+                match = _GLIBC_VERSION.fullmatch(elf[start : elf.index(b"\0", start)])
+                if match:
+                    yield tuple(int(x) for x in match.group(1).split(b"."))
+                at += next_aux
+            offset += next_need
+
+
+def _parse_version(text: str) -> tuple[int, ...] | None:
+    if not re.fullmatch(r"\d+(\.\d+)+", text):
         return None
-    return ".".join(str(x) for x in max(versions))
+    return tuple(int(x) for x in text.split("."))
+
+
+def _format_version(version: tuple[int, ...] | None) -> str | None:
+    return ".".join(str(x) for x in version) if version else None
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def _has_valid_facts(stub_path: Path) -> bool:
+    try:
+        return stub_facts(stub_path) is not None
+    except StubError:
+        return False
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial.write_bytes(data)
+    os.replace(partial, path)

@@ -17,9 +17,10 @@ from typing import IO, Any, NoReturn
 
 from stub import __version__
 from stub.errors import InstallError, PlatformMismatch, UsageError
+from stub.extract import extract_channel
 from stub.install import InstallRequest, install, preflight
 from stub.manifest import Manifest
-from stub.payload import FORMAT_VERSION, Payload, read_payload
+from stub.payload import FORMAT_VERSION, Payload, iter_entry, read_payload, verify_payload
 from stub.prefix import normalize_prefix
 from stub.signals import install_handlers
 
@@ -47,13 +48,40 @@ def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentPars
         "-p", "--prefix", help=f"install into this folder (default: {default_prefix})"
     )
     parser.add_argument(
-        "-b", "--batch", action="store_true", help="never ask anything (unattended install)"
+        "-b",
+        "--batch",
+        action="store_true",
+        help="never ask anything (unattended install); this accepts the license, if any",
     )
     parser.add_argument(
         "-f", "--force", action="store_true", help="install even if PREFIX exists and is not empty"
     )
     parser.add_argument(
+        "-u",
+        "--update",
+        action="store_true",
+        help="update PREFIX made by an earlier installer of the same name: changed packages are "
+        "replaced, packages no longer locked are removed",
+    )
+    parser.add_argument(
         "--info", action="store_true", help="print what this installer holds; install nothing"
+    )
+    parser.add_argument("--json", action="store_true", help="with --info: print JSON")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="verify the whole installer (every package's sha256); install nothing",
+    )
+    parser.add_argument(
+        "--extract",
+        metavar="DIR",
+        help="write the packages as a local channel plus environment.yml and pixi.lock into DIR "
+        "(for micromamba, conda or pixi); install nothing",
+    )
+    parser.add_argument(
+        "--no-post-install",
+        action="store_true",
+        help="do not run the post-install script the installer carries",
     )
     parser.add_argument(
         "--version", action="store_true", help=f"print the version of {name} and of lockship"
@@ -186,13 +214,16 @@ def _describe(manifest: Manifest, payload: Payload) -> str:
     return "\n".join(lines)
 
 
-def _confirm(question: str) -> bool:
+def _confirm(question: str, default: bool = True) -> bool:
     sys.stdout.write(question)
     sys.stdout.flush()
     answer = sys.stdin.readline()
     if not answer:
         return False
-    return answer.strip().lower() in ("", "y", "yes")
+    answer = answer.strip().lower()
+    if not answer:
+        return default
+    return answer in ("y", "yes")
 
 
 def run(argv: Sequence[str], prog: str) -> int:
@@ -204,6 +235,8 @@ def run(argv: Sequence[str], prog: str) -> int:
     payload = read_payload(_installer_path(argv))
     manifest = Manifest.from_dict(payload.metadata)
     args = _build_parser(prog, manifest).parse_args(argv)
+    if args.json and not args.info:
+        raise UsageError("--json only goes with --info (see --help)")
     if args.version:
         print(
             f"{manifest.name} {manifest.version} (installer built by lockship "
@@ -211,31 +244,101 @@ def run(argv: Sequence[str], prog: str) -> int:
         )
         return 0
     if args.info:
-        print(_describe(manifest, payload))
+        print(json.dumps(_info(manifest), indent=2) if args.json else _describe(manifest, payload))
+        return 0
+    reporter = TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+    if args.check:
+        verify_payload(payload)
+        print(f"OK: {payload.path.name} is complete ({len(payload.entries)} entries verified)")
+        return 0
+    if args.extract:
+        target = normalize_prefix(args.extract)
+        extract_channel(payload, manifest, target, reporter)
+        print(f"Extracted {manifest.name} {manifest.version} into {target} (see README.txt there)")
         return 0
     machine = _machine_platform()
     if machine != manifest.platform:
         raise PlatformMismatch(manifest.platform, machine)
     prefix = normalize_prefix(args.prefix or _default_prefix(manifest))
-    request = InstallRequest(prefix=prefix, force=args.force, installer_name=prog)
-    preflight(manifest, request)
     interactive = not args.batch and sys.stdin.isatty()
+    request = InstallRequest(
+        prefix=prefix,
+        force=args.force,
+        update=args.update,
+        run_post_install=not args.no_post_install,
+        unattended=not interactive,
+        installer_name=prog,
+    )
+    preflight(manifest, request)
+    license_entry = manifest.options.get("license")
+    if license_entry and not args.batch:
+        if not interactive:
+            raise InstallError(
+                "this installer has a license that must be accepted; read it with --info and "
+                "accept it by running with -b, or run the installer on a terminal"
+            )
+        text = b"".join(iter_entry(payload, payload.entry(str(license_entry))))
+        print(text.decode("utf-8", "replace"))
+        if not _confirm("Do you accept the license terms? [yes/no] ", default=False):
+            print("The license was not accepted; nothing installed.")
+            return 1
     if interactive:
         print(_describe(manifest, payload))
         print()
         if not _confirm(f"Install {manifest.name} {manifest.version} into {prefix}? [Y/n] "):
             print("Nothing installed.")
             return 1
-    reporter = TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+    if manifest.options.get("link_scripts") is False:
+        reporter.message(
+            "Package post-link scripts will not run: this installer was built with "
+            "--no-link-scripts"
+        )
+    verb = "Updating" if args.update and prefix.exists() else "Installing"
     reporter.message(
-        f"Installing {manifest.name} {manifest.version} ({len(manifest.packages)} packages) "
+        f"{verb} {manifest.name} {manifest.version} ({len(manifest.packages)} packages) "
         f"into {prefix}"
     )
     install(payload, manifest, request, reporter)
-    activate = prefix / ("activate.bat" if manifest.platform.startswith("win-") else "activate.sh")
-    how = str(activate) if manifest.platform.startswith("win-") else f"source {activate}"
+    windows = manifest.platform.startswith("win-")
+    activate = prefix / ("activate.bat" if windows else "activate.sh")
+    how = str(activate) if windows else f"source {activate}"
     print(f"Installed {manifest.name} {manifest.version} into {prefix} (activate: {how})")
     return 0
+
+
+def _info(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "platform": manifest.platform,
+        "environment": manifest.environment,
+        "lockship_version": manifest.lockship_version,
+        "payload_format": FORMAT_VERSION,
+        "download_size": manifest.total_size,
+        "installed_size": manifest.installed_size,
+        "virtual_packages": list(manifest.virtual_packages),
+        "post_link_scripts": sorted(
+            p.name
+            for p in manifest.packages
+            if p.name in manifest.options.get("link_script_packages", [])
+        ),
+        "link_scripts_enabled": manifest.options.get("link_scripts", True) is not False,
+        "pypi_wheels": list(manifest.options.get("wheels", [])),
+        "license": bool(manifest.options.get("license")),
+        "post_install": bool(manifest.options.get("post_install")),
+        "packages": [
+            {
+                "name": p.name,
+                "version": p.version,
+                "build": p.build,
+                "subdir": p.subdir,
+                "size": p.size,
+                "sha256": p.sha256,
+                "url": p.url,
+            }
+            for p in sorted(manifest.packages, key=lambda p: p.name)
+        ],
+    }
 
 
 def _try_manifest(argv: Sequence[str]) -> Manifest | None:

@@ -15,20 +15,22 @@ import os
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import rattler
-from rattler import Channel, RepoData, RepoDataRecord, Subdir
+from rattler import Channel, PrefixRecord, RepoData, RepoDataRecord, Subdir
 
 from stub import __version__
 from stub.activation import write_activation_scripts
 from stub.errors import InstallError, LinkError
+from stub.hooks import compile_pyc, read_marker, run_post_install, write_marker, write_uninstaller
 from stub.manifest import Manifest, PackageInfo
 from stub.payload import Payload, copy_entry
 from stub.prefix import STAGE_NAME, check_prefix, prefix_transaction
 from stub.progress import Reporter
 from stub.signals import deferred
+from stub.system import check_virtual_packages
 
 #: free space required beyond the installed size (staging copies, metadata, filesystem slack)
 SPACE_MARGIN = 1.10
@@ -38,7 +40,14 @@ SPACE_MARGIN = 1.10
 class InstallRequest:
     prefix: Path
     force: bool = False
+    update: bool = False
+    run_post_install: bool = True
+    unattended: bool = True
     installer_name: str = "installer"
+
+
+class UpdateRefused(InstallError):
+    pass
 
 
 class DiskSpaceError(InstallError):
@@ -71,8 +80,34 @@ def check_disk_space(prefix: Path, manifest: Manifest) -> None:
 
 def preflight(manifest: Manifest, request: InstallRequest) -> None:
     """Every check that can fail before anything is written."""
-    check_prefix(request.prefix, force=request.force, max_length=manifest.max_prefix_length)
-    check_disk_space(request.prefix, manifest)
+    check_virtual_packages(manifest.virtual_packages)
+    if request.update:
+        check_update_target(request.prefix, manifest, force=request.force)
+    check_prefix(
+        request.prefix,
+        force=request.force,
+        update=request.update,
+        max_length=manifest.max_prefix_length,
+    )
+    if os.environ.get("LOCKSHIP_SKIP_DISK_CHECK") != "1":
+        check_disk_space(request.prefix, manifest)
+
+
+def check_update_target(prefix: Path, manifest: Manifest, *, force: bool) -> None:
+    """``-u`` only replaces an environment made by an installer of the same name."""
+    if not prefix.exists() or force:
+        return
+    marker = read_marker(prefix)
+    if marker is None:
+        raise UpdateRefused(
+            f"{prefix} was not made by a lockship installer, so -u cannot update it; "
+            "pass -f as well to install over it anyway"
+        )
+    if marker.get("name") != manifest.name:
+        raise UpdateRefused(
+            f"{prefix} holds {marker.get('name')} {marker.get('version')}, not {manifest.name}; "
+            "pass -f as well to replace it anyway"
+        )
 
 
 def install(
@@ -80,13 +115,33 @@ def install(
 ) -> None:
     """Install everything the installer carries into ``request.prefix``."""
     preflight(manifest, request)
-    hint = f"run the installer again with -f -p {request.prefix}, or delete the folder"
-    with prefix_transaction(request.prefix, recover_hint=hint):
-        stage = request.prefix / STAGE_NAME
-        channel_dir = stage / "pkgs"
-        records = stage_packages(payload, manifest, channel_dir, reporter)
-        link_packages(records, request.prefix, stage / "cache", manifest, reporter)
-        finish_prefix(request.prefix, manifest, request)
+    prefix = request.prefix
+    hint = f"run the installer again with -f -p {prefix}, or delete the folder"
+    with prefix_transaction(prefix, recover_hint=hint):
+        stage = prefix / STAGE_NAME
+        records = stage_packages(payload, manifest, stage / "pkgs", reporter)
+        installed = installed_records(prefix) if request.update or request.force else []
+        link_packages(records, prefix, stage / "cache", manifest, reporter, installed)
+        finish_prefix(prefix, manifest, request)
+        if manifest.options.get("pyc", True):
+            compile_pyc(prefix, manifest.platform, reporter)
+        script_entry = manifest.options.get("post_install")
+        if script_entry and not request.run_post_install:
+            reporter.message("Skipping the post-install script (--no-post-install)")
+        elif script_entry:
+            script = stage / PurePosixPath(str(script_entry)).name
+            copy_entry(payload, payload.entry(str(script_entry)), script)
+            run_post_install(
+                script, prefix, manifest, unattended=request.unattended, reporter=reporter
+            )
+
+
+def installed_records(prefix: Path) -> list[PrefixRecord]:
+    """The packages already in ``prefix`` (for an update, rattler's transaction diffs them)."""
+    meta = prefix / "conda-meta"
+    if not meta.is_dir():
+        return []
+    return [PrefixRecord.from_path(p) for p in sorted(meta.glob("*.json"))]
 
 
 def stage_packages(
@@ -148,6 +203,7 @@ def link_packages(
     cache_dir: Path,
     manifest: Manifest,
     reporter: Reporter,
+    installed: list[PrefixRecord] | None = None,
 ) -> None:
     bridge = _LinkReporter(reporter)  # type: ignore[abstract]  # rattler's no-op defaults
     reporter.start("Linking", len(records), unit="pkg")
@@ -159,6 +215,7 @@ def link_packages(
                     prefix,
                     cache_dir=cache_dir,
                     platform=Subdir(manifest.platform),
+                    installed_packages=installed or None,
                     execute_link_scripts=bool(manifest.options.get("link_scripts", True)),
                     show_progress=False,
                     reporter=bridge,
@@ -182,6 +239,9 @@ def finish_prefix(prefix: Path, manifest: Manifest, request: InstallRequest) -> 
     fix_conda_meta(prefix, manifest)
     write_history(prefix, manifest, request)
     write_activation_scripts(prefix, manifest.platform)
+    write_uninstaller(prefix, manifest)
+    write_marker(prefix, manifest)
+    # rattler tags the prefix as a cache; an installed environment should be backed up
     (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
 
 
