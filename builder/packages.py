@@ -11,6 +11,9 @@ from rattler import FileMode, PathsJson
 from builder.errors import BuildError
 
 
+BLOCK = 4096
+
+
 @dataclass(frozen=True)
 class ArchiveFacts:
     installed_size: int
@@ -30,7 +33,8 @@ def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
         except Exception as e:  # rattler raises plain errors for unreadable archives
             raise BuildError(f"{path.name} is not a readable conda package: {e}") from e
         for entry in paths_json.paths:
-            installed += entry.size_in_bytes or 0
+            # what it occupies on disk: whole 4 KiB blocks, at least one per file
+            installed += max(1, -(-(entry.size_in_bytes or 0) // BLOCK)) * BLOCK
             relative = str(entry.relative_path)
             if relative.endswith(("-post-link.sh", "-post-link.bat")) and (
                 "/." in relative or "\\." in relative

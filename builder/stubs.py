@@ -79,6 +79,10 @@ class FreezeOptions:
     #: collect every rattler submodule instead of only those imported
     collect_all_rattler: bool = False
     excludes: tuple[str, ...] = PYINSTALLER_EXCLUDES
+    #: PyInstaller runtime hooks not to run at start-up
+    skip_runtime_hooks: tuple[str, ...] = ()
+    #: zlib level of the modules in the PYZ (PyInstaller's default is 6)
+    pyz_level: int = 6
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,10 @@ def freeze_stub_with(
             f"--workpath={work / 'build'}",
             str(spec),
         ]
-        process = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
+        env = dict(os.environ, PYINSTALLER_ZLIB_COMPRESSION_LEVEL=str(options.pyz_level))
+        process = subprocess.run(
+            command, cwd=work, env=env, capture_output=True, text=True, check=False
+        )
         if process.returncode != 0:
             tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["?"]
             raise StubError(f"freezing the installer stub with PyInstaller failed: {tail[0]}")
@@ -280,6 +287,7 @@ a = Analysis(
     excludes={excludes!r},
     optimize={optimize!r},
 )
+a.scripts = [s for s in a.scripts if s[0] not in {skip!r}]
 pyz = PYZ(a.pure)
 exe = EXE(
     pyz,
@@ -329,6 +337,7 @@ def _write_spec(work: Path, options: FreezeOptions) -> Path:
             name=STUB_BASENAME,
             strip=options.strip,
             cdict=cdict,
+            skip=list(options.skip_runtime_hooks),
         )
     )
     return spec

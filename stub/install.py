@@ -34,6 +34,7 @@ from stub.system import check_virtual_packages
 
 #: free space required beyond the installed size (staging copies, metadata, filesystem slack)
 SPACE_MARGIN = 1.10
+SPACE_EXTRA = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _mb(n: int) -> str:
 
 def required_space(manifest: Manifest) -> int:
     """Bytes the installation needs: the staged archives plus the installed files."""
-    return int((manifest.total_size + manifest.installed_size) * SPACE_MARGIN)
+    return int((manifest.total_size + manifest.installed_size) * SPACE_MARGIN) + SPACE_EXTRA
 
 
 def check_disk_space(prefix: Path, manifest: Manifest) -> None:
@@ -141,7 +142,15 @@ def installed_records(prefix: Path) -> list[PrefixRecord]:
     meta = prefix / "conda-meta"
     if not meta.is_dir():
         return []
-    return [PrefixRecord.from_path(p) for p in sorted(meta.glob("*.json"))]
+    records = []
+    for path in sorted(meta.glob("*.json")):
+        try:
+            records.append(PrefixRecord.from_path(path))
+        except Exception as e:  # rattler raises its own error types for unreadable records
+            raise InstallError(
+                f"cannot read {path} ({e}); repair or remove it, or install into a new prefix"
+            ) from e
+    return records
 
 
 def stage_packages(
@@ -221,9 +230,10 @@ def link_packages(
                     reporter=bridge,
                 )
             )
-    except (RuntimeError, OSError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LinkError(f"installing the packages failed: {message}") from e
+    except InstallError:
+        raise
+    except Exception as e:  # rattler's own error types carry the cause in their message
+        raise LinkError(f"installing the packages failed: {_cause(e)}") from e
     finally:
         reporter.finish()
     if bridge.failed_scripts:
@@ -232,6 +242,16 @@ def link_packages(
             + ", ".join(sorted(set(bridge.failed_scripts)))
             + " failed; see the messages above"
         )
+
+
+def _cause(error: Exception) -> str:
+    """rattler's messages are chains ("failed to fetch X\nCaused by: ..."): keep the first and last."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0]}: {lines[-1].removeprefix('Caused by:').strip()}"
 
 
 def finish_prefix(prefix: Path, manifest: Manifest, request: InstallRequest) -> None:
@@ -259,7 +279,7 @@ def fix_conda_meta(prefix: Path, manifest: Manifest) -> None:
         data["package_tarball_full_path"] = ""
         link = data.get("link")
         if isinstance(link, dict):
-            link.pop("source", None)
+            link["source"] = ""  # the staging folder is gone; conda leaves the field empty too
         tmp = meta.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, meta)

@@ -7,9 +7,11 @@ set fault hooks on it; start your own ``ChannelServer(demo_channel)`` for fault 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rattler
@@ -24,6 +26,8 @@ from tests.factories import (  # noqa: E402
     ChannelServer,
     build_demo_channel,
     channel_records,
+    index_channel,
+    write_conda_package,
     write_pixi_lock,
 )
 from tests.runners import run_lockship  # noqa: E402
@@ -131,3 +135,72 @@ def demo_installer(
     )
     assert result.returncode == 0, result.stderr
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+class InstallerFactory:
+    """Lock a channel (all its packages) and build an installer from it with the real stub."""
+
+    def __init__(self, base: Path, stub: Path, cache: Path) -> None:
+        self.base, self.stub, self.cache = base, stub, cache
+        self.count = 0
+
+    def channel_with(self, demo_channel: Path, *packages: dict[str, Any]) -> Path:
+        """A copy of the demo channel plus hand-written packages (kwargs of write_conda_package)."""
+        self.count += 1
+        channel = self.base / f"channel{self.count}"
+        shutil.copytree(demo_channel, channel)
+        for package in packages:
+            write_conda_package(channel, **package)
+        index_channel(channel)
+        return channel
+
+    def build(
+        self,
+        channel: Path,
+        *args: str | Path,
+        specs: list[str] | None = None,
+        virtual_packages: dict[str, str] | None = None,
+    ) -> Path:
+        self.count += 1
+        workspace = self.base / f"ws{self.count}"
+        workspace.mkdir()
+        with ChannelServer(channel) as server:
+            virtual = None
+            if virtual_packages is not None:
+                virtual = [
+                    rattler.GenericVirtualPackage(
+                        rattler.PackageName(name),
+                        rattler.Version(version),
+                        rattler.BuildString("0"),
+                    )
+                    for name, version in virtual_packages.items()
+                ]
+            records = channel_records(
+                channel, server.url, DEMO_PLATFORM, specs, virtual_packages=virtual
+            )
+            write_pixi_lock(
+                workspace / "pixi.lock", {DEMO_PLATFORM: records}, channel_url=server.url
+            )
+            (workspace / "pixi.toml").write_text(
+                '[workspace]\nname = "lsdemo"\nversion = "1.2.3"\n'
+            )
+            result = run_lockship(
+                "build",
+                workspace,
+                "--stub",
+                self.stub,
+                "-o",
+                workspace,
+                "--cache-dir",
+                self.cache,
+                *args,
+            )
+        assert result.returncode == 0, result.stderr
+        return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def installer_factory(
+    tmp_path_factory: pytest.TempPathFactory, frozen_stub: Path, download_cache: Path
+) -> InstallerFactory:
+    return InstallerFactory(tmp_path_factory.mktemp("factory"), frozen_stub, download_cache)
