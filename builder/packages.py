@@ -10,7 +10,6 @@ from rattler import FileMode, PathsJson
 
 from builder.errors import BuildError
 
-
 BLOCK = 4096
 
 

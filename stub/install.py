@@ -245,7 +245,7 @@ def link_packages(
 
 
 def _cause(error: Exception) -> str:
-    """rattler's messages are chains ("failed to fetch X\nCaused by: ..."): keep the first and last."""
+    """Shorten rattler's error chains ("X\nCaused by: Y") to their first and last lines."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
