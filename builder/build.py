@@ -9,10 +9,21 @@ from pathlib import Path
 from rattler import Client, RepoDataRecord
 
 from builder.errors import BuildError, ChecksumMismatch
-from builder.fetch import DEFAULT_CONCURRENCY, FetchedPackage, fetch_packages, hash_file
+from builder.fetch import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    FetchedPackage,
+    fetch_packages,
+    hash_file,
+)
 from builder.installer import installer_file_name, write_installer
 from builder.lockfile import find_lockfile, read_locked_environment, read_workspace
-from builder.packages import inspect_archives, virtual_package_requirements
+from builder.packages import (
+    check_archive_safety,
+    inspect_archives,
+    virtual_package_requirements,
+)
 from builder.stubs import required_glibc, resolve_stub
 from stub import __version__
 from stub.manifest import Manifest, PackageInfo
@@ -33,6 +44,8 @@ class BuildRequest:
     version: str | None = None
     stub: Path | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    timeout: int = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
     license: Path | None = None
     post_install: Path | None = None
     link_scripts: bool = True
@@ -84,13 +97,16 @@ def build_installer(request: BuildRequest, reporter: Reporter) -> BuildResult:
     fetched = fetch_packages(
         records,
         request.cache_dir,
-        client=Client(),
+        client=Client(timeout=request.timeout),
         concurrency=request.concurrency,
+        retries=request.retries,
         on_done=lambda f: reporter.advance(f.record.size or 0),
     )
     reporter.finish()
     fetched = [_with_sha256(f) for f in fetched]
 
+    for f in fetched:
+        check_archive_safety(f.path)
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
     extras = extra_entries(request)

@@ -13,7 +13,7 @@ from typing import IO, NoReturn
 
 from builder.build import BuildRequest, build_installer
 from builder.errors import BuildError, UsageError
-from builder.fetch import DEFAULT_CONCURRENCY
+from builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from builder.stubs import default_cache_dir, host_platform
 from stub import __version__
 from stub.cli import LineReporter, TqdmReporter
@@ -92,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"parallel downloads (default: {DEFAULT_CONCURRENCY})",
     )
     build.add_argument(
+        "--timeout",
+        type=int,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on a download request after this long (default: {DEFAULT_TIMEOUT})",
+    )
+    build.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"retry a failed download this often, with backoff (default: {DEFAULT_RETRIES})",
+    )
+    build.add_argument(
         "--license",
         type=Path,
         metavar="FILE",
@@ -122,8 +135,8 @@ def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
 
 def run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+    if args.concurrency < 1 or args.timeout < 1 or args.retries < 0:
+        raise UsageError("--concurrency and --timeout must be at least 1, --retries at least 0")
     request = BuildRequest(
         lock_path=args.path,
         environment=args.environment,
@@ -134,6 +147,8 @@ def run(argv: Sequence[str]) -> int:
         version=args.installer_version,
         stub=args.stub,
         concurrency=args.concurrency,
+        timeout=args.timeout,
+        retries=args.retries,
         license=args.license,
         post_install=args.post_install,
         link_scripts=not args.no_link_scripts,

@@ -23,6 +23,9 @@ from rattler.package_streaming import download_to_path
 from builder.errors import ChecksumMismatch, FetchError
 
 DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT = 60
+DEFAULT_RETRIES = 3
+BACKOFF_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,27 @@ async def _download(client: Client, record: RepoDataRecord, target: Path) -> Non
         raise FetchError(record.url, reason) from e
 
 
+async def _download_with_retries(
+    client: Client, record: RepoDataRecord, target: Path, retries: int
+) -> None:
+    for attempt in range(retries + 1):
+        try:
+            await _download(client, record, target)
+            return
+        except FetchError:
+            target.unlink(missing_ok=True)
+            if attempt == retries:
+                raise
+            await asyncio.sleep(BACKOFF_SECONDS * 2**attempt)
+
+
 async def _fetch_one(
     client: Client,
     record: RepoDataRecord,
     cache_dir: Path,
     semaphore: asyncio.Semaphore,
     on_done: Callable[[FetchedPackage], None],
+    retries: int,
 ) -> FetchedPackage:
     final = cache_path(cache_dir, record)
     if final.is_file():
@@ -97,7 +115,7 @@ async def _fetch_one(
         final.parent.mkdir(parents=True, exist_ok=True)
         part = final.parent / f".{final.name}.{uuid.uuid4().hex}.part"
         try:
-            await _download(client, record, part)
+            await _download_with_retries(client, record, part, retries)
             sha = await asyncio.to_thread(verify, record, part)
             os.replace(part, final)
         finally:
@@ -113,10 +131,12 @@ async def _fetch_all(
     client: Client,
     concurrency: int,
     on_done: Callable[[FetchedPackage], None],
+    retries: int,
 ) -> list[FetchedPackage]:
     semaphore = asyncio.Semaphore(concurrency)
     tasks = [
-        asyncio.ensure_future(_fetch_one(client, r, cache_dir, semaphore, on_done)) for r in records
+        asyncio.ensure_future(_fetch_one(client, r, cache_dir, semaphore, on_done, retries))
+        for r in records
     ]
     try:
         return list(await asyncio.gather(*tasks))
@@ -133,7 +153,14 @@ def fetch_packages(
     *,
     client: Client | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    retries: int = DEFAULT_RETRIES,
     on_done: Callable[[FetchedPackage], None] = lambda _: None,
 ) -> list[FetchedPackage]:
-    """Make every record's archive available in the cache, verified; in ``records`` order."""
-    return asyncio.run(_fetch_all(records, cache_dir, client or Client(), concurrency, on_done))
+    """Make every record's archive available in the cache, verified; in ``records`` order.
+
+    A failed download is retried ``retries`` times with exponential backoff before it is
+    reported with its URL; a checksum mismatch is reported at once.
+    """
+    return asyncio.run(
+        _fetch_all(records, cache_dir, client or Client(), concurrency, on_done, retries)
+    )

@@ -940,7 +940,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "measure": "build, warm cache (main)",
             "lockship": _fmt(build["warm_median_s"], "s"),
-            "reference": f"cat archives {_fmt(build['plain_copy_median_s'], 's')}",
+            "reference": f"cat archives {_fmt(build['plain_copy_median_s'], 's')} "
+            f"(+stub {_fmt(median(build['plain_copy_with_stub_s']), 's')})",
             "ratio": build["ratio"],
             "target": f"<= {TARGETS['build_ratio']:.2f}x",
             "met": build["ratio"] <= TARGETS["build_ratio"],
@@ -1170,8 +1171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     envs = {name: ensure_env(args.work, specs[name], args.jobs) for name in names}
     bench = Bench(args, stub)
     started = time.perf_counter()
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        log(f"WARNING: load average {load_before[0]:.2f}: other work on this machine adds noise")
 
-    steps: list[tuple[str, Callable[[], Any]]] = []
     installers: dict[str, Path] = {}
 
     def main_env() -> None:
@@ -1186,7 +1189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         installers["1gb"] = bench.build_only(envs["1gb"])
         bench.measure_install(envs["1gb"], installers["1gb"], with_bare=True)
 
-    steps = [("main", main_env), ("1mb", small_env)]
+    steps: list[tuple[str, Callable[[], None]]] = [("main", main_env), ("1mb", small_env)]
     if not args.skip_1gb:
         steps.append(("1gb", big_env))
     for _, step in steps:
@@ -1194,7 +1197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(bench.runs_dir, ignore_errors=True)
 
     rows = evaluate(bench.results)
-    document = {
+    document: dict[str, Any] = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine_info(stub),
         "environments": {
@@ -1205,6 +1208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": rows,
         "results": bench.results,
         "bench_seconds": round(time.perf_counter() - started, 1),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(document, indent=1, default=str))
@@ -1215,7 +1219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"medians of {args.repeat}; stub {stub.stat().st_size / MB:.0f} MB\n"
     )
     print_table(rows, bench.results)
-    print(f"\nresults: {json_path}")
+    load = document["load_average"]
+    print(
+        f"\nload average before/after: {load['before'][0]:.2f} / {load['after'][0]:.2f} "
+        f"(1-min; {os.cpu_count()} CPUs)\nresults: {json_path}"
+    )
     return 0
 
 

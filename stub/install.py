@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import errno
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from stub.errors import InstallError, LinkError
 from stub.hooks import compile_pyc, read_marker, run_post_install, write_marker, write_uninstaller
 from stub.manifest import Manifest, PackageInfo
 from stub.payload import Payload, copy_entry
-from stub.prefix import STAGE_NAME, check_prefix, prefix_transaction
+from stub.prefix import INCOMPLETE_NAME, STAGE_NAME, check_prefix, prefix_transaction
 from stub.progress import Reporter
 from stub.signals import deferred
 from stub.system import check_virtual_packages
@@ -118,6 +119,34 @@ def install(
     preflight(manifest, request)
     prefix = request.prefix
     hint = f"run the installer again with -f -p {prefix}, or delete the folder"
+    try:
+        _install(payload, manifest, request, reporter, hint)
+    except OSError as e:
+        raise FileSystemError(prefix, e, existed=request.update or request.force) from e
+
+
+class FileSystemError(InstallError):
+    def __init__(self, prefix: Path, error: OSError, *, existed: bool) -> None:
+        where = f" ({error.filename})" if error.filename else ""
+        advice = (
+            "free some space and run the installer again"
+            if error.errno == errno.ENOSPC
+            else ("check the folder's permissions and free space")
+        )
+        state = (
+            f"{prefix} may be incomplete (see {prefix / INCOMPLETE_NAME})"
+            if existed
+            else "nothing was left behind"
+        )
+        super().__init__(
+            f"writing the environment failed: {error.strerror or error}{where}; {state}; {advice}"
+        )
+
+
+def _install(
+    payload: Payload, manifest: Manifest, request: InstallRequest, reporter: Reporter, hint: str
+) -> None:
+    prefix = request.prefix
     with prefix_transaction(prefix, recover_hint=hint):
         stage = prefix / STAGE_NAME
         records = stage_packages(payload, manifest, stage / "pkgs", reporter)
