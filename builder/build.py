@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rattler import Client, RepoDataRecord
 
-from builder.errors import BuildError, ChecksumMismatch
+from builder.checksums import update_checksums
+from builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
 from builder.fetch import (
     DEFAULT_CONCURRENCY,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     FetchedPackage,
+    cache_path,
     fetch_packages,
     hash_file,
 )
+from builder.inputs import (
+    PlatformEnvironment,
+    Source,
+    inject_packages,
+    open_source,
+    solve_specs,
+    spec_request,
+)
 from builder.installer import installer_file_name, write_installer
-from builder.lockfile import find_lockfile, read_locked_environment, read_workspace
+from builder.lockfile import find_lockfile, read_locked_environment
+from builder.network import NetworkOptions, make_client
 from builder.packages import (
     check_archive_safety,
     inspect_archives,
     virtual_package_requirements,
 )
-from builder.stubs import required_glibc, resolve_stub
+from builder.pypi import fetch_wheels
+from builder.stubs import host_platform, required_glibc
+from builder.stubsource import find_stubs
 from stub import __version__
 from stub.manifest import Manifest, PackageInfo
 from stub.progress import Reporter
@@ -35,14 +48,16 @@ _LOCATION_FIELDS = ("fn", "url", "channel")
 
 @dataclass(frozen=True)
 class BuildRequest:
-    lock_path: Path
+    lock_path: Path | None
     environment: str
-    platform: str
+    platforms: tuple[str, ...]
     output_dir: Path
     cache_dir: Path
     name: str | None = None
     version: str | None = None
-    stub: Path | None = None
+    stubs: dict[str, Path] = field(default_factory=dict)
+    stub_dir: Path | None = None
+    all_platforms: bool = False
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: int = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
@@ -50,6 +65,13 @@ class BuildRequest:
     post_install: Path | None = None
     link_scripts: bool = True
     pyc: bool = True
+    categories: tuple[str, ...] = ("main",)
+    specs: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    inject: tuple[Path, ...] = ()
+    ignore_pypi_non_wheel: bool = False
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,18 @@ class BuildResult:
     manifest: Manifest
     downloaded: int
     from_cache: int
+
+
+@dataclass(frozen=True)
+class PlannedInstaller:
+    """What a build would do for one platform (``--dry-run``)."""
+
+    environment: PlatformEnvironment
+    output: Path
+    stub: Path | None
+    download_size: int
+    cached: int
+    to_download: int
 
 
 def package_info(record: RepoDataRecord, fetched: FetchedPackage) -> PackageInfo:
@@ -81,75 +115,193 @@ def package_info(record: RepoDataRecord, fetched: FetchedPackage) -> PackageInfo
     )
 
 
-def build_installer(request: BuildRequest, reporter: Reporter) -> BuildResult:
-    lock_path = find_lockfile(request.lock_path)
-    locked = read_locked_environment(lock_path, request.environment, request.platform)
-    workspace = read_workspace(lock_path)
-    name = request.name or workspace.name or request.environment
-    version = request.version or workspace.version or "0.0.0"
-
-    stub_path = resolve_stub(
-        request.platform, request.cache_dir, explicit=request.stub, on_freeze=reporter.message
+def open_request_source(request: BuildRequest, client: Client) -> Source:
+    """The request's input, solved first if it is made of specs."""
+    source = None
+    if request.lock_path is not None:
+        source = open_source(
+            request.lock_path,
+            environment=request.environment,
+            categories=request.categories,
+            client=client,
+            cache_dir=request.cache_dir,
+        )
+    if source is not None and source.kind != "environment" and not request.specs:
+        return source
+    if source is not None and source.kind not in ("environment",):
+        raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
+    specs = spec_request(source, request.specs, request.channels)
+    platforms = request.platforms or (host_platform(),)
+    name = request.name or specs.name or "env"
+    version = request.version or "0.0.0"
+    lock_path = request.output_dir / f"{name}-{version}.pixi.lock"
+    if request.dry_run:
+        lock_path = request.cache_dir / "dry-run" / lock_path.name
+    solved = solve_specs(
+        specs, platforms, client=client, cache_dir=request.cache_dir, lock_path=lock_path
     )
+    solved.name = specs.name
+    return solved
 
-    records = sorted(locked.records, key=lambda r: (r.name.normalized, r.file_name))
-    reporter.start("Downloading", sum(r.size or 0 for r in records), unit="B")
+
+def skipped_non_wheels(request: BuildRequest) -> list[str]:
+    """With --ignore-pypi-non-wheel: what will be left out, per platform, for a warning."""
+    if not request.ignore_pypi_non_wheel or request.lock_path is None:
+        return []
+    try:
+        lock_path = find_lockfile(request.lock_path)
+    except LockfileError:
+        return []
+    warnings = []
+    for platform in request.platforms or (host_platform(),):
+        try:
+            locked = read_locked_environment(
+                lock_path, request.environment, platform, ignore_non_wheels=True
+            )
+        except LockfileError:
+            continue
+        if locked.skipped:
+            warnings.append(
+                f"leaving out PyPI packages that are not wheels ({platform}): "
+                + ", ".join(locked.skipped)
+            )
+    return warnings
+
+
+def choose_platforms(request: BuildRequest, source: Source) -> tuple[str, ...]:
+    if request.all_platforms:
+        if not source.platforms:
+            raise LockfileError(f"{source.path} locks no platform for {request.environment!r}")
+        return source.platforms
+    return request.platforms or (host_platform(),)
+
+
+def plan_builds(
+    request: BuildRequest, reporter: Reporter
+) -> tuple[Source, list[PlannedInstaller], Client]:
+    """Resolve everything that can fail before downloading: input, platforms, stubs."""
+    client = make_client(request.network, timeout=request.timeout)
+    source = open_request_source(request, client)
+    platforms = choose_platforms(request, source)
+    name = request.name or source.name or source.environment
+    version = request.version or source.version or "0.0.0"
+    plans = []
+    for platform in platforms:
+        environment = source.for_platform(platform, ignore_non_wheels=request.ignore_pypi_non_wheel)
+        environment = inject_packages(request.inject, environment)
+        output = request.output_dir / installer_file_name(name, version, platform)
+        cached = [r for r in environment.records if cache_path(request.cache_dir, r).is_file()]
+        plans.append(
+            PlannedInstaller(
+                environment=environment,
+                output=output,
+                stub=None,
+                download_size=sum(r.size or 0 for r in environment.records),
+                cached=len(cached),
+                to_download=len(environment.records) - len(cached),
+            )
+        )
+    # every platform's stub is found before any installer is written, so a missing one
+    # never leaves installers for the other platforms behind
+    stubs = find_stubs(
+        [p.environment.platform for p in plans],
+        request.cache_dir,
+        explicit=request.stubs,
+        stub_dir=request.stub_dir,
+        on_freeze=reporter.message,
+        dry_run=request.dry_run,
+    )
+    plans = [replace(p, stub=stubs.get(p.environment.platform)) for p in plans]
+    return source, plans, client
+
+
+def build_installers(request: BuildRequest, reporter: Reporter) -> list[BuildResult]:
+    source, plans, client = plan_builds(request, reporter)
+    results = []
+    for plan in plans:
+        assert plan.stub is not None
+        results.append(build_one(request, source, plan, client, reporter))
+    update_checksums(request.output_dir, [r.installer for r in results])
+    return results
+
+
+def build_one(
+    request: BuildRequest,
+    source: Source,
+    plan: PlannedInstaller,
+    client: Client,
+    reporter: Reporter,
+) -> BuildResult:
+    environment = plan.environment
+    platform = environment.platform
+    records = sorted(environment.records, key=lambda r: (r.name.normalized, r.file_name))
+    reporter.start(f"Downloading ({platform})", plan.download_size, unit="B")
     fetched = fetch_packages(
         records,
         request.cache_dir,
-        client=Client(timeout=request.timeout),
+        client=client,
         concurrency=request.concurrency,
         retries=request.retries,
         on_done=lambda f: reporter.advance(f.record.size or 0),
     )
+    wheels = fetch_wheels(
+        environment.wheels,
+        request.cache_dir,
+        base=source.path.parent if source.path else Path.cwd(),
+        client=client,
+        retries=request.retries,
+    )
     reporter.finish()
     fetched = [_with_sha256(f) for f in fetched]
-
     for f in fetched:
         check_archive_safety(f.path)
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
-    extras = extra_entries(request)
+    extras = extra_entries(request, platform)
     options: dict[str, object] = {
         "link_scripts": request.link_scripts,
         "pyc": request.pyc,
         "link_script_packages": sorted(
             f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
         ),
+        "wheels": [f"pypi/{w.path.name}" for w in wheels],
     }
+    if source.solved_lock is not None:
+        extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
     for key, (entry, _) in extras.items():
         options[key] = entry
     manifest = Manifest(
-        name=name,
-        version=version,
-        platform=request.platform,
-        environment=request.environment,
+        name=request.name or source.name or source.environment,
+        version=request.version or source.version or "0.0.0",
+        platform=platform,
+        environment=environment.environment,
         lockship_version=__version__,
         packages=tuple(package_info(f.record, f) for f in fetched),
         max_prefix_length=facts.max_prefix_length,
-        installed_size=facts.installed_size,
+        installed_size=facts.installed_size + sum(w.path.stat().st_size * 3 for w in wheels),
         virtual_packages=virtual_package_requirements(depends),
         options=options,
     )
-    output = request.output_dir / installer_file_name(name, version, request.platform)
-    reporter.message(f"Writing {output}")
+    reporter.message(f"Writing {plan.output}")
+    assert plan.stub is not None
     write_installer(
-        output,
-        stub_path,
+        plan.output,
+        plan.stub,
         manifest,
         [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)]
+        + [(f"pypi/{w.path.name}", w.path) for w in wheels]
         + list(extras.values()),
-        glibc_min=required_glibc(stub_path),
+        glibc_min=required_glibc(plan.stub) if platform.startswith("linux-") else None,
     )
     return BuildResult(
-        installer=output,
+        installer=plan.output,
         manifest=manifest,
         downloaded=sum(not f.from_cache for f in fetched),
         from_cache=sum(f.from_cache for f in fetched),
     )
 
 
-def extra_entries(request: BuildRequest) -> dict[str, tuple[str, Path]]:
+def extra_entries(request: BuildRequest, platform: str) -> dict[str, tuple[str, Path]]:
     """Manifest option -> (payload entry, file) for the license and the post-install script."""
     extras: dict[str, tuple[str, Path]] = {}
     if request.license is not None:
@@ -158,10 +310,10 @@ def extra_entries(request: BuildRequest) -> dict[str, tuple[str, Path]]:
         extras["license"] = ("lockship/LICENSE.txt", request.license)
     if request.post_install is not None:
         script = request.post_install
-        allowed = (".bat", ".ps1") if request.platform.startswith("win-") else (".sh",)
+        allowed = (".bat", ".ps1") if platform.startswith("win-") else (".sh",)
         if script.suffix not in allowed:
             raise BuildError(
-                f"the post-install script for {request.platform} must end in "
+                f"the post-install script for {platform} must end in "
                 f"{' or '.join(allowed)}, not {script.name}"
             )
         if not script.is_file():

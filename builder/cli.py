@@ -11,9 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, NoReturn
 
-from builder.build import BuildRequest, build_installer
+from builder.build import (
+    BuildRequest,
+    PlannedInstaller,
+    build_installers,
+    plan_builds,
+    skipped_non_wheels,
+)
 from builder.errors import BuildError, UsageError
 from builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
+from builder.inputs import Source
+from builder.network import NetworkOptions, parse_mirror
 from builder.stubs import default_cache_dir, host_platform
 from stub import __version__
 from stub.cli import LineReporter, TqdmReporter
@@ -44,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "path",
         nargs="?",
-        default=".",
+        default=None,
         type=Path,
-        help="a pixi.lock, or a folder holding one (default: .)",
+        help="a pixi.lock or a folder holding one (default: .); also a conda-lock.yml, an "
+        "@EXPLICIT file or an environment.yml",
     )
     build.add_argument(
         "-e", "--environment", default="default", help='environment to ship (default: "default")'
@@ -54,8 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "-p",
         "--platform",
-        default=None,
-        help=f"target platform (default: this machine's, {host_platform()})",
+        action="append",
+        default=[],
+        dest="platforms",
+        help=f"target platform, repeatable (default: this machine's, {host_platform()})",
+    )
+    build.add_argument(
+        "--all-platforms",
+        action="store_true",
+        help="one installer for every platform the environment is locked for",
     )
     build.add_argument(
         "-o",
@@ -76,7 +92,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="installer version (default: the workspace version, else 0.0.0)",
     )
     build.add_argument(
-        "--stub", type=Path, help="use this frozen stub instead of finding or freezing one"
+        "--stub",
+        action="append",
+        default=[],
+        metavar="[PLATFORM=]PATH",
+        help="use this frozen stub for PLATFORM (repeatable; a bare PATH means the target "
+        "platform)",
+    )
+    build.add_argument(
+        "--stub-dir",
+        type=Path,
+        help="a folder of stubs named lockship-stub-<platform>[.exe] (also $LOCKSHIP_STUB_DIR)",
+    )
+    inputs = build.add_argument_group("other inputs")
+    inputs.add_argument(
+        "--category",
+        action="append",
+        default=[],
+        dest="categories",
+        help="conda-lock category to ship, repeatable (default: main)",
+    )
+    inputs.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        dest="specs",
+        help='solve this spec at build time (repeatable, e.g. --spec "python 3.12.*")',
+    )
+    inputs.add_argument(
+        "-c",
+        "--channel",
+        action="append",
+        default=[],
+        dest="channels",
+        help="channel for --spec or environment.yml solving (repeatable)",
+    )
+    inputs.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="ARCHIVE",
+        help="add a local .conda/.tar.bz2 package (repeatable); its dependencies must be locked",
+    )
+    inputs.add_argument(
+        "--ignore-pypi-non-wheel",
+        action="store_true",
+        help="leave out locked PyPI sdists and source packages (with a warning) instead of failing",
+    )
+    network = build.add_argument_group("network")
+    network.add_argument(
+        "--auth-file", type=Path, help="rattler/pixi authentication file (or $RATTLER_AUTH_FILE)"
+    )
+    network.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="ORIGINAL=MIRROR",
+        help="download ORIGINAL's packages from MIRROR (repeatable)",
+    )
+    network.add_argument(
+        "--config", type=Path, help="a pixi/rattler config file whose [mirrors] to use"
+    )
+    build.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve everything and print the plan; download nothing, write no installer",
     )
     build.add_argument(
         "--cache-dir",
@@ -133,19 +214,42 @@ def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
     return TqdmReporter(stream) if stream.isatty() else LineReporter(stream)
 
 
+def _stubs(values: Sequence[str], platforms: Sequence[str]) -> dict[str, Path]:
+    stubs: dict[str, Path] = {}
+    for value in values:
+        platform, sep, path = value.partition("=")
+        if sep and "/" not in platform and "\\" not in platform:
+            stubs[platform] = Path(path)
+            continue
+        targets = list(platforms) or [host_platform()]
+        if len(targets) != 1:
+            raise UsageError("with several platforms, give stubs as --stub PLATFORM=PATH")
+        stubs[targets[0]] = Path(value)
+    return stubs
+
+
 def run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.concurrency < 1 or args.timeout < 1 or args.retries < 0:
         raise UsageError("--concurrency and --timeout must be at least 1, --retries at least 0")
+    mirrors: dict[str, list[str]] = {}
+    for text in args.mirror:
+        original, mirror = parse_mirror(text)
+        mirrors.setdefault(original, []).append(mirror)
+    path = args.path
+    if path is None and not args.specs:
+        path = Path()
     request = BuildRequest(
-        lock_path=args.path,
+        lock_path=path,
         environment=args.environment,
-        platform=args.platform or host_platform(),
+        platforms=tuple(dict.fromkeys(args.platforms)),
+        all_platforms=args.all_platforms,
         output_dir=args.output_dir,
         cache_dir=args.cache_dir or default_cache_dir(),
         name=args.name,
         version=args.installer_version,
-        stub=args.stub,
+        stubs=_stubs(args.stub, args.platforms),
+        stub_dir=args.stub_dir,
         concurrency=args.concurrency,
         timeout=args.timeout,
         retries=args.retries,
@@ -153,17 +257,53 @@ def run(argv: Sequence[str]) -> int:
         post_install=args.post_install,
         link_scripts=not args.no_link_scripts,
         pyc=not args.no_pyc,
+        categories=tuple(args.categories) or ("main",),
+        specs=tuple(args.specs),
+        channels=tuple(args.channels),
+        inject=tuple(args.inject),
+        ignore_pypi_non_wheel=args.ignore_pypi_non_wheel,
+        network=NetworkOptions(auth_file=args.auth_file, mirrors=mirrors, config=args.config),
+        dry_run=args.dry_run,
     )
-    result = build_installer(request, _reporter(sys.stderr))
-    size = result.installer.stat().st_size
-    print(
-        f"Built {result.manifest.name} {result.manifest.version} for {request.platform}: "
-        f"{len(result.manifest.packages)} packages ({result.downloaded} downloaded, "
-        f"{result.from_cache} from cache), {size / 1e6:.1f} MB",
-        file=sys.stderr,
-    )
-    print(result.installer)
+    reporter = _reporter(sys.stderr)
+    if args.dry_run:
+        source, plans, _ = plan_builds(request, reporter)
+        for plan in plans:
+            _print_plan(source, plan)
+        return 0
+    for warning in skipped_non_wheels(request):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    results = build_installers(request, reporter)
+    for result in results:
+        size = result.installer.stat().st_size
+        print(
+            f"Built {result.manifest.name} {result.manifest.version} for "
+            f"{result.manifest.platform}: {len(result.manifest.packages)} packages "
+            f"({result.downloaded} downloaded, {result.from_cache} from cache), "
+            f"{size / 1e6:.1f} MB",
+            file=sys.stderr,
+        )
+    for result in results:
+        print(result.installer)
     return 0
+
+
+def _print_plan(source: Source, plan: PlannedInstaller) -> None:
+    env = plan.environment
+    print(f"environment:  {env.environment} ({source.kind}: {source.path or 'specs'})")
+    print(f"platform:     {env.platform}")
+    print(f"installer:    {plan.output}")
+    print(f"stub:         {plan.stub or 'not available locally (would be frozen or downloaded)'}")
+    print(
+        f"packages:     {len(env.records)} conda, {len(env.wheels)} PyPI wheels; "
+        f"{plan.download_size / 1e6:.1f} MB; {plan.cached} from cache, "
+        f"{plan.to_download} to download"
+    )
+    for record in sorted(env.records, key=lambda r: r.name.normalized):
+        print(f"  {record.name.normalized} {record.version} {record.build}  {record.url}")
+    for wheel in env.wheels:
+        print(f"  {wheel.name} {wheel.version} (PyPI)  {wheel.location}")
+    print()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,20 +68,26 @@ def verify(record: RepoDataRecord, path: Path) -> str:
     return sha
 
 
-async def _download(client: Client, record: RepoDataRecord, target: Path) -> None:
-    parsed = urlparse(record.url)
+async def download_url(client: Client, url: str, target: Path) -> None:
+    """Download ``url`` (http(s) through rattler, or file://) to ``target``."""
+    parsed = urlparse(url)
     if parsed.scheme == "file":
         source = Path(unquote(parsed.path))
         try:
             shutil.copyfile(source, target)
         except OSError as e:
-            raise FetchError(record.url, e.strerror or str(e)) from e
+            raise FetchError(url, e.strerror or str(e)) from e
         return
     try:
-        await download_to_path(client, record.url, target)
+        await download_to_path(client, url, target)
     except Exception as e:  # rattler raises plain RuntimeErrors for HTTP and I/O failures
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FetchError(record.url, reason) from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = " ".join(lines[:2]) if lines else type(e).__name__
+        raise FetchError(url, reason) from e
+
+
+async def _download(client: Client, record: RepoDataRecord, target: Path) -> None:
+    await download_url(client, record.url, target)
 
 
 async def _download_with_retries(

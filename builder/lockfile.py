@@ -20,11 +20,27 @@ LOCK_NAMES = ("pixi.lock",)
 
 
 @dataclass(frozen=True)
+class LockedWheel:
+    """A PyPI wheel locked in a pixi.lock."""
+
+    name: str
+    version: str
+    location: str  # a URL, or a path relative to the lockfile's folder
+    sha256: str | None
+
+    @property
+    def file_name(self) -> str:
+        return self.location.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
 class LockedEnvironment:
     path: Path
     environment: str
     platform: str
     records: tuple[RepoDataRecord, ...]
+    wheels: tuple[LockedWheel, ...] = ()
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,9 @@ def load_lockfile(path: Path) -> LockFile:
         raise LockfileError(f"cannot read the lockfile {path}: {first}") from e
 
 
-def read_locked_environment(path: Path, environment: str, platform: str) -> LockedEnvironment:
+def read_locked_environment(
+    path: Path, environment: str, platform: str, *, ignore_non_wheels: bool = False
+) -> LockedEnvironment:
     """The conda records locked for (environment, platform); raise for anything unsupported."""
     lock = load_lockfile(path)
     env = lock.environment(environment)
@@ -73,19 +91,39 @@ def read_locked_environment(path: Path, environment: str, platform: str) -> Lock
             "(choose one with -p, or add the platform to the workspace and run `pixi lock`)"
         )
     lock_platform: LockPlatform = platforms[platform]
-    unsupported = []
+    unsupported, non_wheels, wheels = [], [], []
     for package in env.packages(lock_platform) or []:
         if isinstance(package, PypiLockedPackage):
-            unsupported.append(f"{package.name} (PyPI)")
+            location = str(package.location)
+            if location.split("#", 1)[0].endswith(".whl"):
+                sha = package.hashes.sha256 if package.hashes else None
+                wheels.append(
+                    LockedWheel(
+                        str(package.name),
+                        str(package.version),
+                        location,
+                        sha.hex() if isinstance(sha, bytes) else (str(sha) if sha else None),
+                    )
+                )
+            else:
+                non_wheels.append(f"{package.name} {package.version} ({location})")
         elif not isinstance(package, CondaLockedBinaryPackage):
             unsupported.append(f"{package.name} (conda source package)")
     if unsupported:
         raise LockfileError(
-            f"environment {environment!r} on {platform} holds packages lockship cannot ship "
-            f"yet: {', '.join(sorted(unsupported))}; only binary conda packages are supported"
+            f"environment {environment!r} on {platform} holds packages lockship cannot ship: "
+            f"{', '.join(sorted(unsupported))}; build them into binary packages first"
+        )
+    if non_wheels and not ignore_non_wheels:
+        raise LockfileError(
+            f"environment {environment!r} on {platform} holds PyPI packages that are not "
+            f"wheels: {', '.join(sorted(non_wheels))}; lockship ships wheels only "
+            "(pass --ignore-pypi-non-wheel to leave them out)"
         )
     records = env.conda_repodata_records_for_platform(lock_platform) or []
-    return LockedEnvironment(path, environment, platform, tuple(records))
+    return LockedEnvironment(
+        path, environment, platform, tuple(records), tuple(wheels), tuple(sorted(non_wheels))
+    )
 
 
 def read_workspace(lock_path: Path) -> Workspace:

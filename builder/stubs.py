@@ -1,9 +1,10 @@
 """Find or freeze the installer stub (the PyInstaller-frozen ``stub`` package) for a platform.
 
 Frozen stubs are cached per lockship version and per content of the stub sources, so editing the
-stub in a development checkout never reuses a stale binary. Each stub has a sidecar
-``<stub>.json`` (:class:`StubFacts`) written at freeze time: what it was frozen with and the
-newest glibc that any binary inside it needs, which the ``.sh`` header checks before running it.
+stub in a development checkout never reuses a stale binary. Next to each stub lies its sidecar
+``<stub>.json`` (:class:`StubFacts`), written at freeze time: what the stub was frozen with, and
+the newest glibc that any binary inside it needs, which the ``.sh`` header checks before running
+the stub.
 """
 
 from __future__ import annotations
@@ -31,18 +32,9 @@ from builder.errors import StubError
 STUB_BASENAME = "lockship-stub"
 FACTS_SUFFIX = ".json"
 
-#: The rattler submodules the stub uses. rattler's ``__init__`` imports them all today, but a
-#: rattler that loads them lazily would hide them from PyInstaller's analysis.
-RATTLER_MODULES = (
-    "rattler.channel",
-    "rattler.install",
-    "rattler.platform",
-    "rattler.repo_data",
-    "rattler.shell",
-)
-#: Modules the stub never imports that PyInstaller's analysis would follow anyway. networkx is an
-#: optional import of ``rattler.repo_data`` and drags in numpy and scipy (60 MB, a minute of
-#: freezing); the others are stdlib or tqdm extras nothing in the stub reaches.
+#: Modules the stub never imports that PyInstaller's analysis would follow anyway. networkx, an
+#: optional import of ``rattler.repo_data``, drags in numpy and scipy (60 MB and most of two
+#: minutes of freezing). Without multiprocessing, tqdm just skips its inter-process lock.
 PYINSTALLER_EXCLUDES = (
     "networkx",
     "numpy",
@@ -55,6 +47,7 @@ PYINSTALLER_EXCLUDES = (
     "pkg_resources",
     "_distutils_hack",
     "certifi",
+    "multiprocessing",
     "tkinter",
     "unittest",
     "pydoc",
@@ -64,37 +57,38 @@ PYINSTALLER_EXCLUDES = (
     "pdb",
     "sqlite3",
 )
+#: PyInstaller runtime hooks the stub has no use for, which would import ``inspect``, ``zipfile``
+#: and ``pkgutil`` at every start (they patch source lookup and module listing for frozen apps).
+SKIPPED_RUNTIME_HOOKS = ("pyi_rth_inspect", "pyi_rth_pkgutil")
 
 
 @dataclass(frozen=True)
 class FreezeOptions:
-    """How to freeze. The defaults are the measured best trade-off (see ``freeze_stub``)."""
+    """How to freeze; the defaults are what measured fastest to start at a reasonable size."""
 
-    #: zlib-compress the files in the one-file archive; off, start-up skips inflating ~55 MB
+    #: zlib-compress the files in the one-file archive: 30 MB instead of 77 MB, but the stub then
+    #: inflates them at every start (+0.4 s, mostly the 55 MB rattler extension)
     compress: bool = False
-    #: strip symbols from the collected binaries (not on Windows)
+    #: strip symbols from the bundled binaries (not on Windows)
     strip: bool = sys.platform != "win32"
-    #: Python bytecode optimization level (0, 1 or 2)
+    #: bytecode optimization level; 2 drops docstrings and asserts, which the stub's code and
+    #: libraries may rely on, for no measurable gain
     optimize: int = 0
-    #: collect every rattler submodule instead of only those imported
-    collect_all_rattler: bool = False
-    excludes: tuple[str, ...] = PYINSTALLER_EXCLUDES
-    #: PyInstaller runtime hooks not to run at start-up
-    skip_runtime_hooks: tuple[str, ...] = ()
-    #: zlib level of the modules in the PYZ (PyInstaller's default is 6)
-    pyz_level: int = 6
+    #: zlib level of the modules in the PYZ, which are read in place rather than unpacked; stored
+    #: (0) costs 3 MB and saves inflating each module at import
+    pyz_level: int = 0
 
 
 @dataclass(frozen=True)
 class StubFacts:
-    """What a frozen stub needs and was made from: the sidecar ``<stub>.json``."""
+    """What a frozen stub needs and what it was made from: its sidecar ``<stub>.json``."""
 
     platform: str
-    #: the newest GLIBC_x.y any bundled binary needs; None for stubs that are not Linux ELF
+    #: the newest GLIBC_x.y any bundled binary needs; None for a stub that is not a Linux ELF
     glibc: str | None
     python: str
     pyinstaller: str
-    #: ``stub.__version__`` and the digest of the stub sources it was frozen from
+    #: ``stub.__version__`` and the digest of the stub sources the stub was frozen from
     stub: str
     size: int
     sha256: str
@@ -103,15 +97,8 @@ class StubFacts:
     def from_json(cls, data: object) -> StubFacts:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        fields = {
-            "platform": str,
-            "python": str,
-            "pyinstaller": str,
-            "stub": str,
-            "size": int,
-            "sha256": str,
-        }
-        for name, kind in fields.items():
+        kinds = {"platform": str, "python": str, "pyinstaller": str, "stub": str, "size": int}
+        for name, kind in {**kinds, "sha256": str}.items():
             if not isinstance(data.get(name), kind):
                 raise ValueError(f"{name!r} is missing or not a {kind.__name__}")
         glibc = data.get("glibc")
@@ -140,6 +127,7 @@ def stub_file_name(platform: str) -> str:
 
 
 def facts_path(stub_path: Path) -> Path:
+    """Where the sidecar of ``stub_path`` lies: ``<stub>.json``."""
     return stub_path.with_name(stub_path.name + FACTS_SUFFIX)
 
 
@@ -184,7 +172,7 @@ def resolve_stub(
             raise StubError(f"the stub {explicit} does not exist")
         return explicit
     cached = cached_stub_path(cache_dir, platform)
-    if cached.is_file() and _has_valid_facts(cached):
+    if cached.is_file() and _has_facts(cached):
         return cached
     if platform != host_platform():
         raise StubError(
@@ -196,10 +184,11 @@ def resolve_stub(
     return cached
 
 
-def stub_facts(stub_path: Path) -> StubFacts | None:
+def stub_facts(stub_path: Path, *, verify: bool = True) -> StubFacts | None:
     """The facts in the sidecar of ``stub_path``; None if it has none (a stub made elsewhere).
 
-    Raises StubError if the sidecar is unreadable or belongs to another binary.
+    Raises StubError if the sidecar is unreadable or describes another binary (its size, and
+    with ``verify`` its sha256, differ from the stub's).
     """
     sidecar = facts_path(stub_path)
     try:
@@ -212,39 +201,41 @@ def stub_facts(stub_path: Path) -> StubFacts | None:
         facts = StubFacts.from_json(json.loads(text))
     except ValueError as e:
         raise StubError(f"{sidecar} is not a valid stub sidecar: {e}") from e
-    size, sha256 = _size_and_sha256(stub_path)
+    try:
+        size = stub_path.stat().st_size
+        sha256 = _sha256(stub_path)[0] if verify and size == facts.size else facts.sha256
+    except OSError as e:
+        raise StubError(f"cannot read the stub {stub_path}: {e.strerror}") from e
     if (size, sha256) != (facts.size, facts.sha256):
         raise StubError(
-            f"{sidecar} describes another binary than {stub_path} (size or sha256 differ); "
-            f"freeze the stub again with scripts/freeze_stub.py"
+            f"{sidecar} describes another binary than {stub_path} (its size or sha256 differ); "
+            "freeze the stub again (scripts/freeze_stub.py)"
         )
     return facts
 
 
 def required_glibc(stub_path: Path) -> str | None:
-    """The newest glibc the stub needs, from its sidecar (None if it has none or is not Linux)."""
+    """The newest glibc the stub needs, from its sidecar; None without one or off Linux."""
     facts = stub_facts(stub_path)
     return facts.glibc if facts else None
 
 
 def freeze_stub(output: Path, on_line: Callable[[str], None] = lambda _: None) -> Path:
-    """Freeze the ``stub`` package into a one-file executable at ``output``, with its sidecar.
-
-    The archive is stored uncompressed: the one-file bootloader unpacks it at every start, and
-    inflating the rattler extension (~55 MB) was most of the start-up time.
-    """
+    """Freeze the ``stub`` package into a one-file executable at ``output``, with its sidecar."""
     return freeze_stub_with(output, FreezeOptions(), on_line=on_line)
 
 
 def freeze_stub_with(
     output: Path, options: FreezeOptions, on_line: Callable[[str], None] = lambda _: None
 ) -> Path:
-    """``freeze_stub`` with explicit options. Writes the sidecar, then the stub, each atomically,
-    so a stub in place always has its sidecar."""
+    """``freeze_stub`` with explicit options.
+
+    The sidecar and then the stub are each written to a temporary name and renamed into place,
+    so a stub at ``output`` always has a sidecar, and a stale sidecar fails its sha256 check.
+    """
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lockship-freeze-") as tmp:
         work = Path(tmp)
-        spec = _write_spec(work, options)
         command = [
             sys.executable,
             "-m",
@@ -253,9 +244,10 @@ def freeze_stub_with(
             "--log-level=WARN",
             f"--distpath={work / 'dist'}",
             f"--workpath={work / 'build'}",
-            str(spec),
+            str(_write_spec(work, options)),
         ]
-        env = dict(os.environ, PYINSTALLER_ZLIB_COMPRESSION_LEVEL=str(options.pyz_level))
+        # read by PyInstaller's PYZ writer (and by the one-file archive's, compress or not)
+        env = {**os.environ, "PYINSTALLER_ZLIB_COMPRESSION_LEVEL": str(options.pyz_level)}
         process = subprocess.run(
             command, cwd=work, env=env, capture_output=True, text=True, check=False
         )
@@ -264,22 +256,23 @@ def freeze_stub_with(
             raise StubError(f"freezing the installer stub with PyInstaller failed: {tail[0]}")
         built = work / "dist" / (STUB_BASENAME + (".exe" if sys.platform == "win32" else ""))
         facts = _collect_facts(built)
-        _write_atomically(
-            facts_path(output), (json.dumps(facts.to_json(), indent=2) + "\n").encode()
-        )
+        _write_atomically(facts_path(output), json.dumps(facts.to_json(), indent=2) + "\n")
         partial = output.with_name(f".{output.name}.{os.getpid()}.part")
-        shutil.copyfile(built, partial)
-        partial.chmod(0o755)
-        os.replace(partial, output)
-    glibc = f", needs glibc >= {facts.glibc}" if facts.glibc else ""
-    on_line(f"Froze the installer stub: {output} ({facts.size / 1e6:.0f} MB{glibc})")
+        try:
+            shutil.copyfile(built, partial)
+            partial.chmod(0o755)
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
+    needs = f", needs glibc >= {facts.glibc}" if facts.glibc else ""
+    on_line(f"Froze the installer stub: {output} ({facts.size / 1e6:.0f} MB{needs})")
     return output
 
 
 # --- freezing ---------------------------------------------------------------------------
 
 _SPEC_TEMPLATE = """\
-# Generated by lockship (builder/stubs.py) for PyInstaller {pyinstaller}.
+# Generated by lockship's builder/stubs.py for PyInstaller {pyinstaller}.
 a = Analysis(
     [{entry!r}],
     pathex=[{pathex!r}],
@@ -287,7 +280,7 @@ a = Analysis(
     excludes={excludes!r},
     optimize={optimize!r},
 )
-a.scripts = [s for s in a.scripts if s[0] not in {skip!r}]
+a.scripts = [s for s in a.scripts if s[0] not in {skipped_hooks!r}]
 pyz = PYZ(a.pure)
 exe = EXE(
     pyz,
@@ -299,20 +292,12 @@ exe = EXE(
     console=True,
     strip={strip!r},
     upx=False,
-    # compression of the one-file archive's members by PyInstaller typecode
+    # whether to zlib-compress the one-file archive's members, by kind
     cdict={cdict!r},
 )
 """
 
-_ARCHIVE_TYPECODES = (
-    "EXTENSION",
-    "DATA",
-    "BINARY",
-    "EXECUTABLE",
-    "PYSOURCE",
-    "PYMODULE",
-    "SPLASH",
-)
+_ARCHIVE_KINDS = ("EXTENSION", "DATA", "BINARY", "EXECUTABLE", "PYSOURCE", "PYMODULE", "SPLASH")
 
 
 def _write_spec(work: Path, options: FreezeOptions) -> Path:
@@ -320,40 +305,39 @@ def _write_spec(work: Path, options: FreezeOptions) -> Path:
 
     entry = work / "lockship_stub_main.py"
     entry.write_text("import sys\n\nfrom stub.cli import main\n\nsys.exit(main())\n")
-    hiddenimports = ["stub.cli", "tqdm", *RATTLER_MODULES]
-    if options.collect_all_rattler:
-        hiddenimports += ["rattler." + m for m in _rattler_submodules()]
-    cdict = {code: options.compress for code in _ARCHIVE_TYPECODES}
-    cdict |= {"PYZ": False, "SYMLINK": False}  # PYZ members are compressed one by one anyway
+    # every rattler subpackage (they are tiny; the extension is shared): a rattler whose
+    # __init__ imported them lazily would hide them from PyInstaller's analysis
+    hiddenimports = ["stub.cli", "tqdm", *_rattler_subpackages()]
+    cdict = {kind: options.compress for kind in _ARCHIVE_KINDS} | {"PYZ": False, "SYMLINK": False}
     spec = work / f"{STUB_BASENAME}.spec"
     spec.write_text(
         _SPEC_TEMPLATE.format(
             pyinstaller=PyInstaller.__version__,
             entry=str(entry),
             pathex=str(Path(stub.__file__).parent.parent),
-            hiddenimports=sorted(set(hiddenimports)),
-            excludes=list(options.excludes),
+            hiddenimports=hiddenimports,
+            excludes=list(PYINSTALLER_EXCLUDES),
             optimize=options.optimize,
+            skipped_hooks=list(SKIPPED_RUNTIME_HOOKS),
             name=STUB_BASENAME,
             strip=options.strip,
             cdict=cdict,
-            skip=list(options.skip_runtime_hooks),
         )
     )
     return spec
 
 
-def _rattler_submodules() -> list[str]:
+def _rattler_subpackages() -> list[str]:
     import rattler
 
     root = Path(rattler.__file__).parent
-    return sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file())
+    return sorted(f"rattler.{p.name}" for p in root.iterdir() if (p / "__init__.py").is_file())
 
 
 def _collect_facts(built: Path) -> StubFacts:
     import PyInstaller
 
-    size, sha256 = _size_and_sha256(built)
+    sha256, size = _sha256(built)
     return StubFacts(
         platform=host_platform(),
         glibc=_format_version(max(_bundled_glibc_versions(built), default=None)),
@@ -366,17 +350,17 @@ def _collect_facts(built: Path) -> StubFacts:
 
 
 def _bundled_glibc_versions(executable: Path) -> Iterator[tuple[int, ...]]:
-    """The GLIBC_x.y versions needed by the bootloader and by every binary in its archive."""
+    """The GLIBC_x.y versions the bootloader and every file in its archive need."""
     data = executable.read_bytes()
-    if data[:4] != b"\x7fELF":
+    if not data.startswith(b"\x7fELF"):
         return
     yield from _glibc_versions(data)
     del data
-    from PyInstaller.archive.readers import CArchiveReader
+    from PyInstaller.archive.readers import PKG_ITEM_PYZ, CArchiveReader
 
     archive = CArchiveReader(str(executable))
-    for name, (*_, typecode) in archive.toc.items():
-        if typecode in ("b", "x"):  # binaries and extensions, data (a stray .so)
+    for name, (*_, kind) in archive.toc.items():
+        if kind != PKG_ITEM_PYZ:  # binaries, extensions, data (should a .so hide there)
             yield from _glibc_versions(archive.extract(name))
 
 
@@ -389,9 +373,9 @@ _GLIBC_VERSION = re.compile(rb"GLIBC_(\d+(?:\.\d+)+)")
 def _glibc_versions(elf: bytes) -> Iterator[tuple[int, ...]]:
     """The GLIBC_x.y symbol versions an ELF file needs, from its version-needs section.
 
-    Nothing for other files. Reads the section headers, which ``strip`` keeps.
+    Nothing for other files. Reads section headers, which ``strip`` keeps.
     """
-    if elf[:4] != b"\x7fELF":
+    if not elf.startswith(b"\x7fELF"):
         return
     order = "<" if elf[5] == 1 else ">"
     if elf[4] == 2:  # 64-bit
@@ -434,24 +418,28 @@ def _format_version(version: tuple[int, ...] | None) -> str | None:
 # --- files ------------------------------------------------------------------------------
 
 
-def _has_valid_facts(stub_path: Path) -> bool:
+def _has_facts(stub_path: Path) -> bool:
+    """Whether the stub has a sidecar of its size (the build checks its sha256 later)."""
     try:
-        return stub_facts(stub_path) is not None
+        return stub_facts(stub_path, verify=False) is not None
     except StubError:
         return False
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
+def _sha256(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    return size, digest.hexdigest()
+    return digest.hexdigest(), size
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from stub.errors import InstallError
@@ -42,10 +43,10 @@ def python_sources(prefix: Path) -> list[Path]:
     return [s for s in sources if s.is_file()]
 
 
-def compile_pyc(prefix: Path, platform: str, reporter: Reporter) -> int:
-    """Compile the noarch python sources with the environment's own interpreter."""
+def compile_pyc(prefix: Path, platform: str, reporter: Reporter, extra: Sequence[Path] = ()) -> int:
+    """Compile the noarch python sources (and ``extra``) with the environment's interpreter."""
     python = python_executable(prefix, platform)
-    sources = python_sources(prefix)
+    sources = python_sources(prefix) + [p for p in extra if p.is_file()]
     if python is None or not sources:
         return 0
     reporter.start("Compiling .pyc", len(sources), unit="file")

@@ -32,6 +32,7 @@ from stub.prefix import INCOMPLETE_NAME, STAGE_NAME, check_prefix, prefix_transa
 from stub.progress import Reporter
 from stub.signals import deferred
 from stub.system import check_virtual_packages
+from stub.wheels import install_wheels
 
 #: free space required beyond the installed size (staging copies, metadata, filesystem slack)
 SPACE_MARGIN = 1.10
@@ -153,8 +154,9 @@ def _install(
         installed = installed_records(prefix) if request.update or request.force else []
         link_packages(records, prefix, stage / "cache", manifest, reporter, installed)
         finish_prefix(prefix, manifest, request)
+        wheel_sources = install_wheels(payload, manifest, prefix, stage / "wheels", reporter)
         if manifest.options.get("pyc", True):
-            compile_pyc(prefix, manifest.platform, reporter)
+            compile_pyc(prefix, manifest.platform, reporter, extra=wheel_sources)
         script_entry = manifest.options.get("post_install")
         if script_entry and not request.run_post_install:
             reporter.message("Skipping the post-install script (--no-post-install)")

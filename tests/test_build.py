@@ -154,24 +154,26 @@ def test_unlocked_platform_lists_the_locked_ones(
     assert "is not locked for osx-arm64; it is locked for: linux-64" in one_error(stderr)
 
 
-def test_pypi_packages_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub: Path) -> None:
+def test_pypi_sdists_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub: Path) -> None:
     text = (demo_lock / "pixi.lock").read_text()
     lock = tmp_path / "pixi.lock"
     # Add a PyPI package to the environment the way pixi writes it.
     text = text.replace(
         "      linux-64:\n",
-        "      linux-64:\n      - pypi: https://example.invalid/six-1.16.0-py2.py3-none-any.whl\n",
+        "      linux-64:\n      - pypi: https://example.invalid/six-1.16.0.tar.gz\n",
         1,
     )
     text += (
-        "- pypi: https://example.invalid/six-1.16.0-py2.py3-none-any.whl\n"
+        "- pypi: https://example.invalid/six-1.16.0.tar.gz\n"
         "  name: six\n  version: 1.16.0\n"
         "  sha256: 8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n"
     )
     lock.write_text(text)
     code, _, stderr = build(lock, stub=stand_in_stub, cache=tmp_path, out=tmp_path / "o")
     assert code == 1, stderr
-    assert "six (PyPI)" in one_error(stderr)
+    line = one_error(stderr)
+    assert "PyPI packages that are not wheels: six 1.16.0" in line
+    assert "--ignore-pypi-non-wheel" in line
 
 
 def test_download_failure_names_the_url(
