@@ -96,7 +96,7 @@ def read_locked_environment(
         if isinstance(package, PypiLockedPackage):
             location = str(package.location)
             if location.split("#", 1)[0].endswith(".whl"):
-                sha = package.hashes.sha256 if package.hashes else None
+                sha = _pypi_sha256(package)
                 wheels.append(
                     LockedWheel(
                         str(package.name),
@@ -154,3 +154,12 @@ def read_workspace(lock_path: Path) -> Workspace:
                     str(version_value) if version_value else None,
                 )
     return Workspace(None, None)
+
+
+def _pypi_sha256(package: PypiLockedPackage) -> bytes | str | None:
+    """The locked sha256 of a PyPI package; rattler's hash wrapper raises when there is none."""
+    try:
+        hashes = package.hashes
+        return hashes.sha256 if hashes is not None else None
+    except AttributeError:
+        return None

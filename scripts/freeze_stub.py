@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if facts is None:  # freeze_stub_with always writes the sidecar
         print(f"ERROR: {facts_path(output)} is missing", file=sys.stderr)
         return 1
-    print(f"Took {time.monotonic() - started:.0f} s; facts in {facts_path(output)}", file=sys.stderr)
+    took = time.monotonic() - started
+    print(f"Took {took:.0f} s; facts in {facts_path(output)}", file=sys.stderr)
     print(json.dumps(facts.to_json(), indent=2))
     return 0
 

@@ -824,3 +824,66 @@ class _PathDict(dict[str, _V], Generic[_V]):
     def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
+
+
+# --------------------------------------------------------------------------------------------
+# PyPI wheels and pixi.lock PyPI entries
+# --------------------------------------------------------------------------------------------
+
+
+def write_wheel(
+    folder: Path,
+    name: str,
+    version: str,
+    *,
+    modules: dict[str, str],
+    console_scripts: dict[str, str] | None = None,
+) -> Path:
+    """Hand-write a pure-python wheel (``py3-none-any``) with its dist-info and RECORD."""
+    import csv
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    normalized = name.replace("-", "_")
+    dist_info = f"{normalized}-{version}.dist-info"
+    files: dict[str, bytes] = {path: text.encode() for path, text in modules.items()}
+    files[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    ).encode()
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: lockship-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    if console_scripts:
+        lines = ["[console_scripts]"] + [f"{k} = {v}" for k, v in console_scripts.items()]
+        files[f"{dist_info}/entry_points.txt"] = ("\n".join(lines) + "\n").encode()
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        writer.writerow([path, f"sha256={digest}", len(data)])
+    writer.writerow([f"{dist_info}/RECORD", "", ""])
+    files[f"{dist_info}/RECORD"] = record.getvalue().encode()
+    wheel = folder / f"{normalized}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+def add_pypi_packages(
+    lock_path: Path, platform: str, packages: list[tuple[str, str, str, str | None]]
+) -> Path:
+    """Add PyPI packages ``(name, version, location, sha256)`` to every environment of a
+    pixi.lock for ``platform``, as pixi writes them (rattler cannot add hashes)."""
+    text = lock_path.read_text()
+    marker = f"      {platform}:\n"
+    if marker not in text:
+        raise ValueError(f"{lock_path} has no {platform} section")
+    listing = "".join(f"      - pypi: {location}\n" for _, _, location, _ in packages)
+    text = text.replace(marker, marker + listing)
+    for name, version, location, sha256 in packages:
+        text += f"- pypi: {location}\n  name: {name}\n  version: '{version}'\n"
+        if sha256:
+            text += f"  sha256: {sha256}\n"
+    lock_path.write_text(text)
+    return lock_path
