@@ -278,6 +278,7 @@ def build_one(
         lockship_version=__version__,
         packages=tuple(package_info(f.record, f) for f in fetched),
         max_prefix_length=facts.max_prefix_length,
+        max_path_length=facts.max_path_length,
         installed_size=facts.installed_size + sum(w.path.stat().st_size * 3 for w in wheels),
         virtual_packages=virtual_package_requirements(depends),
         options=options,

@@ -4,15 +4,25 @@ Linux and macOS installers are ``[shell header][stub][payload]``: the header cop
 regular, unmodified PyInstaller one-file program) out of the file and runs it, so the stub's own
 archive lookup never sees the payload. That keeps start-up independent of the payload size, is
 immune to PyInstaller's magic bytes inside packages, and leaves a macOS stub's signature intact.
+
+Windows installers are one ``.exe``: ``[bootloader][package entries][PyInstaller archive]
+[index][trailer]``. The one-file bootloader finds its archive by searching backwards from the end
+of the file for the archive's cookie and computes the archive's start from the cookie; so the
+stub is split where its archive begins and the archive is stored as the *last* payload entry.
+The bootloader then only searches through the index and trailer (a few KB, JSON that cannot
+contain the cookie's control bytes), start-up does not depend on the payload size, and a package
+that carries PyInstaller's magic bytes sits before the real archive where the search never goes.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import jinja2
 
@@ -28,6 +38,11 @@ UNAME_PATTERNS = {
     "osx-arm64": '"Darwin arm64"',
 }
 _FIELD_WIDTH = 14
+
+#: PyInstaller's one-file archive cookie (PyInstaller/archive/writers.py, CArchiveWriter)
+COOKIE_MAGIC = b"MEI\014\013\012\013\016"
+COOKIE = struct.Struct("!8sIIII64s")
+ARCHIVE_ENTRY = "lockship/pyinstaller-archive"
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,8 @@ def write_installer(
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
     stub_size = stub_path.stat().st_size
     is_windows = manifest.platform.startswith("win-")
+    archive_start = onefile_archive_start(stub_path) if is_windows else stub_size
+    files = list(files)
     try:
         with open(partial, "wb") as out:
             header = b""
@@ -99,8 +116,14 @@ def write_installer(
                 out.write(header)
             stub_offset = out.tell()
             with open(stub_path, "rb") as source:
-                shutil.copyfileobj(source, out, 1024 * 1024)
+                _copy_range(source, out, archive_start)
             payload_start = out.tell()
+            if is_windows:
+                archive = partial.with_name(partial.name + ".archive")
+                with open(stub_path, "rb") as source, open(archive, "wb") as target:
+                    source.seek(archive_start)
+                    shutil.copyfileobj(source, target, 1024 * 1024)
+                files.append((ARCHIVE_ENTRY, archive))
             entries = write_payload(out, files, manifest.to_dict())
             _check_entries(manifest, {e.name: e.sha256 for e in entries})
             payload_size = out.tell() - payload_start
@@ -121,7 +144,46 @@ def write_installer(
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        partial.with_name(partial.name + ".archive").unlink(missing_ok=True)
     return InstallerLayout(output, stub_offset, stub_size, payload_size)
+
+
+def _copy_range(source: BinaryIO, target: BinaryIO, length: int) -> None:
+    remaining = length
+    while remaining:
+        chunk = source.read(min(1024 * 1024, remaining))
+        if not chunk:
+            raise BuildError("the stub ended early while copying it")
+        target.write(chunk)
+        remaining -= len(chunk)
+
+
+def onefile_archive_start(stub_path: Path) -> int:
+    """Where the PyInstaller archive of a one-file program begins (from its last cookie)."""
+    size = stub_path.stat().st_size
+    with open(stub_path, "rb") as f:
+        position = size
+        tail = b""
+        while position > 0:
+            step = min(64 * 1024, position)
+            position -= step
+            f.seek(position)
+            block = f.read(step) + tail
+            found = block.rfind(COOKIE_MAGIC)
+            if found != -1 and len(block) - found >= COOKIE.size:
+                cookie_at = position + found
+                f.seek(cookie_at)
+                _, length, _, _, _, _ = COOKIE.unpack(f.read(COOKIE.size))
+                start = cookie_at + COOKIE.size - int(length)
+                if 0 <= start < cookie_at:
+                    return start
+                break
+            tail = block[: COOKIE.size]
+    raise BuildError(
+        f"{stub_path} is not a PyInstaller one-file program (no archive cookie found); "
+        "use a stub frozen with scripts/freeze_stub.py"
+    )
 
 
 def _check_entries(manifest: Manifest, written: dict[str, str]) -> None:

@@ -22,12 +22,15 @@ class ArchiveFacts:
     max_prefix_length: int | None
     #: archive file names that carry a post-link script
     with_link_scripts: tuple[str, ...] = ()
+    #: characters in the longest relative path
+    max_path_length: int = 0
 
 
 def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
     installed = 0
     shortest: int | None = None
     scripts: list[str] = []
+    deepest = 0
     for path in paths:
         try:
             paths_json = PathsJson.from_package_archive(path)
@@ -37,6 +40,7 @@ def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
             # what it occupies on disk: whole 4 KiB blocks, at least one per file
             installed += max(1, -(-(entry.size_in_bytes or 0) // BLOCK)) * BLOCK
             relative = str(entry.relative_path)
+            deepest = max(deepest, len(relative))
             if relative.endswith(("-post-link.sh", "-post-link.bat")) and (
                 "/." in relative or "\\." in relative
             ):
@@ -45,7 +49,7 @@ def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
             if placeholder is not None and str(placeholder.file_mode) == str(FileMode("binary")):
                 length = len(placeholder.placeholder)
                 shortest = length if shortest is None else min(shortest, length)
-    return ArchiveFacts(installed, shortest, tuple(sorted(set(scripts))))
+    return ArchiveFacts(installed, shortest, tuple(sorted(set(scripts))), deepest)
 
 
 class UnsafeArchive(BuildError):

@@ -33,6 +33,7 @@ Usage: python scripts/bench.py [--scale 0.1] [--repeat 3] [--skip-1gb] [--stub P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -41,6 +42,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -721,6 +723,10 @@ class Bench:
         self.interval: float = args.sample_interval
         self.runs_dir = self.work / "runs"
         self.results: dict[str, Any] = {}
+        # Installers unpack their program (and write failure logs) into TMPDIR: keep that inside
+        # the work folder, on the same filesystem as the prefixes.
+        self.tmp = fresh_dir(self.work / "tmp")
+        self.installer_env = {**os.environ, "TMPDIR": str(self.tmp)}
 
     # -- build ---------------------------------------------------------------------------
     def build(self, env: Env, out: Path) -> tuple[float, Path]:
@@ -810,7 +816,9 @@ class Bench:
         prefix = base / "prefix"
         drop_dirty_pages()
         run = timed_run(
-            ["bash", str(installer), "-b", "-p", str(prefix)], sample_interval=self.interval
+            ["bash", str(installer), "-b", "-p", str(prefix)],
+            sample_interval=self.interval,
+            env=self.installer_env,
         )
         if run.returncode != 0:
             raise SystemExit(f"the installer failed ({run.returncode}):\n{run.tail()}")
@@ -826,6 +834,48 @@ class Bench:
             raise SystemExit(f"bare rattler install failed ({run.returncode}):\n{run.tail()}")
         inner = json.loads(next(t for _, s, t in reversed(run.lines) if s == "out" and t))
         return run, prefix, inner
+
+    def measure_startup(self, installers: dict[str, Path], repeat: int) -> dict[str, Any]:
+        """Seconds to the first progress line, the installers taking turns.
+
+        Each run is stopped (SIGTERM to its process group, which the installer must handle by
+        rolling back) as soon as the first line arrives, so many turns are cheap and every
+        payload size sees the same conditions.
+        """
+        times: dict[str, list[float]] = {name: [] for name in installers}
+        first_lines: dict[str, str] = {}
+        for i in range(repeat):
+            log(f"startup {i + 1}/{repeat}: " + " vs ".join(installers))
+            for name, installer in installers.items():
+                base = fresh_dir(self.runs_dir / f"startup-{name}")
+                drop_dirty_pages()
+                t0 = time.perf_counter()
+                proc = subprocess.Popen(
+                    ["bash", str(installer), "-b", "-p", str(base / "prefix")],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=self.installer_env,
+                    start_new_session=True,
+                )
+                assert proc.stderr is not None
+                line = proc.stderr.readline().decode(errors="replace").rstrip()
+                times[name].append(time.perf_counter() - t0)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                rest = proc.communicate(timeout=120)[1].decode(errors="replace")
+                if not line or line.startswith("ERROR"):
+                    raise SystemExit(f"the installer {installer} failed to start:\n{line}\n{rest}")
+                first_lines.setdefault(name, line)
+                shutil.rmtree(base)
+        result = {
+            "method": "first stderr line, then SIGTERM; installers take turns",
+            "seconds": times,
+            "median_s": {name: median(v) for name, v in times.items()},
+            "first_line": first_lines,
+        }
+        self.results["startup"] = result
+        return result
 
     def check_prefixes(self, env: Env, installed: Path, bare: Path) -> dict[str, Any]:
         """Both routes must produce the same files, relocated."""
@@ -992,7 +1042,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": None,
             }
         )
-    small_start = inst["1mb"]["first_line_median_s"]
+    startup = results["startup"]["median_s"]
+    small_start = startup["1mb"]
     rows.append(
         {
             "measure": "startup, 1 MB payload",
@@ -1004,7 +1055,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     if big is not None:
-        big_start = big["first_line_median_s"]
+        big_start = startup["1gb"]
         spread = big_start / small_start
         rows.append(
             {
@@ -1083,6 +1134,12 @@ def print_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
         problems = inst.get("prefix_check", {}).get("relocation_problems")
         if problems:
             print(f"  WARNING: {problems}")
+    startup = results["startup"]
+    turns = "; ".join(
+        f"{name} " + " ".join(f"{t:.2f}" for t in times)
+        for name, times in startup["seconds"].items()
+    )
+    print(f"startup runs (s, to the first progress line, stopped there): {turns}")
 
 
 # =============================================================================================
@@ -1155,6 +1212,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="results file (default <work>/bench.json)")
     parser.add_argument(
+        "--startup-repeat",
+        type=int,
+        default=5,
+        help="turns of the start-up measurement, 1 MB and 1 GB installers alternating (default 5)",
+    )
+    parser.add_argument(
         "--sample-interval",
         type=float,
         default=0.02,
@@ -1168,8 +1231,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="processes generating packages (default: all CPUs)",
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.scale <= 0:
-        parser.error("--repeat must be >= 1 and --scale > 0")
+    if args.repeat < 1 or args.startup_repeat < 1 or args.scale <= 0:
+        parser.error("--repeat and --startup-repeat must be >= 1, --scale > 0")
     args.work = args.work.resolve()
     return args
 
@@ -1207,7 +1270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps.append(("1gb", big_env))
     for _, step in steps:
         step()
+    bench.measure_startup(
+        {name: installers[name] for name in ("1mb", "1gb") if name in installers},
+        args.startup_repeat,
+    )
     shutil.rmtree(bench.runs_dir, ignore_errors=True)
+    shutil.rmtree(bench.tmp, ignore_errors=True)
 
     rows = evaluate(bench.results)
     document: dict[str, Any] = {

@@ -6,16 +6,25 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from stub import __version__
+from stub.console import (
+    check_path_lengths,
+    decide_interaction,
+    long_paths_enabled,
+    owns_console,
+    relaunched,
+    temporary_base,
+)
 from stub.errors import InstallError, PlatformMismatch, UsageError
 from stub.extract import extract_channel
 from stub.install import InstallRequest, install, preflight
@@ -260,7 +269,14 @@ def run(argv: Sequence[str], prog: str) -> int:
     if machine != manifest.platform:
         raise PlatformMismatch(manifest.platform, machine)
     prefix = normalize_prefix(args.prefix or _default_prefix(manifest))
-    interactive = not args.batch and sys.stdin.isatty()
+    windows = manifest.platform.startswith("win-")
+    check_path_lengths(
+        prefix, manifest.max_path_length, windows=windows, long_paths=long_paths_enabled()
+    )
+    interaction = decide_interaction(
+        batch=args.batch, stdin_tty=sys.stdin.isatty(), owns_console=_owns_console()
+    )
+    interactive = interaction.ask
     request = InstallRequest(
         prefix=prefix,
         force=args.force,
@@ -293,6 +309,11 @@ def run(argv: Sequence[str], prog: str) -> int:
             "Package post-link scripts will not run: this installer was built with "
             "--no-link-scripts"
         )
+    base = temporary_base(
+        prefix, windows=windows, frozen=bool(getattr(sys, "frozen", False)), relaunched=relaunched()
+    )
+    if base is not None:
+        return _relaunch_next_to_prefix(base, argv)
     verb = "Updating" if args.update and prefix.exists() else "Installing"
     reporter.message(
         f"{verb} {manifest.name} {manifest.version} ({len(manifest.packages)} packages) "
@@ -304,6 +325,24 @@ def run(argv: Sequence[str], prog: str) -> int:
     how = str(activate) if windows else f"source {activate}"
     print(f"Installed {manifest.name} {manifest.version} into {prefix} (activate: {how})")
     return 0
+
+
+def _owns_console() -> bool:
+    return owns_console() and not relaunched()
+
+
+def _relaunch_next_to_prefix(base: Path, argv: Sequence[str]) -> int:
+    """Run the installer again with its temporary files next to the prefix, not in %TEMP%.
+
+    Antivirus scanning of %TEMP% is a known cause of slow or failed installs; the questions have
+    been answered already, so the second run is unattended (-b).
+    """
+    folder = Path(tempfile.mkdtemp(prefix=".lockship-tmp-", dir=base))
+    env = {**os.environ, "TEMP": str(folder), "TMP": str(folder), "LOCKSHIP_RELAUNCHED": "1"}
+    try:
+        return subprocess.run([sys.executable, *argv, "-b"], env=env, check=False).returncode
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _info(manifest: Manifest) -> dict[str, Any]:
@@ -368,18 +407,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = os.environ.get("LOCKSHIP_PROG") or Path(sys.argv[0]).name
     install_handlers()
+    batch = any(a in ("-b", "--batch") for a in argv)
+    pause = decide_interaction(
+        batch=batch, stdin_tty=sys.stdin.isatty(), owns_console=_owns_console()
+    ).pause_at_exit
     with _stub_dir_cleanup():
-        try:
-            return run(argv, prog)
-        except InstallError as e:
-            log = _write_log(prog, e)
-            suffix = f" (details: {log})" if log and e.exit_code != 2 else ""
-            print(f"ERROR: {e}{suffix}", file=sys.stderr)
-            return e.exit_code
-        except Exception as e:  # a bug: still one line on the console, traceback in the log
-            log = _write_log(prog, e)
-            print(f"ERROR: unexpected failure: {e!r} (details: {log})", file=sys.stderr)
-            return 1
+        code = _run_reporting_errors(argv, prog)
+    if pause:
+        outcome = "finished" if code == 0 else f"FAILED (exit code {code})"
+        print(f"\nThe installer {outcome}. Press Enter to close this window.")
+        with suppress(OSError, KeyboardInterrupt):
+            sys.stdin.readline()
+    return code
+
+
+def _run_reporting_errors(argv: Sequence[str], prog: str) -> int:
+    try:
+        return run(argv, prog)
+    except InstallError as e:
+        log = _write_log(prog, e)
+        suffix = f" (details: {log})" if log and e.exit_code != 2 else ""
+        print(f"ERROR: {e}{suffix}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # a bug: still one line on the console, traceback in the log
+        log = _write_log(prog, e)
+        print(f"ERROR: unexpected failure: {e!r} (details: {log})", file=sys.stderr)
+        return 1
 
 
 def _write_log(prog: str, error: BaseException) -> Path | None:

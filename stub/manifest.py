@@ -37,6 +37,8 @@ class Manifest:
     max_prefix_length: int | None = None
     #: bytes of all package files once installed (from their paths.json)
     installed_size: int = 0
+    #: characters in the longest relative path of any installed file
+    max_path_length: int = 0
     #: virtual packages (e.g. "__glibc >=2.17") the packages depend on
     virtual_packages: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +59,7 @@ class Manifest:
                 packages=packages,
                 max_prefix_length=data.get("max_prefix_length"),
                 installed_size=int(data.get("installed_size", 0)),
+                max_path_length=int(data.get("max_path_length", 0)),
                 virtual_packages=tuple(data.get("virtual_packages", ())),
                 options=dict(data.get("options", {})),
             )

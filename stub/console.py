@@ -1,0 +1,90 @@
+"""Facts about how the installer was started and where it runs, each decision a pure function
+of injected facts (so every platform's behaviour is tested on any machine)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from stub.errors import PrefixError
+
+WINDOWS_MAX_PATH = 260
+
+
+@dataclass(frozen=True)
+class Interaction:
+    #: questions may be asked (license, confirmation)
+    ask: bool
+    #: the installer has a console window of its own (double-clicked on Windows): show the
+    #: outcome and wait for Enter before the window closes
+    pause_at_exit: bool
+
+
+def decide_interaction(*, batch: bool, stdin_tty: bool, owns_console: bool) -> Interaction:
+    """Ask only on a terminal and without -b; pause only in a window nobody else watches."""
+    return Interaction(ask=stdin_tty and not batch, pause_at_exit=owns_console and not batch)
+
+
+def owns_console() -> bool:
+    """True when this process's console window was created for it (a double-click).
+
+    A console opened from cmd, PowerShell or a terminal also lists the shell; a one-file
+    program double-clicked lists only its bootloader and itself.
+    """
+    if sys.platform != "win32":
+        return False
+    import ctypes
+
+    processes = (ctypes.c_uint32 * 8)()
+    count = ctypes.windll.kernel32.GetConsoleProcessList(processes, 8)
+    ours = 2 if getattr(sys, "frozen", False) else 1
+    return 0 < int(count) <= ours
+
+
+def long_paths_enabled() -> bool:
+    """Whether Windows allows paths longer than 260 characters (LongPathsEnabled)."""
+    if sys.platform != "win32":
+        return True
+    import winreg
+
+    try:
+        with winreg.OpenKey(
+            winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\FileSystem"
+        ) as key:
+            value, _ = winreg.QueryValueEx(key, "LongPathsEnabled")
+    except OSError:
+        return False
+    return bool(value)
+
+
+def check_path_lengths(prefix: Path, deepest: int, *, windows: bool, long_paths: bool) -> None:
+    """Refuse a Windows prefix whose deepest file would pass the 260-character limit."""
+    if not windows or long_paths or deepest == 0:
+        return
+    longest = len(str(prefix)) + 1 + deepest
+    if longest >= WINDOWS_MAX_PATH:
+        raise PrefixError(
+            f"the prefix {prefix} is too long: the deepest file of this environment would have "
+            f"a {longest}-character path, over Windows' {WINDOWS_MAX_PATH}-character limit; "
+            f"choose a prefix of at most {WINDOWS_MAX_PATH - 2 - deepest} characters, or enable "
+            "long paths (LongPathsEnabled) and run the installer again"
+        )
+
+
+def temporary_base(prefix: Path, *, windows: bool, frozen: bool, relaunched: bool) -> Path | None:
+    """Where a Windows installer should unpack itself instead of %TEMP%: next to the prefix.
+
+    Returns None when no relaunch is needed (not Windows, not frozen, or already relaunched).
+    """
+    if not windows or not frozen or relaunched:
+        return None
+    parent = prefix.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def relaunched() -> bool:
+    return os.environ.get("LOCKSHIP_RELAUNCHED") == "1"

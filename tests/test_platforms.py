@@ -1,0 +1,252 @@
+"""Every platform from this machine: .exe and macOS .sh assembly, per-platform decisions with the
+platform facts injected, and win-64/osx package sets installed on Linux through rattler."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from builder.installer import (
+    ARCHIVE_ENTRY,
+    COOKIE,
+    COOKIE_MAGIC,
+    installer_file_name,
+    onefile_archive_start,
+    write_installer,
+)
+from stub.console import check_path_lengths, decide_interaction, temporary_base
+from stub.errors import PrefixError
+from stub.install import InstallRequest, finish_prefix, link_packages, stage_packages
+from stub.manifest import Manifest, PackageInfo
+from stub.payload import iter_entry, read_payload
+from stub.progress import SilentReporter
+from tests.factories import write_conda_package
+
+
+def fake_onefile(path: Path, *, bootloader: bytes = b"MZ fake PE bootloader" * 50) -> Path:
+    """A stand-in one-file program: bootloader bytes, then an archive that ends in a cookie."""
+    archive_body = b"PYZ fake archive contents " * 40
+    toc = b"fake toc"
+    toc_offset = len(archive_body)
+    length = toc_offset + len(toc) + COOKIE.size
+    cookie = COOKIE.pack(COOKIE_MAGIC, length, toc_offset, len(toc), 311, b"python311.dll")
+    path.write_bytes(bootloader + archive_body + toc + cookie)
+    return path
+
+
+def package(
+    tmp_path: Path, name: str, subdir: str, files: dict[str, bytes | str]
+) -> tuple[PackageInfo, Path]:
+    archive = write_conda_package(tmp_path / "channel", name, "1.0", subdir=subdir, files=files)
+    import hashlib
+
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    record = {
+        "name": name,
+        "version": "1.0",
+        "build": "0",
+        "build_number": 0,
+        "depends": [],
+        "subdir": subdir,
+        "sha256": sha,
+        "size": archive.stat().st_size,
+    }
+    info = PackageInfo(
+        entry=f"{subdir}/{archive.name}",
+        file_name=archive.name,
+        name=name,
+        version="1.0",
+        build="0",
+        subdir=subdir,
+        url=f"https://example.invalid/{subdir}/{archive.name}",
+        channel="https://example.invalid",
+        sha256=sha,
+        size=archive.stat().st_size,
+        record=record,
+    )
+    return info, archive
+
+
+def manifest_for(platform: str, packages: list[PackageInfo]) -> Manifest:
+    return Manifest(
+        name="demo",
+        version="1.0",
+        platform=platform,
+        environment="default",
+        lockship_version="0.1.0",
+        packages=tuple(packages),
+    )
+
+
+# --- assembling installers for other platforms --------------------------------------------
+
+
+def test_windows_exe_layout(tmp_path: Path) -> None:
+    stub = fake_onefile(tmp_path / "lockship-stub-win-64.exe")
+    archive_start = onefile_archive_start(stub)
+    assert stub.read_bytes()[:archive_start].startswith(b"MZ")
+    # a package that carries PyInstaller's cookie must not be mistaken for the real archive
+    info, archive = package(tmp_path, "carrier", "win-64", {"Library/bin/x.bin": COOKIE_MAGIC * 20})
+    manifest = manifest_for("win-64", [info])
+    output = tmp_path / installer_file_name("demo", "1.0", "win-64")
+    assert output.name == "demo-1.0-win-64.exe"
+    write_installer(output, stub, manifest, [(info.entry, archive)])
+    data = output.read_bytes()
+    assert data.startswith(stub.read_bytes()[:archive_start])  # the bootloader, unmodified
+    payload = read_payload(output)
+    assert [e.name for e in payload.entries] == [info.entry, ARCHIVE_ENTRY]
+    last = payload.entries[-1]
+    assert b"".join(iter_entry(payload, last)) == stub.read_bytes()[archive_start:]
+    # What the bootloader does: search backwards for the cookie, compute the archive start.
+    cookie_at = data.rfind(COOKIE_MAGIC)
+    _, length, _, _, _, _ = COOKIE.unpack(data[cookie_at : cookie_at + COOKIE.size])
+    assert cookie_at + COOKIE.size - length == last.offset
+    assert len(data) - (cookie_at + COOKIE.size) < 64 * 1024  # only index + trailer to search
+
+
+def test_windows_stub_must_be_a_onefile_program(tmp_path: Path) -> None:
+    not_frozen = tmp_path / "plain.exe"
+    not_frozen.write_bytes(b"MZ" + b"\x00" * 1000)
+    from builder.errors import BuildError
+
+    with pytest.raises(BuildError, match="not a PyInstaller one-file program"):
+        onefile_archive_start(not_frozen)
+
+
+@pytest.mark.parametrize(
+    ("platform", "uname"), [("osx-arm64", '"Darwin arm64"'), ("osx-64", '"Darwin x86_64"')]
+)
+def test_macos_sh_keeps_the_stub_byte_identical(tmp_path: Path, platform: str, uname: str) -> None:
+    stub = tmp_path / "lockship-stub"
+    stub.write_bytes(b"\xcf\xfa\xed\xfe signed mach-o stand-in " + os.urandom(5000))
+    info, archive = package(tmp_path, "mac-thing", platform, {"share/x": "x"})
+    output = tmp_path / installer_file_name("demo", "1.0", platform)
+    layout = write_installer(output, stub, manifest_for(platform, [info]), [(info.entry, archive)])
+    data = output.read_bytes()
+    header = data[: layout.stub_offset].decode()
+    assert header.startswith("#!/bin/sh\n")
+    assert uname in header and "LOCKSHIP_GLIBC_MIN=\n" in header
+    assert data[layout.stub_offset : layout.stub_offset + layout.stub_size] == stub.read_bytes()
+    assert read_payload(output).entries[0].name == info.entry
+
+
+# --- per-platform decisions, facts injected -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("batch", "tty", "owns", "ask", "pause"),
+    [
+        (False, True, False, True, False),  # terminal: ask, never pause
+        (True, True, False, False, False),  # -b on a terminal
+        (False, False, False, False, False),  # CI / script: never wait
+        (False, True, True, True, True),  # double-clicked on Windows
+        (True, False, True, False, False),  # double-clicked with -b in a shortcut
+    ],
+)
+def test_interaction(batch: bool, tty: bool, owns: bool, ask: bool, pause: bool) -> None:
+    decision = decide_interaction(batch=batch, stdin_tty=tty, owns_console=owns)
+    assert (decision.ask, decision.pause_at_exit) == (ask, pause)
+
+
+def test_windows_long_paths() -> None:
+    prefix = Path("C:/" + "p" * 150)
+    check_path_lengths(prefix, 100, windows=True, long_paths=True)
+    check_path_lengths(prefix, 100, windows=False, long_paths=False)
+    check_path_lengths(Path("C:/app/env"), 100, windows=True, long_paths=False)
+    with pytest.raises(PrefixError, match="over Windows' 260-character limit.*LongPathsEnabled"):
+        check_path_lengths(prefix, 110, windows=True, long_paths=False)
+
+
+def test_windows_temporary_folder_goes_next_to_the_prefix(tmp_path: Path) -> None:
+    prefix = tmp_path / "apps" / "env"
+    assert temporary_base(prefix, windows=True, frozen=True, relaunched=False) == tmp_path
+    (tmp_path / "apps").mkdir()
+    assert temporary_base(prefix, windows=True, frozen=True, relaunched=False) == tmp_path / "apps"
+    assert temporary_base(prefix, windows=True, frozen=True, relaunched=True) is None
+    assert temporary_base(prefix, windows=False, frozen=True, relaunched=False) is None
+
+
+def test_windows_default_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stub.cli import _default_prefix
+
+    monkeypatch.setenv("LOCALAPPDATA", "/users/me/AppData/Local")
+    assert _default_prefix(manifest_for("win-64", [])) == str(
+        Path("/users/me/AppData/Local") / "demo"
+    )
+    assert _default_prefix(manifest_for("linux-64", [])) == str(Path.home() / "demo")
+
+
+# --- other platforms' package sets, installed on Linux through rattler -----------------------
+
+
+def install_for(tmp_path: Path, platform: str, packages: list[tuple[PackageInfo, Path]]) -> Path:
+    """The installer's own install steps, with the payload replaced by the archives."""
+    from stub.payload import write_payload
+
+    manifest = manifest_for(platform, [p for p, _ in packages])
+    blob = tmp_path / "payload.bin"
+    with open(blob, "wb") as out:
+        write_payload(out, [(p.entry, a) for p, a in packages], manifest.to_dict())
+    payload = read_payload(blob)
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    reporter = SilentReporter()
+    records = stage_packages(payload, manifest, tmp_path / "stage" / "pkgs", reporter)
+    link_packages(records, prefix, tmp_path / "stage" / "cache", manifest, reporter)
+    finish_prefix(prefix, manifest, InstallRequest(prefix=prefix))
+    return prefix
+
+
+def python_package(
+    tmp_path: Path, subdir: str, files: dict[str, bytes | str]
+) -> tuple[PackageInfo, Path]:
+    info, archive = package(tmp_path, "python", subdir, files)
+    info = PackageInfo(
+        **{**info.__dict__, "version": "3.11.0", "record": {**info.record, "version": "3.11.0"}}
+    )
+    return info, archive
+
+
+def test_win_64_layout_and_activation(tmp_path: Path) -> None:
+    tool = package(
+        tmp_path,
+        "tool",
+        "win-64",
+        {"Library/bin/tool.dll": b"MZ dll", "Scripts/tool.bat": "@echo tool"},
+    )
+    hook = package(tmp_path, "hook", "noarch", {"etc/conda/activate.d/hook.bat": "@set HOOKED=yes"})
+    prefix = install_for(tmp_path, "win-64", [tool, hook])
+    assert (prefix / "Library" / "bin" / "tool.dll").read_bytes() == b"MZ dll"
+    assert (prefix / "Scripts" / "tool.bat").is_file()
+    bat = (prefix / "activate.bat").read_bytes().decode()
+    assert "\r\n" in bat
+    assert "Library\\bin" in bat or "Library/bin" in bat
+    assert "%PATH%" in bat and os.environ.get("PATH", "/usr/bin") not in bat
+    assert "hook.bat" in bat
+    ps1 = (prefix / "activate.ps1").read_text()
+    assert "$Env:PATH" in ps1 and "Scripts" in ps1
+    assert (prefix / "uninstall.bat").read_bytes().startswith(b"@echo off\r\n")
+    assert json.loads((prefix / "conda-meta" / "lockship").read_text())["platform"] == "win-64"
+    assert not (prefix / "activate.sh").read_text().count(os.environ.get("PATH", "\0"))
+
+
+def test_osx_layout_and_activation(tmp_path: Path) -> None:
+    tool = package(
+        tmp_path,
+        "tool",
+        "osx-arm64",
+        {"bin/tool": "#!/bin/sh\necho tool\n", "lib/libtool.dylib": b"\xcf\xfa\xed\xfe"},
+    )
+    prefix = install_for(tmp_path, "osx-arm64", [tool])
+    assert (prefix / "bin" / "tool").is_file() and (prefix / "lib" / "libtool.dylib").is_file()
+    script = (prefix / "activate.sh").read_text()
+    assert (
+        f"export PATH='{prefix}/bin:${{PATH}}'" in script
+        or f'export PATH="{prefix}/bin:${{PATH}}"' in script
+    )
+    assert (prefix / "uninstall.sh").is_file()
+    assert struct.calcsize("!8sIIII64s") == COOKIE.size == 88
