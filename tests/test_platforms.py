@@ -157,7 +157,7 @@ def test_windows_long_paths() -> None:
     check_path_lengths(prefix, 100, windows=True, long_paths=True)
     check_path_lengths(prefix, 100, windows=False, long_paths=False)
     check_path_lengths(Path("C:/app/env"), 100, windows=True, long_paths=False)
-    with pytest.raises(PrefixError, match="over Windows' 260-character limit.*LongPathsEnabled"):
+    with pytest.raises(PrefixError, match=r"over Windows' 260-character limit.*LongPathsEnabled"):
         check_path_lengths(prefix, 110, windows=True, long_paths=False)
 
 
