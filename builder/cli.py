@@ -43,11 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build",
         help="build an installer from a lockfile",
-        description="Read the locked conda packages of one environment and platform, download "
-        "and verify them, and write <output-dir>/<name>-<version>-<platform>.sh. The last "
-        "line printed is the installer's path.",
-        epilog="Exit codes: 0 built, 1 failed (no installer left under the final name), "
-        "2 usage error, 130 interrupted.",
+        description="Read the locked conda packages of an environment, download and verify\n"
+        "them, and write one installer per platform:\n"
+        "<output-dir>/<name>-<version>-<platform>.sh (.exe for Windows), plus SHA256SUMS.\n"
+        "The installers' paths are the last lines printed.",
+        epilog="examples:\n"
+        "  lockship build                                  # ./pixi.lock, this platform\n"
+        "  lockship build app/pixi.lock -e prod -p linux-64 -p win-64\n"
+        "  lockship build conda-lock.yml --all-platforms --category main\n"
+        '  lockship build --spec "python 3.12.*" --spec numpy -c conda-forge -p osx-arm64\n'
+        "  lockship build --inject dist/myapp-1.0-0.conda --license LICENSE -o dist/\n"
+        "\n"
+        "exit codes: 0 built, 1 failed (no installer left under the final name), "
+        "2 usage error, 130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     build.add_argument(
         "path",
@@ -58,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "@EXPLICIT file or an environment.yml",
     )
     build.add_argument(
-        "-e", "--environment", default="default", help='environment to ship (default: "default")'
+        "-e", "--environment", default="default", metavar="NAME", help='environment to ship (default: "default")'
     )
     build.add_argument(
         "-p",
@@ -66,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         dest="platforms",
+        metavar="PLATFORM",
         help=f"target platform, repeatable (default: this machine's, {host_platform()})",
     )
     build.add_argument(
@@ -77,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output-dir",
         type=Path,
+        metavar="DIR",
         default=Path("installers"),
         help="where to write the installer (default: installers/)",
     )
@@ -102,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--stub-dir",
         type=Path,
+        metavar="DIR",
         help="a folder of stubs named lockship-stub-<platform>[.exe] (also $LOCKSHIP_STUB_DIR)",
     )
     inputs = build.add_argument_group("other inputs")
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         dest="categories",
+        metavar="NAME",
         help="conda-lock category to ship, repeatable (default: main)",
     )
     inputs.add_argument(
@@ -117,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         dest="specs",
+        metavar="SPEC",
         help='solve this spec at build time (repeatable, e.g. --spec "python 3.12.*")',
     )
     inputs.add_argument(
@@ -125,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         dest="channels",
+        metavar="CHANNEL",
         help="channel for --spec or environment.yml solving (repeatable)",
     )
     inputs.add_argument(
@@ -142,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     network = build.add_argument_group("network")
     network.add_argument(
-        "--auth-file", type=Path, help="rattler/pixi authentication file (or $RATTLER_AUTH_FILE)"
+        "--auth-file", type=Path, metavar="FILE", help="rattler/pixi authentication file (or $RATTLER_AUTH_FILE)"
     )
     network.add_argument(
         "--mirror",
@@ -152,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="download ORIGINAL's packages from MIRROR (repeatable)",
     )
     network.add_argument(
-        "--config", type=Path, help="a pixi/rattler config file whose [mirrors] to use"
+        "--config", type=Path, metavar="FILE", help="a pixi/rattler config file whose [mirrors] to use"
     )
     build.add_argument(
         "--dry-run",
@@ -162,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--cache-dir",
         type=Path,
+        metavar="DIR",
         default=None,
         help=f"package download and stub cache (default: {default_cache_dir()})",
     )
@@ -169,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-j",
         "--concurrency",
         type=int,
+        metavar="N",
         default=DEFAULT_CONCURRENCY,
         help=f"parallel downloads (default: {DEFAULT_CONCURRENCY})",
     )
@@ -182,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--retries",
         type=int,
+        metavar="N",
         default=DEFAULT_RETRIES,
         help=f"retry a failed download this often, with backoff (default: {DEFAULT_RETRIES})",
     )
