@@ -258,3 +258,55 @@ def test_no_terminal_never_waits(tmp_path: Path, demo_installer: Path) -> None:
     run = run_installer(demo_installer, "-p", prefix, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "[Y/n]" not in run.stdout
+
+
+def run_on_terminal(installer: Path, *args: str | Path, answers: str) -> tuple[int, str]:
+    """Run the installer with a pseudo-terminal as stdin/stdout, typing ``answers``."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        ["bash", str(installer), *map(str, args)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
+    os.close(follower)
+    output = b""
+    sent = False
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            process.kill()
+            break
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not sent and (b"[Y/n]" in output or b"[yes/no]" in output):
+            os.write(leader, answers.encode())
+            sent = True
+    os.close(leader)
+    return process.wait(timeout=60), output.decode("utf-8", "replace")
+
+
+def test_terminal_confirmation_enter_accepts(tmp_path: Path, demo_installer: Path) -> None:
+    prefix = tmp_path / "env"
+    code, output = run_on_terminal(demo_installer, "-p", prefix, answers="\n")
+    assert code == 0, output
+    assert f"Install lsdemo 1.2.3 into {prefix}? [Y/n]" in output
+    assert "lsdemo-hello" in output  # what it installs is shown first
+    assert (prefix / "bin" / "lsdemo-hello").exists()
+
+
+def test_terminal_confirmation_no_installs_nothing(tmp_path: Path, demo_installer: Path) -> None:
+    prefix = tmp_path / "env"
+    code, output = run_on_terminal(demo_installer, "-p", prefix, answers="n\n")
+    assert code == 1, output
+    assert "Nothing installed." in output
+    assert not prefix.exists()
