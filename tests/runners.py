@@ -55,3 +55,38 @@ def run_installer(
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     return Run(process.returncode, process.stdout, process.stderr)
+
+
+def run_on_terminal(installer: Path, *args: str | Path, answers: str) -> tuple[int, str]:
+    """Run the installer with a pseudo-terminal as stdin/stdout, typing ``answers``."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        ["bash", str(installer), *map(str, args)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
+    os.close(follower)
+    output = b""
+    sent = False
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            process.kill()
+            break
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not sent and (b"[Y/n]" in output or b"[yes/no]" in output):
+            os.write(leader, answers.encode())
+            sent = True
+    os.close(leader)
+    return process.wait(timeout=60), output.decode("utf-8", "replace")

@@ -13,7 +13,7 @@ import pytest
 import rattler
 
 from tests.conftest import InstallerFactory
-from tests.runners import Run, run_installer, run_lockship
+from tests.runners import Run, run_installer, run_lockship, run_on_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -211,6 +211,15 @@ def test_license_needs_acceptance(
     assert not prefix.exists()
     ok(run_installer(installer, "-b", "-p", prefix))
     assert json.loads(ok(run_installer(installer, "--info", "--json")).stdout)["license"] is True
+    on_terminal = tmp_path / "tty"
+    code, output = run_on_terminal(installer, "-p", on_terminal, answers="yes\n\n")
+    assert code == 0, output
+    assert "You may use this environment for good only." in output
+    assert "Do you accept the license terms? [yes/no]" in output
+    declined = tmp_path / "declined"
+    code, output = run_on_terminal(installer, "-p", declined, answers="no\n")
+    assert code == 1 and "The license was not accepted" in output
+    assert not declined.exists()
 
 
 # --- uninstall ---------------------------------------------------------------------------

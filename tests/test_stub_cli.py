@@ -14,7 +14,7 @@ import pytest
 from stub.manifest import Manifest
 from stub.payload import read_payload
 from tests.factories import ChannelServer, index_channel, write_conda_package, write_pixi_lock
-from tests.runners import Run, run_installer, run_lockship
+from tests.runners import Run, run_installer, run_lockship, run_on_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -258,41 +258,6 @@ def test_no_terminal_never_waits(tmp_path: Path, demo_installer: Path) -> None:
     run = run_installer(demo_installer, "-p", prefix, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "[Y/n]" not in run.stdout
-
-
-def run_on_terminal(installer: Path, *args: str | Path, answers: str) -> tuple[int, str]:
-    """Run the installer with a pseudo-terminal as stdin/stdout, typing ``answers``."""
-    import pty
-    import select
-
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        ["bash", str(installer), *map(str, args)],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        close_fds=True,
-    )
-    os.close(follower)
-    output = b""
-    sent = False
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        if not ready:
-            process.kill()
-            break
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-        if not sent and (b"[Y/n]" in output or b"[yes/no]" in output):
-            os.write(leader, answers.encode())
-            sent = True
-    os.close(leader)
-    return process.wait(timeout=60), output.decode("utf-8", "replace")
 
 
 def test_terminal_confirmation_enter_accepts(tmp_path: Path, demo_installer: Path) -> None:
