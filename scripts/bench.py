@@ -635,8 +635,8 @@ def timed_run(
     )
 
 
-_PHASE_START = re.compile(r"^(?P<phase>[A-Z][\w ]*?) \(.*\)\.\.\.$")
-_PHASE_END = re.compile(r"^(?P<phase>[A-Z][\w ]*?): done$")
+_PHASE_START = re.compile(r"^(?P<phase>[A-Z][^():]*?) \([^()]*\)\.\.\.$")  # "Linking (40 pkg)..."
+_PHASE_END = re.compile(r"^(?P<phase>[A-Z][^():]*?): done$")  # "Linking: done"
 
 
 def phase_breakdown(run: Run) -> dict[str, float]:
