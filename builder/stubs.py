@@ -63,23 +63,6 @@ SKIPPED_RUNTIME_HOOKS = ("pyi_rth_inspect", "pyi_rth_pkgutil")
 
 
 @dataclass(frozen=True)
-class FreezeOptions:
-    """How to freeze; the defaults are what measured fastest to start at a reasonable size."""
-
-    #: zlib-compress the files in the one-file archive: 30 MB instead of 77 MB, but the stub then
-    #: inflates them at every start (+0.4 s, mostly the 55 MB rattler extension)
-    compress: bool = False
-    #: strip symbols from the bundled binaries (not on Windows)
-    strip: bool = sys.platform != "win32"
-    #: bytecode optimization level; 2 drops docstrings and asserts, which the stub's code and
-    #: libraries may rely on, for no measurable gain
-    optimize: int = 0
-    #: zlib level of the modules in the PYZ, which are read in place rather than unpacked; stored
-    #: (0) costs 3 MB and saves inflating each module at import
-    pyz_level: int = 0
-
-
-@dataclass(frozen=True)
 class StubFacts:
     """What a frozen stub needs and what it was made from: its sidecar ``<stub>.json``."""
 
@@ -220,18 +203,16 @@ def required_glibc(stub_path: Path) -> str | None:
     return facts.glibc if facts else None
 
 
-def freeze_stub(output: Path, on_line: Callable[[str], None] = lambda _: None) -> Path:
-    """Freeze the ``stub`` package into a one-file executable at ``output``, with its sidecar."""
-    return freeze_stub_with(output, FreezeOptions(), on_line=on_line)
-
-
-def freeze_stub_with(
-    output: Path, options: FreezeOptions, on_line: Callable[[str], None] = lambda _: None
+def freeze_stub(
+    output: Path, on_line: Callable[[str], None] = lambda _: None, *, compress: bool = False
 ) -> Path:
-    """``freeze_stub`` with explicit options.
+    """Freeze the ``stub`` package into a one-file executable at ``output``, with its sidecar.
 
-    The sidecar and then the stub are each written to a temporary name and renamed into place,
-    so a stub at ``output`` always has a sidecar, and a stale sidecar fails its sha256 check.
+    The one-file archive is stored uncompressed unless ``compress``: the stub unpacks it at every
+    start, and inflating the 55 MB rattler extension doubled the start-up time (0.8 s instead of
+    0.4 s) to save 45 MB. The sidecar and then the stub are each written to a temporary name and
+    renamed into place, so a stub at ``output`` always has a sidecar, and a stale sidecar fails
+    its sha256 check.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lockship-freeze-") as tmp:
@@ -244,13 +225,9 @@ def freeze_stub_with(
             "--log-level=WARN",
             f"--distpath={work / 'dist'}",
             f"--workpath={work / 'build'}",
-            str(_write_spec(work, options)),
+            str(_write_spec(work, compress=compress)),
         ]
-        # read by PyInstaller's PYZ writer (and by the one-file archive's, compress or not)
-        env = {**os.environ, "PYINSTALLER_ZLIB_COMPRESSION_LEVEL": str(options.pyz_level)}
-        process = subprocess.run(
-            command, cwd=work, env=env, capture_output=True, text=True, check=False
-        )
+        process = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
         if process.returncode != 0:
             tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["?"]
             raise StubError(f"freezing the installer stub with PyInstaller failed: {tail[0]}")
@@ -278,7 +255,8 @@ a = Analysis(
     pathex=[{pathex!r}],
     hiddenimports={hiddenimports!r},
     excludes={excludes!r},
-    optimize={optimize!r},
+    # not the building interpreter's -O: asserts and docstrings stay
+    optimize=0,
 )
 a.scripts = [s for s in a.scripts if s[0] not in {skipped_hooks!r}]
 pyz = PYZ(a.pure)
@@ -300,7 +278,7 @@ exe = EXE(
 _ARCHIVE_KINDS = ("EXTENSION", "DATA", "BINARY", "EXECUTABLE", "PYSOURCE", "PYMODULE", "SPLASH")
 
 
-def _write_spec(work: Path, options: FreezeOptions) -> Path:
+def _write_spec(work: Path, *, compress: bool) -> Path:
     import PyInstaller
 
     entry = work / "lockship_stub_main.py"
@@ -308,7 +286,8 @@ def _write_spec(work: Path, options: FreezeOptions) -> Path:
     # every rattler subpackage (they are tiny; the extension is shared): a rattler whose
     # __init__ imported them lazily would hide them from PyInstaller's analysis
     hiddenimports = ["stub.cli", "tqdm", *_rattler_subpackages()]
-    cdict = {kind: options.compress for kind in _ARCHIVE_KINDS} | {"PYZ": False, "SYMLINK": False}
+    # the PYZ is read in place, its modules are compressed one by one
+    cdict = {kind: compress for kind in _ARCHIVE_KINDS} | {"PYZ": False, "SYMLINK": False}
     spec = work / f"{STUB_BASENAME}.spec"
     spec.write_text(
         _SPEC_TEMPLATE.format(
@@ -317,10 +296,9 @@ def _write_spec(work: Path, options: FreezeOptions) -> Path:
             pathex=str(Path(stub.__file__).parent.parent),
             hiddenimports=hiddenimports,
             excludes=list(PYINSTALLER_EXCLUDES),
-            optimize=options.optimize,
             skipped_hooks=list(SKIPPED_RUNTIME_HOOKS),
             name=STUB_BASENAME,
-            strip=options.strip,
+            strip=sys.platform != "win32",
             cdict=cdict,
         )
     )

