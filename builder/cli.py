@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         "@EXPLICIT file or an environment.yml",
     )
     build.add_argument(
-        "-e", "--environment", default="default", metavar="NAME", help='environment to ship (default: "default")'
+        "-e",
+        "--environment",
+        default="default",
+        metavar="NAME",
+        help='environment to ship (default: "default")',
     )
     build.add_argument(
         "-p",
@@ -157,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     network = build.add_argument_group("network")
     network.add_argument(
-        "--auth-file", type=Path, metavar="FILE", help="rattler/pixi authentication file (or $RATTLER_AUTH_FILE)"
+        "--auth-file",
+        type=Path,
+        metavar="FILE",
+        help="rattler/pixi authentication file (or $RATTLER_AUTH_FILE)",
     )
     network.add_argument(
         "--mirror",
@@ -167,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="download ORIGINAL's packages from MIRROR (repeatable)",
     )
     network.add_argument(
-        "--config", type=Path, metavar="FILE", help="a pixi/rattler config file whose [mirrors] to use"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a pixi/rattler config file whose [mirrors] to use",
     )
     build.add_argument(
         "--dry-run",
