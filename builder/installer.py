@@ -16,6 +16,7 @@ that carries PyInstaller's magic bytes sits before the real archive where the se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -102,7 +103,10 @@ def write_installer(
     glibc_min: str | None = None,
 ) -> InstallerLayout:
     """Write the installer to a temporary name next to ``output``, then rename it into place."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
     stub_size = stub_path.stat().st_size
     is_windows = manifest.platform.startswith("win-")
@@ -139,14 +143,21 @@ def write_installer(
         partial.chmod(0o755)
         os.replace(partial, output)
     except OSError as e:
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         raise
     finally:
-        partial.with_name(partial.name + ".archive").unlink(missing_ok=True)
+        if is_windows:
+            _discard(partial.with_name(partial.name + ".archive"))
     return InstallerLayout(output, stub_offset, stub_size, payload_size)
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file if it is there (a read-only folder refuses even that)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _copy_range(source: BinaryIO, target: BinaryIO, length: int) -> None:

@@ -34,7 +34,8 @@ FACTS_SUFFIX = ".json"
 
 #: Modules the stub never imports that PyInstaller's analysis would follow anyway. networkx, an
 #: optional import of ``rattler.repo_data``, drags in numpy and scipy (60 MB and most of two
-#: minutes of freezing). Without multiprocessing, tqdm just skips its inter-process lock.
+#: minutes of freezing). asyncio and tqdm do without ssl (the stub is offline; rattler has its
+#: own TLS) and multiprocessing (tqdm then skips its inter-process lock).
 PYINSTALLER_EXCLUDES = (
     "networkx",
     "numpy",
@@ -48,6 +49,7 @@ PYINSTALLER_EXCLUDES = (
     "_distutils_hack",
     "certifi",
     "multiprocessing",
+    "ssl",
     "tkinter",
     "unittest",
     "pydoc",

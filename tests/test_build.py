@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -226,12 +227,22 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 def test_read_only_output_dir_leaves_no_installer(
     tmp_path: Path, demo_lock: Path, stand_in_stub: Path
 ) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
     out = tmp_path / "ro"
     out.mkdir()
-    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    code, _, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=out)
-    assert code == 1
-    assert "cannot write the installer" in one_error(stderr)
-    assert list(out.iterdir()) == []
+    mounted = False
+    if os.geteuid() == 0:  # root ignores permissions: a read-only mount is read-only for root too
+        mounted = not subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", out], capture_output=True
+        ).returncode
+        if not mounted:
+            pytest.skip("running as root and cannot mount a read-only tmpfs here")
+    else:
+        out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        code, _, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=out)
+        assert code == 1
+        assert f"cannot write the installer {out}" in one_error(stderr)
+        assert list(out.iterdir()) == []
+    finally:
+        if mounted:
+            subprocess.run(["umount", out], check=False)
