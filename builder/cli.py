@@ -345,6 +345,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ERROR: interrupted; no installer was written", file=sys.stderr)
         return 130
+    except OSError as e:  # a file the user named (or the cache) cannot be read or written
+        log = _write_log(e)
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"ERROR: {e.strerror or e}{where}; check the path, its permissions and free "
+            f"space (details: {log})",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as e:  # a bug: one line on the console, the traceback in the log
         log = _write_log(e)
         print(f"ERROR: unexpected failure: {e!r} (details: {log})", file=sys.stderr)

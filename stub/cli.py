@@ -429,6 +429,15 @@ def _run_reporting_errors(argv: Sequence[str], prog: str) -> int:
         suffix = f" (details: {log})" if log and e.exit_code != 2 else ""
         print(f"ERROR: {e}{suffix}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        log = _write_log(prog, e)
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"ERROR: {e.strerror or e}{where}; check the path, its permissions and free space "
+            f"(details: {log})",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as e:  # a bug: still one line on the console, traceback in the log
         log = _write_log(prog, e)
         print(f"ERROR: unexpected failure: {e!r} (details: {log})", file=sys.stderr)
