@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,9 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "-o",
         "--output",
-        type=Path,
         required=True,
-        help=f"the stub file to write, or a folder for {stub_file_name(host_platform())}",
+        help=f"the stub file to write, or a folder (DIR/) for {stub_file_name(host_platform())}",
     )
     parser.add_argument(
         "--compress",
@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compress the archive: a stub less than half the size that starts ~0.4 s slower",
     )
     args = parser.parse_args(argv)
-    output: Path = args.output
-    if output.is_dir():
+    output = Path(args.output)
+    if args.output.endswith(("/", os.sep)) or output.is_dir():
         output = output / stub_file_name(host_platform())
     started = time.monotonic()
     try:
