@@ -19,7 +19,13 @@ from rattler import Client
 import stub
 from builder.errors import FetchError, StubError
 from builder.fetch import download_url, hash_file
-from builder.stubs import cached_stub_path, freeze_stub, host_platform, stub_file_name
+from builder.stubs import (
+    cached_stub_path,
+    facts_path,
+    freeze_stub,
+    host_platform,
+    stub_file_name,
+)
 
 STUB_DIR_ENV = "LOCKSHIP_STUB_DIR"
 STUB_URL_ENV = "LOCKSHIP_STUB_URL"
@@ -102,6 +108,16 @@ def download_stub(platform: str, target: Path, client: Client) -> Path:
                 f"{MANIFEST_NAME} says {expected}"
             )
         partial.chmod(0o755)
+        # the sidecar (glibc floor etc.) is published next to the stub; older releases lack it
+        sidecar = facts_path(target)
+        sidecar_part = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.part")
+        try:
+            asyncio.run(
+                download_url(client, f"{base}/{stub_file_name(platform)}.json", sidecar_part)
+            )
+            sidecar_part.replace(sidecar)
+        except FetchError:
+            sidecar_part.unlink(missing_ok=True)
         partial.replace(target)
     finally:
         manifest.unlink(missing_ok=True)

@@ -26,8 +26,6 @@ from stub.console import (
     temporary_base,
 )
 from stub.errors import InstallError, PlatformMismatch, UsageError
-from stub.extract import extract_channel
-from stub.install import InstallRequest, install, preflight
 from stub.manifest import Manifest
 from stub.payload import FORMAT_VERSION, Payload, iter_entry, read_payload, verify_payload
 from stub.prefix import normalize_prefix
@@ -261,6 +259,8 @@ def run(argv: Sequence[str], prog: str) -> int:
         print(f"OK: {payload.path.name} is complete ({len(payload.entries)} entries verified)")
         return 0
     if args.extract:
+        from stub.extract import extract_channel  # imported late: --help/--info start faster
+
         target = normalize_prefix(args.extract)
         extract_channel(payload, manifest, target, reporter)
         print(f"Extracted {manifest.name} {manifest.version} into {target} (see README.txt there)")
@@ -277,6 +277,8 @@ def run(argv: Sequence[str], prog: str) -> int:
         batch=args.batch, stdin_tty=sys.stdin.isatty(), owns_console=_owns_console()
     )
     interactive = interaction.ask
+    from stub.install import InstallRequest, install, preflight  # late: rattler is slow to import
+
     request = InstallRequest(
         prefix=prefix,
         force=args.force,

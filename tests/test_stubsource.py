@@ -1,0 +1,83 @@
+"""Where stubs come from: explicit, a stub folder, the cache, or a verified download."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import stub
+from builder.errors import StubError
+from builder.stubs import cached_stub_path
+from builder.stubsource import MANIFEST_NAME, find_stubs
+from tests.factories import ChannelServer
+
+PLATFORM = "osx-arm64"  # never this machine, so never frozen here
+
+
+def publish(
+    root: Path, stubs: dict[str, bytes], *, manifest: dict[str, bytes] | None = None
+) -> Path:
+    release = root / f"v{stub.__version__}"
+    release.mkdir(parents=True)
+    lines = []
+    for name, data in stubs.items():
+        (release / name).write_bytes(data)
+        digest = hashlib.sha256((manifest or stubs)[name]).hexdigest()
+        lines.append(f"{digest}  {name}\n")
+    (release / MANIFEST_NAME).write_text("".join(lines))
+    return root
+
+
+def test_download_is_verified_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"\xcf\xfa\xed\xfe stand-in mac stub"
+    root = publish(tmp_path / "releases", {f"lockship-stub-{PLATFORM}": data})
+    with ChannelServer(root) as server:
+        monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
+        found = find_stubs([PLATFORM], tmp_path / "cache")
+        assert found[PLATFORM] == cached_stub_path(tmp_path / "cache", PLATFORM)
+        assert found[PLATFORM].read_bytes() == data
+        requests = len(server.requests)
+        assert find_stubs([PLATFORM], tmp_path / "cache") == found  # from the cache now
+        assert len(server.requests) == requests
+
+
+def test_tampered_download_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"lockship-stub-{PLATFORM}"
+    root = publish(tmp_path / "r", {name: b"evil"}, manifest={name: b"the real stub"})
+    with ChannelServer(root) as server:
+        monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
+        with pytest.raises(StubError, match=f"the downloaded {name} has sha256"):
+            find_stubs([PLATFORM], tmp_path / "cache")
+    assert not cached_stub_path(tmp_path / "cache", PLATFORM).exists()
+
+
+def test_order_explicit_then_folder_then_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LOCKSHIP_STUB_DIR", raising=False)
+    explicit = tmp_path / "explicit"
+    explicit.write_bytes(b"e")
+    folder = tmp_path / "stubs"
+    folder.mkdir()
+    (folder / f"lockship-stub-{PLATFORM}").write_bytes(b"f")
+    (folder / "lockship-stub-win-64.exe").write_bytes(b"w")
+    cached = cached_stub_path(tmp_path / "cache", "linux-aarch64")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"c")
+    found = find_stubs(
+        [PLATFORM, "win-64", "linux-aarch64"],
+        tmp_path / "cache",
+        explicit={PLATFORM: explicit},
+        stub_dir=folder,
+    )
+    assert found == {
+        PLATFORM: explicit,
+        "win-64": folder / "lockship-stub-win-64.exe",
+        "linux-aarch64": cached,
+    }
+    monkeypatch.setenv("LOCKSHIP_STUB_DIR", str(folder))
+    assert (
+        find_stubs([PLATFORM], tmp_path / "cache")[PLATFORM] == folder / f"lockship-stub-{PLATFORM}"
+    )
