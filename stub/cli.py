@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -257,6 +258,15 @@ def run(argv: Sequence[str], prog: str) -> int:
     if args.check:
         verify_payload(payload)
         print(f"OK: {payload.path.name} is complete ({len(payload.entries)} entries verified)")
+        listed = _listed_sha256(payload.path)
+        if listed is not None:
+            actual = _file_sha256(payload.path)
+            if actual != listed:
+                raise InstallError(
+                    f"{payload.path.name} does not match {payload.path.parent / 'SHA256SUMS'} "
+                    f"(sha256 {actual}, listed {listed}); download it again"
+                )
+            print(f"OK: its sha256 {actual} matches SHA256SUMS")
         return 0
     if args.extract:
         from stub.extract import extract_channel  # imported late: --help/--info start faster
@@ -327,6 +337,28 @@ def run(argv: Sequence[str], prog: str) -> int:
     how = str(activate) if windows else f"source {activate}"
     print(f"Installed {manifest.name} {manifest.version} into {prefix} (activate: {how})")
     return 0
+
+
+def _listed_sha256(installer: Path) -> str | None:
+    """The installer's line in a SHA256SUMS file next to it (written by lockship build)."""
+    sums = installer.parent / "SHA256SUMS"
+    try:
+        lines = sums.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if name.lstrip("*") == installer.name:
+            return digest.lower()
+    return None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _owns_console() -> bool:

@@ -278,7 +278,17 @@ def test_not_enough_disk_space(tmp_path: Path, demo_installer: Path) -> None:
 
 
 def test_check(tmp_path: Path, demo_installer: Path) -> None:
-    assert ok(run_installer(demo_installer, "--check")).stdout.startswith("OK: ")
+    checked = ok(run_installer(demo_installer, "--check")).stdout
+    assert checked.startswith("OK: ")
+    # lockship build wrote SHA256SUMS next to it; --check agrees with it, as does sha256sum
+    assert "matches SHA256SUMS" in checked
+    sums = subprocess.run(
+        ["sha256sum", "--check", "--ignore-missing", "SHA256SUMS"],
+        cwd=demo_installer.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert sums.returncode == 0 and f"{demo_installer.name}: OK" in sums.stdout
     from stub.payload import read_payload
 
     payload = read_payload(demo_installer)
@@ -289,6 +299,13 @@ def test_check(tmp_path: Path, demo_installer: Path) -> None:
     damaged.write_bytes(bytes(data))
     damaged.chmod(0o755)
     assert f"{entry.name} is corrupt" in error(run_installer(damaged, "--check"))
+    # a copy next to a SHA256SUMS that lists other bytes is refused
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    copy = listed / demo_installer.name
+    copy.write_bytes(demo_installer.read_bytes())
+    (listed / "SHA256SUMS").write_text(f"{'0' * 64}  {copy.name}\n")
+    assert "does not match" in error(run_installer(copy, "--check"))
 
 
 def test_info_json(demo_installer: Path) -> None:
