@@ -3,6 +3,7 @@ script, and the uninstaller written into the prefix."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -58,8 +59,10 @@ def compile_pyc(prefix: Path, platform: str, reporter: Reporter, extra: Sequence
         text=True,
     )
     assert process.stdin is not None and process.stdout is not None
-    process.stdin.write("\n".join(str(s) for s in sources) + "\n")
-    process.stdin.close()
+    # an interpreter that exits at once (e.g. it needs a newer glibc) closes the pipe early
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.write("\n".join(str(s) for s in sources) + "\n")
+        process.stdin.close()
     output = []
     for line in process.stdout:
         if line.startswith("Compiling "):
