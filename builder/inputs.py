@@ -66,13 +66,19 @@ class Source:
     solved_lock: Path | None = None
     _by_platform: dict[str, PlatformEnvironment] = field(default_factory=dict)
     _reader: object = None
+    #: a pixi.lock, parsed once for every platform
+    _lock: LockFile | None = None
 
     def for_platform(
         self, platform: str, *, ignore_non_wheels: bool = False
     ) -> PlatformEnvironment:
         if self.kind == "pixi" and self.path is not None:
             locked = read_locked_environment(
-                self.path, self.environment, platform, ignore_non_wheels=ignore_non_wheels
+                self.path,
+                self.environment,
+                platform,
+                ignore_non_wheels=ignore_non_wheels,
+                lock=self._lock,
             )
             return PlatformEnvironment(self.environment, platform, locked.records, locked.wheels)
         if platform not in self._by_platform:
@@ -119,28 +125,22 @@ def open_source(
     if kind == "pixi":
         lock_path = find_lockfile(path)
         workspace = read_workspace(lock_path)
-        load_lockfile(lock_path)  # fail early on an unreadable file
+        lock = load_lockfile(lock_path)  # fails early on an unreadable file
+        env = lock.environment(environment)
         return Source(
             "pixi",
             lock_path,
             environment,
             workspace.name,
             workspace.version,
-            platforms=_lock_platforms(lock_path, environment),
+            platforms=tuple(sorted(p.name for p in env.platforms())) if env else (),
+            _lock=lock,
         )
     if kind == "conda-lock":
         return _conda_lock(path, categories)
     if kind == "explicit":
         return _explicit(path, client or Client(), cache_dir or path.parent)
     return _pending_solve(path, _environment_yml(path))
-
-
-def _lock_platforms(lock_path: Path, environment: str) -> tuple[str, ...]:
-    lock = load_lockfile(lock_path)
-    env = lock.environment(environment)
-    if env is None:
-        return ()
-    return tuple(sorted(p.name for p in env.platforms()))
 
 
 # --- conda-lock ----------------------------------------------------------------------------

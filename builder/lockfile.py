@@ -72,10 +72,18 @@ def load_lockfile(path: Path) -> LockFile:
 
 
 def read_locked_environment(
-    path: Path, environment: str, platform: str, *, ignore_non_wheels: bool = False
+    path: Path,
+    environment: str,
+    platform: str,
+    *,
+    ignore_non_wheels: bool = False,
+    lock: LockFile | None = None,
 ) -> LockedEnvironment:
-    """The conda records locked for (environment, platform); raise for anything unsupported."""
-    lock = load_lockfile(path)
+    """The conda records locked for (environment, platform); raise for anything unsupported.
+
+    ``lock`` is ``path`` already parsed, so callers reading several platforms parse it once.
+    """
+    lock = lock or load_lockfile(path)
     env = lock.environment(environment)
     if env is None:
         names = ", ".join(sorted(name for name, _ in lock.environments())) or "none"

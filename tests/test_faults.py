@@ -111,13 +111,17 @@ ESCAPES = {
 }
 
 
+def escaping_members(kind: str, outside: Path) -> list[tuple[str, ...]]:
+    return [tuple(m.replace("{outside}", str(outside)) for m in raw) for raw in ESCAPES[kind]]
+
+
 @pytest.mark.parametrize("kind", sorted(ESCAPES))
 def test_builder_refuses_escaping_archives(
     tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, kind: str
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    members = [tuple(m.replace("{outside}", str(outside)) for m in raw) for raw in ESCAPES[kind]]
+    members = escaping_members(kind, outside)
     channel = tmp_path / "channel"
     shutil.copytree(demo_channel, channel)
     write_conda_package(channel, "evil", "1.0", files={"ok.txt": "x"}, raw_members=members)
@@ -150,7 +154,7 @@ def test_installer_never_writes_outside_the_prefix(
     """Even a payload that skipped the builder's check cannot write outside the prefix."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    members = [tuple(m.replace("{outside}", str(outside)) for m in raw) for raw in ESCAPES[kind]]
+    members = escaping_members(kind, outside)
     archive = write_conda_package(
         tmp_path / "ch", "evil", "1.0", files={"ok.txt": "x"}, raw_members=members
     )
