@@ -36,7 +36,7 @@ from builder.packages import (
     virtual_package_requirements,
 )
 from builder.pypi import fetch_wheels
-from builder.stubs import host_platform, required_glibc
+from builder.stubs import host_platform, stub_facts
 from builder.stubsource import find_stubs
 from stub import __version__
 from stub.manifest import Manifest, PackageInfo
@@ -80,6 +80,7 @@ class BuildResult:
     manifest: Manifest
     downloaded: int
     from_cache: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def build_installers(request: BuildRequest, reporter: Reporter) -> list[BuildRes
     for plan in plans:
         assert plan.stub is not None
         results.append(build_one(request, source, plan, client, reporter))
-    update_checksums(request.output_dir, [r.installer for r in results])
+    update_checksums(request.output_dir, {r.installer: r.sha256 for r in results})
     return results
 
 
@@ -285,20 +286,26 @@ def build_one(
     )
     reporter.message(f"Writing {plan.output}")
     assert plan.stub is not None
-    write_installer(
+    stub = stub_facts(plan.stub, verify=False)
+    layout = write_installer(
         plan.output,
         plan.stub,
         manifest,
         [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)]
         + [(f"pypi/{w.path.name}", w.path) for w in wheels]
         + list(extras.values()),
-        glibc_min=required_glibc(plan.stub) if platform.startswith("linux-") else None,
+        glibc_min=stub.glibc if stub and platform.startswith("linux-") else None,
+        # packages were verified as they entered the cache: their hashes are checked again
+        # while they are written, in the same pass
+        digests={p.entry: p.sha256 for p in manifest.packages},
+        stub_sha256=stub.sha256 if stub else None,
     )
     return BuildResult(
         installer=plan.output,
         manifest=manifest,
         downloaded=sum(not f.from_cache for f in fetched),
         from_cache=sum(f.from_cache for f in fetched),
+        sha256=layout.sha256,
     )
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
-
-from builder.fetch import hash_file
 
 FILE_NAME = "SHA256SUMS"
 
@@ -22,15 +20,15 @@ def read_checksums(path: Path) -> dict[str, str]:
     return sums
 
 
-def update_checksums(folder: Path, installers: Iterable[Path]) -> Path | None:
-    """Add or replace the installers' lines; other lines are kept. Written atomically."""
-    installers = list(installers)
+def update_checksums(folder: Path, installers: Mapping[Path, str]) -> Path | None:
+    """Add or replace the installers' lines (path -> sha256, hashed while they were written);
+    other lines are kept. Written atomically."""
     if not installers:
         return None
     path = folder / FILE_NAME
     sums = read_checksums(path)
-    for installer in installers:
-        sums[installer.name] = hash_file(installer)[0]
+    for installer, sha256 in installers.items():
+        sums[installer.name] = sha256
     partial = path.with_name(f".{FILE_NAME}.{os.getpid()}.part")
     partial.write_text("".join(f"{sums[n]}  {n}\n" for n in sorted(sums)), encoding="utf-8")
     partial.replace(path)

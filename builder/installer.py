@@ -17,19 +17,21 @@ that carries PyInstaller's magic bytes sits before the real archive where the se
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import shutil
+import queue
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import jinja2
 
 from builder.errors import BuildError, ChecksumMismatch
 from stub.manifest import Manifest
-from stub.payload import write_payload
+from stub.payload import CHUNK_SIZE, plan_payload
 
 UNAME_PATTERNS = {
     "linux-64": '"Linux x86_64"',
@@ -52,6 +54,7 @@ class InstallerLayout:
     stub_offset: int
     stub_size: int
     payload_size: int
+    sha256: str
 
 
 def installer_file_name(name: str, version: str, platform: str) -> str:
@@ -101,45 +104,65 @@ def write_installer(
     files: Iterable[tuple[str, Path]],
     *,
     glibc_min: str | None = None,
+    digests: Mapping[str, str] | None = None,
+    stub_sha256: str | None = None,
 ) -> InstallerLayout:
-    """Write the installer to a temporary name next to ``output``, then rename it into place."""
+    """Write the installer to a temporary name next to ``output``, then rename it into place.
+
+    ``digests`` are the expected sha256 of entries whose hashes are already known (packages
+    were verified when they entered the download cache), ``stub_sha256`` the stub's (from its
+    sidecar). Everything is laid out first, so the header can state the final size, and then
+    written in one pass that checks those hashes and hashes the whole installer on two helper
+    threads. Files without a known hash are hashed before the pass.
+    """
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
-    stub_size = stub_path.stat().st_size
-    is_windows = manifest.platform.startswith("win-")
-    archive_start = onefile_archive_start(stub_path) if is_windows else stub_size
-    files = list(files)
+    known = dict(digests or {})
     try:
+        stub_size = stub_path.stat().st_size
+        is_windows = manifest.platform.startswith("win-")
+        archive_start = onefile_archive_start(stub_path) if is_windows else stub_size
+        entries = [
+            _Range(path, 0, path.stat().st_size, known.get(name), name) for name, path in files
+        ]
+        if is_windows:
+            # the stub is split where its one-file archive starts; a whole-stub hash cannot
+            # be checked in the stream, so check it first
+            if stub_sha256 and _hash_range(_Range(stub_path, 0, stub_size, None)) != stub_sha256:
+                raise _stub_mismatch(stub_path)
+            stub_sha256 = None
+            archive_size = stub_size - archive_start
+            entries.append(_Range(stub_path, archive_start, archive_size, None, ARCHIVE_ENTRY))
+        entries = [e if e.sha256 else replace(e, sha256=_hash_range(e)) for e in entries]
+        header = b""
+        if not is_windows:
+            header = render_header(manifest, output.name, stub_size, glibc_min)
+        payload_offset = len(header) + archive_start
+        planned, tail = plan_payload(
+            payload_offset, [(e.name, e.size, e.sha256 or "") for e in entries], manifest.to_dict()
+        )
+        total = payload_offset + sum(e.size for e in entries) + len(tail)
+        if header:
+            # the header states the file's final size so it can refuse a truncated copy
+            header = render_header(manifest, output.name, stub_size, glibc_min, total)
+        stub = _Range(stub_path, 0, archive_start, stub_sha256, "stub")
         with open(partial, "wb") as out:
-            header = b""
-            if not is_windows:
-                header = render_header(manifest, output.name, stub_size, glibc_min)
-                out.write(header)
-            stub_offset = out.tell()
-            with open(stub_path, "rb") as source:
-                _copy_range(source, out, archive_start)
-            payload_start = out.tell()
-            if is_windows:
-                archive = partial.with_name(partial.name + ".archive")
-                with open(stub_path, "rb") as source, open(archive, "wb") as target:
-                    source.seek(archive_start)
-                    shutil.copyfileobj(source, target, 1024 * 1024)
-                files.append((ARCHIVE_ENTRY, archive))
-            entries = write_payload(out, files, manifest.to_dict())
-            _check_entries(manifest, {e.name: e.sha256 for e in entries})
-            payload_size = out.tell() - payload_start
-            if header:
-                # the header states the file's final size so it can refuse a truncated copy
-                final = render_header(manifest, output.name, stub_size, glibc_min, out.tell())
-                if len(final) != len(header):
-                    raise BuildError("internal error: the installer header changed length")
-                out.seek(0)
-                out.write(final)
+            actual, sha256 = _stream(out, header, [stub, *entries], tail)
             out.flush()
             os.fsync(out.fileno())
+        if stub.sha256 and actual[0] != stub.sha256:
+            raise _stub_mismatch(stub_path)
+        for entry, source, digest in zip(planned, entries, actual[1:], strict=True):
+            if digest != entry.sha256:
+                raise BuildError(
+                    f"{source.path} does not have the sha256 it was checked with "
+                    f"({entry.sha256}; now {digest}): it was changed or damaged; "
+                    "delete it and build again"
+                )
+        _check_entries(manifest, {e.name: e.sha256 for e in planned})
         partial.chmod(0o755)
         os.replace(partial, output)
     except OSError as e:
@@ -148,26 +171,118 @@ def write_installer(
     except BaseException:
         _discard(partial)
         raise
+    return InstallerLayout(output, len(header), stub_size, total - payload_offset, sha256)
+
+
+@dataclass(frozen=True)
+class _Range:
+    """``size`` bytes of ``path`` from ``offset``, expected to hash to ``sha256`` if given."""
+
+    path: Path
+    offset: int
+    size: int
+    sha256: str | None
+    name: str = ""
+
+
+def _stub_mismatch(stub_path: Path) -> BuildError:
+    return BuildError(
+        f"{stub_path} does not match the sha256 in its sidecar (it was changed after freezing); "
+        "freeze the stub again (scripts/freeze_stub.py)"
+    )
+
+
+def _read_range(source: _Range) -> Iterator[bytes]:
+    with open(source.path, "rb") as f:
+        f.seek(source.offset)
+        remaining = source.size
+        while remaining:
+            chunk = f.read(min(CHUNK_SIZE, remaining))
+            if not chunk:
+                raise BuildError(f"{source.path} changed while the installer was being written")
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _hash_range(source: _Range) -> str:
+    digest = hashlib.sha256()
+    for chunk in _read_range(source):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stream(
+    out: BinaryIO, header: bytes, sources: list[_Range], tail: bytes
+) -> tuple[list[str], str]:
+    """Write header, sources and tail; return each source's sha256 and the whole file's.
+
+    Two threads hash while this one reads and writes (sha256 releases the GIL), so the pass
+    costs about as much as a plain copy on two cores. A third asks the kernel to write back
+    what has been written so far every ``FLUSH_EVERY`` bytes, so the final fsync finds
+    little left to do.
+    """
+    whole = hashlib.sha256()
+    digests = [hashlib.sha256() for _ in sources]
+    to_whole: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    to_parts: queue.Queue[tuple[Any, bytes] | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    to_flush: queue.Queue[bool] = queue.Queue()
+
+    def hash_whole() -> None:
+        while (chunk := to_whole.get()) is not None:
+            whole.update(chunk)
+
+    def hash_parts() -> None:
+        while (item := to_parts.get()) is not None:
+            item[0].update(item[1])
+
+    def flush() -> None:
+        while to_flush.get():
+            with contextlib.suppress(OSError):  # the final fsync reports a real failure
+                os.fdatasync(out.fileno())
+
+    threads = [
+        threading.Thread(target=hash_whole, name="hash-installer", daemon=True),
+        threading.Thread(target=hash_parts, name="hash-entries", daemon=True),
+    ]
+    if hasattr(os, "fdatasync"):
+        threads.append(threading.Thread(target=flush, name="flush", daemon=True))
+    for thread in threads:
+        thread.start()
+    unflushed = 0
+    try:
+        out.write(header)
+        to_whole.put(header)
+        for source, digest in zip(sources, digests, strict=True):
+            for chunk in _read_range(source):
+                to_parts.put((digest, chunk))
+                to_whole.put(chunk)
+                out.write(chunk)
+                unflushed += len(chunk)
+                if unflushed >= FLUSH_EVERY:
+                    out.flush()
+                    to_flush.put(True)
+                    unflushed = 0
+        out.write(tail)
+        to_whole.put(tail)
     finally:
-        if is_windows:
-            _discard(partial.with_name(partial.name + ".archive"))
-    return InstallerLayout(output, stub_offset, stub_size, payload_size)
+        to_whole.put(None)
+        to_parts.put(None)
+        to_flush.put(False)
+        for thread in threads:
+            thread.join()
+    return [d.hexdigest() for d in digests], whole.hexdigest()
+
+
+#: bytes written between two requests to write them back to disk
+FLUSH_EVERY = 64 * 1024 * 1024
+#: chunks queued for each hashing thread (memory stays under 2 x 16 x CHUNK_SIZE)
+_QUEUE_CHUNKS = 16
 
 
 def _discard(path: Path) -> None:
     """Remove a temporary file if it is there (a read-only folder refuses even that)."""
     with contextlib.suppress(OSError):
         path.unlink(missing_ok=True)
-
-
-def _copy_range(source: BinaryIO, target: BinaryIO, length: int) -> None:
-    remaining = length
-    while remaining:
-        chunk = source.read(min(1024 * 1024, remaining))
-        if not chunk:
-            raise BuildError("the stub ended early while copying it")
-        target.write(chunk)
-        remaining -= len(chunk)
 
 
 def onefile_archive_start(stub_path: Path) -> int:

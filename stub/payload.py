@@ -139,20 +139,46 @@ def write_payload(
                 out.write(chunk)
                 size += len(chunk)
         entries.append(Entry(name, offset, size, digest.hexdigest()))
-    index = encode_index(entries, metadata)
-    index_offset = out.tell()
-    out.write(index)
-    out.write(
-        _TRAILER_V1.pack(
-            payload_offset,
-            index_offset,
-            len(index),
-            hashlib.sha256(index).digest(),
-            FORMAT_VERSION,
-            MAGIC,
-        )
-    )
+    out.write(payload_tail(payload_offset, out.tell(), entries, metadata))
     return entries
+
+
+def plan_payload(
+    payload_offset: int, files: Iterable[tuple[str, int, str]], metadata: dict[str, Any]
+) -> tuple[list[Entry], bytes]:
+    """Lay out entries whose size and sha256 are known, back to back from ``payload_offset``.
+
+    ``files`` are ``(entry name, size, sha256)``. Returns the entries and the bytes that follow
+    them (index and trailer), so a writer can know the whole file's size before writing it;
+    the bytes it then writes must be the ones described, which it has to check itself.
+    """
+    entries: list[Entry] = []
+    seen: set[str] = set()
+    offset = payload_offset
+    for name, size, sha256 in files:
+        _check_entry_name(name)
+        if name in seen:
+            raise ValueError(f"duplicate payload entry {name!r}")
+        seen.add(name)
+        entries.append(Entry(name, offset, size, sha256))
+        offset += size
+    return entries, payload_tail(payload_offset, offset, entries, metadata)
+
+
+def payload_tail(
+    payload_offset: int, index_offset: int, entries: Iterable[Entry], metadata: dict[str, Any]
+) -> bytes:
+    """The index and trailer that end a payload whose entries end at ``index_offset``."""
+    index = encode_index(entries, metadata)
+    trailer = _TRAILER_V1.pack(
+        payload_offset,
+        index_offset,
+        len(index),
+        hashlib.sha256(index).digest(),
+        FORMAT_VERSION,
+        MAGIC,
+    )
+    return index + trailer
 
 
 def encode_index(entries: Iterable[Entry], metadata: dict[str, Any]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -12,10 +13,11 @@ import rattler
 
 from stub.manifest import Manifest
 from stub.payload import read_payload
+from tests.conftest import DEMO_PLATFORM
 from tests.factories import ChannelServer, channel_records, write_pixi_lock
 from tests.runners import run_lockship
 
-PLATFORM = "linux-64"
+PLATFORM = DEMO_PLATFORM
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_build_writes_named_installer_with_every_package(
     code, stdout, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path)
     assert code == 0, stderr
     installer = Path(stdout.strip().splitlines()[-1])
-    assert installer == tmp_path / "lsdemo-1.2.3-linux-64.sh"
+    assert installer == tmp_path / f"lsdemo-1.2.3-{PLATFORM}.sh"
     assert os.access(installer, os.X_OK)
     assert installer.read_bytes().startswith(b"#!/bin/sh\n")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
@@ -71,7 +73,7 @@ def test_name_version_options_and_lockfile_path(
         out=tmp_path,
     )
     assert code == 0, stderr
-    assert stdout.strip().endswith("prod-9.9-linux-64.sh")
+    assert stdout.strip().endswith(f"prod-9.9-{PLATFORM}.sh")
 
 
 def test_default_name_is_the_environment_without_workspace(
@@ -82,7 +84,7 @@ def test_default_name_is_the_environment_without_workspace(
     lock.write_bytes((demo_lock / "pixi.lock").read_bytes())
     code, stdout, stderr = build(lock, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path)
     assert code == 0, stderr
-    assert stdout.strip().endswith("default-0.0.0-linux-64.sh")
+    assert stdout.strip().endswith(f"default-0.0.0-{PLATFORM}.sh")
 
 
 def test_warm_cache_downloads_nothing(
@@ -152,7 +154,7 @@ def test_unlocked_platform_lists_the_locked_ones(
         demo_lock, "-p", "osx-arm64", stub=stand_in_stub, cache=tmp_path, out=tmp_path
     )
     assert code == 1
-    assert "is not locked for osx-arm64; it is locked for: linux-64" in one_error(stderr)
+    assert f"is not locked for osx-arm64; it is locked for: {PLATFORM}" in one_error(stderr)
 
 
 def test_pypi_sdists_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub: Path) -> None:
@@ -160,8 +162,8 @@ def test_pypi_sdists_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub: P
     lock = tmp_path / "pixi.lock"
     # Add a PyPI package to the environment the way pixi writes it.
     text = text.replace(
-        "      linux-64:\n",
-        "      linux-64:\n      - pypi: https://example.invalid/six-1.16.0.tar.gz\n",
+        f"      {PLATFORM}:\n",
+        f"      {PLATFORM}:\n      - pypi: https://example.invalid/six-1.16.0.tar.gz\n",
         1,
     )
     text += (
@@ -246,3 +248,41 @@ def test_read_only_output_dir_leaves_no_installer(
     finally:
         if mounted:
             subprocess.run(["umount", out], check=False)
+
+
+def test_damaged_cache_entry_fails_the_build_and_leaves_no_installer(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    """Cached archives are trusted by name but re-checked in the writing pass."""
+    cache, out = tmp_path / "c", tmp_path / "o"
+    code, stdout, stderr = build(demo_lock, stub=stand_in_stub, cache=cache, out=out)
+    assert code == 0, stderr
+    installer = Path(stdout.strip().splitlines()[-1])
+    sums = (out / "SHA256SUMS").read_text()
+    digest = subprocess.run(
+        ["sha256sum", installer.name], cwd=out, capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    assert sums == f"{digest}  {installer.name}\n"
+    installer.unlink()
+    archive = sorted((cache / "pkgs").glob("*/*.conda"))[0]
+    damaged = bytearray(archive.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    archive.write_bytes(bytes(damaged))
+    code, _, stderr = build(demo_lock, stub=stand_in_stub, cache=cache, out=out)
+    assert code == 1
+    error = one_error(stderr)
+    assert str(archive) in error and "delete it and build again" in error
+    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS"]
+
+
+def test_stub_changed_after_freezing_is_refused(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    sidecar = stand_in_stub.with_name(stand_in_stub.name + ".json")
+    size = stand_in_stub.stat().st_size
+    facts = {"platform": PLATFORM, "python": "3.11", "pyinstaller": "6", "stub": "0"}
+    sidecar.write_text(json.dumps({**facts, "size": size, "sha256": "0" * 64, "glibc": None}))
+    code, _, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o")
+    assert code == 1
+    assert "does not match the sha256 in its sidecar" in one_error(stderr)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.sh"))
