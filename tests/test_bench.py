@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import DEMO_PLATFORM
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.e2e
+@pytest.mark.skipif(
+    DEMO_PLATFORM != "linux-64",
+    reason="scripts/bench.py builds linux-64 installers and samples /proc: x86_64 Linux only",
+)
 def test_bench_smoke(tmp_path: Path, frozen_stub: Path) -> None:
     results = tmp_path / "bench.json"
     command = [sys.executable, str(REPO / "scripts" / "bench.py"), "--scale", "0.005"]

@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import subprocess
+import sys
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.error import HTTPError, URLError
 import pytest
 import rattler
 
+from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
     DEMO_RECIPES,
     ChannelServer,
@@ -50,14 +52,14 @@ def test_recipe_order_builds_dependencies_first() -> None:
 
 def test_demo_channel_archives(demo_channel: Path) -> None:
     assert (demo_channel / "noarch" / "repodata.json").is_file()
-    assert (demo_channel / "linux-64" / "repodata.json").is_file()
+    assert (demo_channel / DEMO_PLATFORM / "repodata.json").is_file()
     archives = _archives(demo_channel)
     assert set(archives) == DEMO_NAMES
     for path in archives.values():
         assert path.stat().st_mode & 0o777 == 0o644
 
     hello = package_info(archives["lsdemo-hello"])
-    assert hello["index"]["subdir"] == "linux-64"
+    assert hello["index"]["subdir"] == DEMO_PLATFORM
     assert hello["index"]["depends"] == ["lsdemo-config >=2"]
     exe = hello["paths"]["bin/lsdemo-hello"]
     assert exe["file_mode"] == "binary"
@@ -120,13 +122,14 @@ def test_demo_lock_roundtrip(demo_lock: Path, demo_records: list[rattler.RepoDat
     lock = rattler.LockFile.from_path(demo_lock / "pixi.lock")
     env = lock.environment("default")
     assert env is not None
-    platform = next(p for p in lock.platforms() if p.name == "linux-64")
+    platform = next(p for p in lock.platforms() if p.name == DEMO_PLATFORM)
     records = env.conda_repodata_records_for_platform(platform) or []
     assert sorted((r.url, r.sha256) for r in records) == sorted(
         (r.url, r.sha256) for r in demo_records
     )
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="runs a #!/bin/sh script through a symlink")
 def test_handwritten_archives_install(tmp_path: Path) -> None:
     channel = tmp_path / "channel"
     placeholder = "/opt/lockship_placeholder_" + "p" * 60
@@ -147,7 +150,7 @@ def test_handwritten_archives_install(tmp_path: Path) -> None:
         "0.1",
         build="h0_1",
         build_number=1,
-        subdir="linux-64",
+        subdir=DEMO_PLATFORM,  # installed and run on this machine
         fmt=".tar.bz2",
         files={"share/oldstyle.txt": "old"},
         depends=["handmade 1.*"],
@@ -160,7 +163,7 @@ def test_handwritten_archives_install(tmp_path: Path) -> None:
     index_channel(channel)
 
     with ChannelServer(channel) as server:
-        records = channel_records(channel, server.url, "linux-64", ["oldstyle"])
+        records = channel_records(channel, server.url, DEMO_PLATFORM, ["oldstyle"])
         assert [r.name.normalized for r in records] == ["handmade", "oldstyle"]
         prefix = tmp_path / "env"
         _install(records, prefix, tmp_path / "cache")

@@ -23,7 +23,7 @@ import pytest
 from builder.installer import write_installer
 from stub.manifest import Manifest, PackageInfo
 from stub.payload import TRAILER_SIZE, read_payload
-from tests.conftest import InstallerFactory
+from tests.conftest import DEMO_PLATFORM, InstallerFactory
 from tests.factories import ChannelServer, channel_records, write_conda_package, write_pixi_lock
 from tests.runners import Run, run_installer, run_lockship
 
@@ -129,8 +129,8 @@ def test_builder_refuses_escaping_archives(
 
     index_channel(channel)
     with ChannelServer(channel) as server:
-        records = channel_records(channel, server.url, "linux-64")
-        write_pixi_lock(tmp_path / "pixi.lock", {"linux-64": records}, channel_url=server.url)
+        records = channel_records(channel, server.url, DEMO_PLATFORM)
+        write_pixi_lock(tmp_path / "pixi.lock", {DEMO_PLATFORM: records}, channel_url=server.url)
         result = run_lockship(
             "build",
             tmp_path,
@@ -188,7 +188,7 @@ def test_installer_never_writes_outside_the_prefix(
     manifest = Manifest(
         name="evil",
         version="1",
-        platform="linux-64",
+        platform=DEMO_PLATFORM,  # else the header refuses it before anything is unpacked
         environment="default",
         lockship_version=base.lockship_version,
         packages=(evil,),
@@ -381,8 +381,8 @@ def test_noexec_tmpdir(tmp_path: Path, demo_installer: Path, mount_tmpfs: object
 @pytest.fixture
 def served_lock(tmp_path: Path, demo_channel: Path) -> Iterator[tuple[ChannelServer, Path, str]]:
     with ChannelServer(demo_channel) as server:
-        records = channel_records(demo_channel, server.url, "linux-64")
-        write_pixi_lock(tmp_path / "pixi.lock", {"linux-64": records}, channel_url=server.url)
+        records = channel_records(demo_channel, server.url, DEMO_PLATFORM)
+        write_pixi_lock(tmp_path / "pixi.lock", {DEMO_PLATFORM: records}, channel_url=server.url)
         victim = max(records, key=lambda r: r.size or 0)
         yield server, tmp_path, f"{victim.subdir}/{victim.file_name}"
 

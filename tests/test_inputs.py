@@ -14,6 +14,7 @@ import yaml
 
 from stub.manifest import Manifest
 from stub.payload import read_payload
+from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
     ChannelServer,
     add_pypi_packages,
@@ -25,8 +26,8 @@ from tests.factories import (
 )
 from tests.runners import Run, run_installer, run_lockship
 
-PLATFORM = "linux-64"
-OTHER = "osx-arm64"
+PLATFORM = DEMO_PLATFORM
+OTHER = "osx-arm64"  # the demo channel is Linux, so never this machine
 
 
 def one_error(run: Run) -> str:
@@ -106,8 +107,8 @@ def test_conda_lock_two_platforms_and_categories(
         assert run.returncode == 0, run.stderr
         built = [Path(line) for line in run.stdout.split()]
         assert sorted(p.name for p in built) == [
-            "default-0.0.0-linux-64.sh",
-            "default-0.0.0-osx-arm64.sh",
+            f"default-0.0.0-{PLATFORM}.sh",
+            f"default-0.0.0-{OTHER}.sh",
         ]
         linux = manifest_of(built[0])
         assert "lsdemo-greet" not in {p.name for p in linux.packages}
@@ -262,7 +263,7 @@ def test_environment_yml(tmp_path: Path, demo_channel: Path, frozen_stub: Path) 
             tmp_path / "cache",
         )
         installer = last_path(run)
-        assert installer.name == "fromyml-0.0.0-linux-64.sh"
+        assert installer.name == f"fromyml-0.0.0-{PLATFORM}.sh"
         assert {p.name for p in manifest_of(installer).packages} == {"lsdemo-config"}
         missing = run_lockship(
             "build",
@@ -277,7 +278,7 @@ def test_environment_yml(tmp_path: Path, demo_channel: Path, frozen_stub: Path) 
             "--cache-dir",
             tmp_path / "cache",
         )
-    assert "cannot solve no-such-package for linux-64" in one_error(missing)
+    assert f"cannot solve no-such-package for {PLATFORM}" in one_error(missing)
 
 
 # --- injected packages -----------------------------------------------------------------------
@@ -304,11 +305,11 @@ def test_inject(tmp_path: Path, demo_lock: Path, frozen_stub: Path, download_cac
     line = one_error(
         run_lockship("build", demo_lock, "--inject", orphan, "-o", tmp_path / "b", *common)
     )
-    assert "depends on 'not-locked >=1', which no locked package for linux-64 satisfies" in line
+    assert f"depends on 'not-locked >=1', which no locked package for {PLATFORM} satisfies" in line
     line = one_error(
         run_lockship("build", demo_lock, "--inject", wrong, "-o", tmp_path / "c", *common)
     )
-    assert "is built for win-64, not linux-64 or noarch" in line
+    assert f"is built for win-64, not {PLATFORM} or noarch" in line
     prefix = tmp_path / "env"
     assert run_installer(installer, "-b", "-p", prefix).returncode == 0
     assert (prefix / "share" / "my-app" / "app.txt").read_text() == "app"
@@ -388,7 +389,7 @@ def test_pypi_wheels_from_server_and_relative_path(
         )
     assert "not wheels: an-sdist 0.5" in one_error(refused)
     assert skipped.returncode == 0, skipped.stderr
-    assert "WARNING: leaving out PyPI packages that are not wheels (linux-64): an-sdist" in (
+    assert f"WARNING: leaving out PyPI packages that are not wheels ({PLATFORM}): an-sdist" in (
         skipped.stderr
     )
     info = json.loads(run_installer(installer, "--info", "--json").stdout)
@@ -511,7 +512,7 @@ def test_dry_run(tmp_path: Path, demo_lock: Path, frozen_stub: Path) -> None:
         tmp_path / "cache",
     )
     assert run.returncode == 0, run.stderr
-    assert "platform:     linux-64" in run.stdout
+    assert f"platform:     {PLATFORM}" in run.stdout
     assert "0 from cache, 4 to download" in run.stdout
     assert "lsdemo-hello 1.0.0" in run.stdout
     assert not (tmp_path / "out").exists()

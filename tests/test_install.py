@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import rattler
 
-from tests.conftest import InstallerFactory
+from tests.conftest import DEMO_PLATFORM, InstallerFactory
 from tests.runners import Run, run_installer, run_lockship, run_on_terminal
 
 pytestmark = pytest.mark.e2e
@@ -153,7 +153,7 @@ def test_post_install_script_gets_its_environment(
     prefix = tmp_path / "env"
     run = ok(run_installer(installer, "-b", "-p", prefix))
     assert "post-install says hi" in run.stdout
-    assert (prefix / "post-install.txt").read_text() == f"{prefix}|lsdemo|1.2.3|linux-64|1\n"
+    assert (prefix / "post-install.txt").read_text() == f"{prefix}|lsdemo|1.2.3|{DEMO_PLATFORM}|1\n"
     skipped = tmp_path / "skipped"
     run = ok(run_installer(installer, "-b", "--no-post-install", "-p", skipped))
     assert "Skipping the post-install script" in run.stderr
@@ -248,7 +248,9 @@ def test_glibc_requirement_and_override(
 ) -> None:
     channel = installer_factory.channel_with(
         demo_channel,
-        package("needs-new-glibc", subdir="linux-64", depends=["__glibc >=99.1"], files={"a": "a"}),
+        package(
+            "needs-new-glibc", subdir=DEMO_PLATFORM, depends=["__glibc >=99.1"], files={"a": "a"}
+        ),
     )
     installer = installer_factory.build(channel, virtual_packages={"__glibc": "99.5"})
     prefix = tmp_path / "env"
@@ -310,7 +312,7 @@ def test_check(tmp_path: Path, demo_installer: Path) -> None:
 
 def test_info_json(demo_installer: Path) -> None:
     info = json.loads(ok(run_installer(demo_installer, "--info", "--json")).stdout)
-    assert (info["name"], info["version"], info["platform"]) == ("lsdemo", "1.2.3", "linux-64")
+    assert (info["name"], info["version"], info["platform"]) == ("lsdemo", "1.2.3", DEMO_PLATFORM)
     assert info["payload_format"] == 1 and info["lockship_version"] == "0.1.0"
     names = [p["name"] for p in info["packages"]]
     assert "lsdemo-hello" in names
@@ -330,7 +332,7 @@ def test_extract_writes_a_channel_rattler_solves_to_the_locked_set(
     channel = rattler.Channel((target / "channel").as_uri())
     specs = [f"{n} =={v} {b}" for n, v, b in locked]
     solved = asyncio.run(
-        rattler.solve(sources=[channel], specs=specs, platforms=["linux-64", "noarch"])
+        rattler.solve(sources=[channel], specs=specs, platforms=[DEMO_PLATFORM, "noarch"])
     )
     assert {(r.name.normalized, str(r.version), str(r.build)) for r in solved} == locked
     lock = rattler.LockFile.from_path(target / "pixi.lock")

@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import DEMO_PLATFORM
 from tests.runners import REPO_ROOT, run_installer, run_lockship
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        DEMO_PLATFORM != "linux-64",
+        reason="scripts/bench.py generates linux-64 environments: x86_64 Linux only",
+    ),
+]
 
 
 def sha256(path: Path) -> str:

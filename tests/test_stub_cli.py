@@ -13,6 +13,7 @@ import pytest
 
 from stub.manifest import Manifest
 from stub.payload import read_payload
+from tests.conftest import DEMO_PLATFORM
 from tests.factories import ChannelServer, index_channel, write_conda_package, write_pixi_lock
 from tests.runners import Run, run_installer, run_lockship, run_on_terminal
 
@@ -90,7 +91,7 @@ def test_prefix_with_spaces_and_non_ascii(tmp_path: Path, demo_installer: Path) 
 def test_info_help_version(demo_installer: Path) -> None:
     info = run_installer(demo_installer, "--info")
     assert info.returncode == 0, info.stderr
-    assert info.stdout.startswith("lsdemo 1.2.3\nplatform:          linux-64")
+    assert info.stdout.startswith(f"lsdemo 1.2.3\nplatform:          {DEMO_PLATFORM}")
     assert "lsdemo-hello" in info.stdout and "python" in info.stdout
     help_ = run_installer(demo_installer, "--help")
     assert help_.returncode == 0
@@ -161,7 +162,7 @@ def test_installer_for_another_platform(tmp_path: Path, demo_installer: Path) ->
     )
     assert run.returncode == 1
     assert single_error(run).startswith(
-        "ERROR: this installer is for linux-64 but this machine is osx-arm64; "
+        f"ERROR: this installer is for {DEMO_PLATFORM} but this machine is osx-arm64; "
         "download the osx-arm64 installer instead (details: "
     )
     assert not (tmp_path / "env").exists()
@@ -170,14 +171,16 @@ def test_installer_for_another_platform(tmp_path: Path, demo_installer: Path) ->
 def test_header_refuses_another_architecture(
     tmp_path: Path, demo_lock: Path, frozen_stub: Path, download_cache: Path
 ) -> None:
-    """An aarch64 installer is refused by its shell header before any program runs."""
-    text = (demo_lock / "pixi.lock").read_text().replace("linux-64", "linux-aarch64")
+    """An installer for the other Linux architecture is refused by its shell header before any
+    program runs."""
+    other = "linux-64" if DEMO_PLATFORM == "linux-aarch64" else "linux-aarch64"
+    text = (demo_lock / "pixi.lock").read_text().replace(DEMO_PLATFORM, other)
     (tmp_path / "pixi.lock").write_text(text)
     result = run_lockship(
         "build",
         tmp_path,
         "-p",
-        "linux-aarch64",
+        other,
         "--stub",
         frozen_stub,
         "-o",
@@ -186,12 +189,13 @@ def test_header_refuses_another_architecture(
         download_cache,
     )
     if result.returncode != 0:
-        pytest.skip(f"cannot fake an aarch64 lock here: {result.stderr.strip()}")
+        pytest.skip(f"cannot fake a {other} lock here: {result.stderr.strip()}")
     installer = Path(result.stdout.strip().splitlines()[-1])
     run = run_installer(installer, "-b", "-p", tmp_path / "env")
     assert run.returncode == 1
     assert single_error(run).startswith(
-        "ERROR: this installer is for linux-aarch64 but this machine is Linux x86_64"
+        f"ERROR: this installer is for {other} but this machine is "
+        f"{os.uname().sysname} {os.uname().machine}"
     )
     assert not (tmp_path / "env").exists()
 
@@ -238,8 +242,8 @@ def test_payload_with_pyinstaller_magic_bytes_starts(
     from tests.factories import channel_records
 
     with ChannelServer(channel) as server:
-        records = channel_records(channel, server.url, "linux-64")
-        write_pixi_lock(tmp_path / "pixi.lock", {"linux-64": records}, channel_url=server.url)
+        records = channel_records(channel, server.url, DEMO_PLATFORM)
+        write_pixi_lock(tmp_path / "pixi.lock", {DEMO_PLATFORM: records}, channel_url=server.url)
         result = run_lockship(
             "build", tmp_path, "--stub", frozen_stub, "-o", tmp_path, "--cache-dir", tmp_path / "c"
         )

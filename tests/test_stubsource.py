@@ -11,9 +11,11 @@ import stub
 from builder.errors import StubError
 from builder.stubs import cached_stub_path
 from builder.stubsource import MANIFEST_NAME, find_stubs
+from tests.conftest import DEMO_PLATFORM
 from tests.factories import ChannelServer
 
-PLATFORM = "osx-arm64"  # never this machine, so never frozen here
+#: never this machine, so never frozen here
+PLATFORM = "osx-64" if DEMO_PLATFORM == "osx-arm64" else "osx-arm64"
 
 
 def publish(
