@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from builder.stubs import host_platform  # noqa: E402
 from tests.factories import (  # noqa: E402
     channel_records,
     index_channel,
@@ -66,7 +67,7 @@ from tests.factories import (  # noqa: E402
     write_pixi_lock,
 )
 
-PLATFORM = "linux-64"
+PLATFORM = host_platform()  # packages are built for, and installed on, this machine
 MB = 1_000_000  # every "MB" printed by this script is 10^6 bytes, like the installer's own
 
 #: Bump when the generator changes, so cached channels are regenerated.
