@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -371,5 +373,19 @@ def _write_log(error: BaseException) -> Path | None:
     return path
 
 
+def entry() -> NoReturn:
+    """The program's entry point: run :func:`main`, then end the process with its exit code.
+
+    The interpreter's own teardown is skipped (``os._exit`` after flushing the console):
+    rattler's runtime threads can crash it, and under load one exit in ten turned into a
+    segfault or abort instead of the exit code already reported.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -289,7 +289,7 @@ def _write_spec(work: Path, *, compress: bool) -> Path:
     import PyInstaller
 
     entry = work / "lockship_stub_main.py"
-    entry.write_text("import sys\n\nfrom stub.cli import main\n\nsys.exit(main())\n")
+    entry.write_text("from stub.cli import entry\n\nentry()\n")
     # every rattler subpackage (they are tiny; the extension is shared): a rattler whose
     # __init__ imported them lazily would hide them from PyInstaller's analysis
     hiddenimports = ["stub.cli", "tqdm", *_rattler_subpackages()]

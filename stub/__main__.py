@@ -1,5 +1,3 @@
-import sys
+from stub.cli import entry
 
-from stub.cli import main
-
-sys.exit(main())
+entry()

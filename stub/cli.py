@@ -455,6 +455,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def entry() -> NoReturn:
+    """The program's entry point: run :func:`main`, then end the process with its exit code.
+
+    The interpreter's own teardown is skipped (``os._exit`` after flushing the console):
+    rattler's runtime threads can crash it, and under load one exit in ten turned into a
+    segfault or abort instead of the exit code already reported.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def _run_reporting_errors(argv: Sequence[str], prog: str) -> int:
     try:
         return run(argv, prog)

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,16 @@ import rattler
 from stub.manifest import Manifest
 from stub.payload import read_payload
 from tests.conftest import DEMO_PLATFORM
-from tests.factories import ChannelServer, channel_records, write_pixi_lock
+from tests.factories import (
+    ChannelServer,
+    channel_records,
+    write_conda_package,
+    write_pixi_lock,
+)
 from tests.runners import run_lockship
 
 PLATFORM = DEMO_PLATFORM
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -286,3 +293,25 @@ def test_stub_changed_after_freezing_is_refused(
     assert code == 1
     assert "does not match the sha256 in its sidecar" in one_error(stderr)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.sh"))
+
+
+def test_teardown_cannot_change_the_exit_code(tmp_path: Path, demo_lock: Path) -> None:
+    """rattler's runtime threads crashed the interpreter's teardown about one exit in ten under
+    load (a segfault instead of exit 1); the entry point ends the process itself, so even an
+    aborting teardown leaves the exit code the error line promised."""
+    wrong = write_conda_package(
+        tmp_path / "mine", "wrong-platform", "0.1", subdir="win-64", files={"x": "x"}
+    )
+    argv = ["lockship", "build", str(demo_lock), "--inject", str(wrong), "-o", str(tmp_path)]
+    program = (
+        "import atexit, os, sys\n"
+        f"sys.argv = {argv!r}\n"
+        "atexit.register(os.abort)  # stands in for a crash while the interpreter shuts down\n"
+        "from builder.cli import entry\n"
+        "entry()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert run.returncode == 1, run.stderr
+    assert "is built for win-64" in one_error(run.stderr)

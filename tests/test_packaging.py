@@ -124,7 +124,7 @@ def test_wheel_holds_the_packages_their_data_and_the_command(wheel: Path) -> Non
         assert name in names, f"{wheel.name} lacks {name}"
     assert {"builder/cli.py", "stub/__init__.py", "stub/__main__.py"} <= names
     assert not [n for n in names if n.startswith(("tests/", "scripts/"))]
-    assert "lockship = builder.cli:main" in entry_points.replace("  ", " ")
+    assert "lockship = builder.cli:entry" in entry_points.replace("  ", " ")
     assert f"\nVersion: {VERSION}\n" in metadata
     assert "\nRequires-Dist: py-rattler" in metadata
 

@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,29 @@ def test_terminal_confirmation_no_installs_nothing(tmp_path: Path, demo_installe
     assert code == 1, output
     assert "Nothing installed." in output
     assert not prefix.exists()
+
+
+def test_teardown_cannot_change_the_installers_exit_code(tmp_path: Path) -> None:
+    """The installer ends its process itself once it has reported: a crash while the interpreter
+    shuts down (rattler's runtime threads caused those in the builder) cannot turn a clear exit
+    code into a signal."""
+    not_an_installer = tmp_path / "broken.sh"
+    not_an_installer.write_bytes(b"#!/bin/sh\nexit 0\n")
+    program = (
+        "import atexit, os, sys\n"
+        f"sys.argv = ['broken.sh', '-b', '-p', {str(tmp_path / 'env')!r}]\n"
+        "atexit.register(os.abort)  # stands in for a crash while the interpreter shuts down\n"
+        "from stub.cli import entry\n"
+        "entry()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "LOCKSHIP_INSTALLER": str(not_an_installer)},
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "not a complete lockship installer" in run.stderr
+    assert not (tmp_path / "env").exists()
