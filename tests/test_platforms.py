@@ -94,11 +94,19 @@ def test_windows_exe_layout(tmp_path: Path) -> None:
     manifest = manifest_for("win-64", [info])
     output = tmp_path / installer_file_name("demo", "1.0", "win-64")
     assert output.name == "demo-1.0-win-64.exe"
-    write_installer(output, stub, manifest, [(info.entry, archive)])
+    # compression hides the bytes inside the .conda; this raw entry carries a whole fake
+    # cookie (as a package shipping a PyInstaller program would) in the file itself
+    poison = tmp_path / "poison.txt"
+    fake_cookie = COOKIE.pack(COOKIE_MAGIC, 4096, 0, 0, 311, b"evil.dll".ljust(64, b"\0"))
+    poison.write_bytes(os.urandom(8192) + fake_cookie + os.urandom(256))
+    write_installer(
+        output, stub, manifest, [(info.entry, archive), ("lockship/LICENSE.txt", poison)]
+    )
     data = output.read_bytes()
     assert data.startswith(stub.read_bytes()[:archive_start])  # the bootloader, unmodified
     payload = read_payload(output)
-    assert [e.name for e in payload.entries] == [info.entry, ARCHIVE_ENTRY]
+    assert [e.name for e in payload.entries] == [info.entry, "lockship/LICENSE.txt", ARCHIVE_ENTRY]
+    assert archive_start < data.find(fake_cookie) < payload.entries[-1].offset
     last = payload.entries[-1]
     assert b"".join(iter_entry(payload, last)) == stub.read_bytes()[archive_start:]
     # What the bootloader does: search backwards for the cookie, compute the archive start.
