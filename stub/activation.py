@@ -27,10 +27,11 @@ UNIX_TARGETS = (
     ShellTarget(Shell.fish, "activate.fish", "$PATH"),
     ShellTarget(Shell.powershell, "activate.ps1", "$Env:PATH"),
 )
+#: no activate.sh on Windows: rattler writes Windows paths joined with ":" (``C:\\env:...``),
+#: which Git Bash splits apart; cmd.exe and PowerShell are the shells a Windows prefix serves
 WINDOWS_TARGETS = (
     ShellTarget(Shell.cmd_exe, "activate.bat", "%PATH%"),
     ShellTarget(Shell.powershell, "activate.ps1", "$Env:PATH"),
-    ShellTarget(Shell.bash, "activate.sh", "${PATH}"),
 )
 
 _EXPORT = re.compile(r"^export (?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>[^\"'].*)$")
@@ -66,7 +67,8 @@ def write_activation_scripts(prefix: Path, platform: str) -> list[Path]:
     written = []
     for target in targets:
         path = prefix / target.file_name
-        text = activation_script(prefix, target, platform)
+        # rattler already ends cmd.exe lines with CRLF: normalise, or newline= doubles the CR
+        text = activation_script(prefix, target, platform).replace("\r\n", "\n")
         newline = "\r\n" if target.shell == Shell.cmd_exe else "\n"
         with open(path, "w", encoding="utf-8", newline=newline) as f:
             f.write(text)

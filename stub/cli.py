@@ -24,6 +24,7 @@ from stub.console import (
     long_paths_enabled,
     owns_console,
     relaunched,
+    stdin_is_terminal,
     temporary_base,
 )
 from stub.errors import InstallError, PlatformMismatch, UsageError
@@ -284,7 +285,7 @@ def run(argv: Sequence[str], prog: str) -> int:
         prefix, manifest.max_path_length, windows=windows, long_paths=long_paths_enabled()
     )
     interaction = decide_interaction(
-        batch=args.batch, stdin_tty=sys.stdin.isatty(), owns_console=_owns_console()
+        batch=args.batch, stdin_tty=stdin_is_terminal(), owns_console=_owns_console()
     )
     interactive = interaction.ask
     from stub.install import InstallRequest, install, preflight  # late: rattler is slow to import
@@ -372,7 +373,14 @@ def _relaunch_next_to_prefix(base: Path, argv: Sequence[str]) -> int:
     been answered already, so the second run is unattended (-b).
     """
     folder = Path(tempfile.mkdtemp(prefix=".lockship-tmp-", dir=base))
-    env = {**os.environ, "TEMP": str(folder), "TMP": str(folder), "LOCKSHIP_RELAUNCHED": "1"}
+    env = {
+        **os.environ,
+        "TEMP": str(folder),
+        "TMP": str(folder),
+        "LOCKSHIP_RELAUNCHED": "1",
+        # an error's log must outlive the folder removed below
+        "LOCKSHIP_LOG_DIR": tempfile.gettempdir(),
+    }
     try:
         return subprocess.run([sys.executable, *argv, "-b"], env=env, check=False).returncode
     finally:
@@ -424,7 +432,8 @@ def _try_manifest(argv: Sequence[str]) -> Manifest | None:
 def _log_path(prog: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = Path(prog).name.replace(" ", "_")
-    return Path(tempfile.gettempdir()) / f"lockship-{name}-{stamp}-{os.getpid()}.log"
+    folder = os.environ.get("LOCKSHIP_LOG_DIR") or tempfile.gettempdir()
+    return Path(folder) / f"lockship-{name}-{stamp}-{os.getpid()}.log"
 
 
 @contextmanager
@@ -443,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_handlers()
     batch = any(a in ("-b", "--batch") for a in argv)
     pause = decide_interaction(
-        batch=batch, stdin_tty=sys.stdin.isatty(), owns_console=_owns_console()
+        batch=batch, stdin_tty=stdin_is_terminal(), owns_console=_owns_console()
     ).pause_at_exit
     with _stub_dir_cleanup():
         code = _run_reporting_errors(argv, prog)

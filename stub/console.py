@@ -43,6 +43,24 @@ def owns_console() -> bool:
     return 0 < int(count) <= ours
 
 
+def stdin_is_terminal() -> bool:
+    """Whether questions can be asked: stdin is a terminal or a console.
+
+    On Windows ``isatty()`` is also true for ``NUL`` (a character device), so ``installer.exe
+    < NUL`` would ask and read end of input; there stdin must also be a console.
+    """
+    if not sys.stdin.isatty():
+        return False
+    if sys.platform != "win32":
+        return True
+    import ctypes
+    import msvcrt
+
+    mode = ctypes.c_uint32()
+    handle = msvcrt.get_osfhandle(sys.stdin.fileno())
+    return bool(ctypes.windll.kernel32.GetConsoleMode(handle, ctypes.byref(mode)))
+
+
 def long_paths_enabled() -> bool:
     """Whether Windows allows paths longer than 260 characters (LongPathsEnabled)."""
     if sys.platform != "win32":

@@ -306,3 +306,34 @@ def test_teardown_cannot_change_the_installers_exit_code(tmp_path: Path) -> None
     assert run.returncode == 1, run.stderr
     assert "not a complete lockship installer" in run.stderr
     assert not (tmp_path / "env").exists()
+
+
+def test_error_log_goes_where_the_relaunching_parent_asks(tmp_path: Path) -> None:
+    """A relaunched Windows installer runs with TEMP in a folder its parent then removes; the
+    parent passes LOCKSHIP_LOG_DIR so the log named in the error line still exists."""
+    not_an_installer = tmp_path / "broken.exe"
+    not_an_installer.write_bytes(b"MZ not an installer")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    program = (
+        "import sys\n"
+        f"sys.argv = ['broken.exe', '-b', '-p', {str(tmp_path / 'env')!r}]\n"
+        "from stub.cli import entry\n"
+        "entry()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={
+            **os.environ,
+            "LOCKSHIP_INSTALLER": str(not_an_installer),
+            "LOCKSHIP_LOG_DIR": str(logs),
+        },
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stderr
+    (log,) = logs.iterdir()
+    assert f"(details: {log})" in run.stderr
+    assert "not a complete lockship installer" in log.read_text()
