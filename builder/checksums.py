@@ -30,6 +30,8 @@ def update_checksums(folder: Path, installers: Mapping[Path, str]) -> Path | Non
     for installer, sha256 in installers.items():
         sums[installer.name] = sha256
     partial = path.with_name(f".{FILE_NAME}.{os.getpid()}.part")
-    partial.write_text("".join(f"{sums[n]}  {n}\n" for n in sorted(sums)), encoding="utf-8")
+    # "\n" on every OS: the file is published and checked with sha256sum on any machine
+    lines = "".join(f"{sums[n]}  {n}\n" for n in sorted(sums))
+    partial.write_text(lines, encoding="utf-8", newline="\n")
     partial.replace(path)
     return path

@@ -482,8 +482,9 @@ def _run_reporting_errors(argv: Sequence[str], prog: str) -> int:
     try:
         return run(argv, prog)
     except InstallError as e:
-        log = _write_log(prog, e)
-        suffix = f" (details: {log})" if log and e.exit_code != 2 else ""
+        # a usage error needs no log: the line says it all
+        log = _write_log(prog, e) if e.exit_code != 2 else None
+        suffix = f" (details: {log})" if log else ""
         print(f"ERROR: {e}{suffix}", file=sys.stderr)
         return e.exit_code
     except OSError as e:

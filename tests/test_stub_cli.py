@@ -103,10 +103,13 @@ def test_info_help_version(demo_installer: Path) -> None:
     assert version.stdout.startswith("lsdemo 1.2.3 (installer built by lockship 0.1.0")
 
 
-def test_usage_error_exits_2(demo_installer: Path) -> None:
-    run = run_installer(demo_installer, "--bogus")
+def test_usage_error_exits_2(tmp_path: Path, demo_installer: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    run = run_installer(demo_installer, "--bogus", env={**os.environ, "TMPDIR": str(temp)})
     assert run.returncode == 2
-    assert single_error(run).startswith("ERROR: unrecognized arguments: --bogus")
+    assert single_error(run) == "ERROR: unrecognized arguments: --bogus (see --help)"
+    assert list(temp.glob("lockship-*.log")) == []  # the line says it all: no log
 
 
 def test_non_empty_prefix_needs_force(tmp_path: Path, demo_installer: Path) -> None:
