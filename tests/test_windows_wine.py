@@ -1,0 +1,284 @@
+"""win-64 installers built here and run under Wine, with a stub frozen by the official Windows
+CPython under Wine from this checkout.
+
+These tests need what ``scripts/winereach.py`` prepares (``.ci/run`` does it when the machine
+allows): a Wine prefix with a bcryptprimitives.dll stand-in and the win-64 stub for the current
+stub sources, in ``$LOCKSHIP_WINE_CACHE`` (default ``~/.cache/lockship/wine``). Without them
+every test here skips with a one-line reason. Wine is not Windows: see docs/windows-wine.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import DEMO_PLATFORM
+from tests.factories import (
+    ChannelServer,
+    channel_records,
+    index_channel,
+    write_conda_package,
+    write_pixi_lock,
+)
+from tests.runners import REPO_ROOT, Run, run_lockship
+
+pytestmark = pytest.mark.e2e
+
+if DEMO_PLATFORM != "linux-64":
+    # scripts/winereach.py (loaded below) imports fcntl, and Wine here is x86_64 Linux's
+    pytest.skip(f"Wine reach runs on linux-64, not {DEMO_PLATFORM}", allow_module_level=True)
+
+
+def _load_winereach() -> ModuleType:
+    path = REPO_ROOT / "scripts" / "winereach.py"
+    spec = importlib.util.spec_from_file_location("lockship_winereach", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+winereach = _load_winereach()
+CACHE = winereach.Cache(winereach.default_cache())
+#: the prefix compiled into the packages: conda's text placeholder
+PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
+HELLO_BAT = f"@echo off\r\necho hello from {PLACEHOLDER}\r\necho data=%LSWIN_DATA%\r\n"
+NAMES = {"lswin-hello", "lswin-data"}
+#: what PyInstaller's one-file bootloader and the installer leave in temporary folders
+LEFTOVERS = ("_MEI*", ".lockship-tmp-*")
+
+
+@dataclass(frozen=True)
+class Wine:
+    """The prepared Wine prefix, and this module's folder in it (``C:\\lockship-test-...``)."""
+
+    base: Path
+
+    @property
+    def drive_c(self) -> Path:
+        return Path(CACHE.drive_c)
+
+    def windows(self, path: Path) -> str:
+        """``C:\\...`` for a path on the prefix's drive C."""
+        return str(PureWindowsPath("C:\\", *path.relative_to(self.drive_c).parts))
+
+    def unix(self, windows: str) -> Path:
+        """The file a ``C:\\...`` path names (Wine matches names without regard to case)."""
+        parts = PureWindowsPath(windows).parts
+        assert parts[0].upper() == "C:\\", windows
+        path = self.drive_c
+        for part in parts[1:]:
+            found = [p for p in path.iterdir() if p.name.lower() == part.lower()] or [path / part]
+            path = found[0]
+        return path
+
+    def run(self, *argv: str | Path, timeout: float = 300) -> Run:
+        """A Windows program, stdin from /dev/null, stdout and stderr on pipes."""
+        process = subprocess.run(
+            ["wine", *map(str, argv)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            env=winereach.wine_env(CACHE),
+            timeout=timeout,
+            check=False,
+        )
+        return Run(process.returncode, process.stdout, process.stderr)
+
+    def batch(self, *lines: str) -> Run:
+        """``cmd /c`` a batch file (CRLF) holding ``lines``: no quoting through Wine's argv."""
+        script = self.base / f"run-{uuid.uuid4().hex[:8]}.bat"
+        script.write_bytes("\r\n".join(["@echo off", *lines, ""]).encode())
+        return self.run("cmd", "/c", self.windows(script))
+
+    def leftovers(self) -> set[Path]:
+        """Temporary folders the stub or the installer made, in Wine's temp folders and here."""
+        folders = [
+            *self.drive_c.glob("users/*/Temp"),
+            *self.drive_c.glob("users/*/AppData/Local/Temp"),
+            self.drive_c / "windows" / "temp",
+            self.drive_c,
+            self.base,
+        ]
+        return {p for f in folders for pattern in LEFTOVERS for p in f.glob(pattern)}
+
+
+@pytest.fixture(scope="module")
+def wine() -> Iterator[Wine]:
+    reason = winereach.ready_reason(CACHE)
+    if reason:
+        pytest.skip(f"Windows under Wine: {reason}")
+    with winereach.locked(CACHE.root):  # the prefix is shared with scripts/winereach.py
+        base = CACHE.drive_c / f"lockship-test-{uuid.uuid4().hex[:8]}"
+        base.mkdir()
+        try:
+            yield Wine(base)
+        finally:
+            subprocess.run(
+                ["wineserver", "-w"], env=winereach.wine_env(CACHE), check=False, timeout=120
+            )
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def leftovers_before(wine: Wine) -> set[Path]:
+    return wine.leftovers()
+
+
+@pytest.fixture(scope="module")
+def installer(
+    wine: Wine,
+    leftovers_before: set[Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    download_cache: Path,
+) -> Path:
+    """A win-64 installer: a batch program with a text placeholder and a noarch activate.d
+    hook, built here with the stub frozen under Wine."""
+    base = tmp_path_factory.mktemp("wine")
+    channel = base / "channel"
+    write_conda_package(
+        channel,
+        "lswin-hello",
+        "1.0",
+        subdir="win-64",
+        files={
+            "Library/bin/hello.bat": HELLO_BAT,
+            "Library/share/lswin/prefix.txt": f"prefix={PLACEHOLDER}\n",
+        },
+        text_placeholders={
+            "Library/bin/hello.bat": PLACEHOLDER,
+            "Library/share/lswin/prefix.txt": PLACEHOLDER,
+        },
+        depends=["lswin-data"],
+    )
+    write_conda_package(
+        channel,
+        "lswin-data",
+        "2.0",
+        files={"etc/conda/activate.d/lswin-data.bat": "@set LSWIN_DATA=1\r\n"},
+    )
+    index_channel(channel)
+    workspace = base / "workspace"
+    workspace.mkdir()
+    with ChannelServer(channel) as server:
+        records = channel_records(channel, server.url, "win-64")
+        write_pixi_lock(workspace / "pixi.lock", {"win-64": records}, channel_url=server.url)
+        (workspace / "pixi.toml").write_text('[workspace]\nname = "lswin"\nversion = "1.0"\n')
+        result = run_lockship(
+            "build",
+            workspace,
+            "-p",
+            "win-64",
+            "--stub",
+            f"win-64={CACHE.stub()}",
+            "-o",
+            base / "out",
+            "--cache-dir",
+            download_cache,
+        )
+    assert result.returncode == 0, result.stderr
+    built = Path(result.stdout.strip().splitlines()[-1])
+    assert built.name == "lswin-1.0-win-64.exe"
+    return built
+
+
+def ok(run: Run) -> Run:
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run
+
+
+def records(prefix: Path) -> set[str]:
+    return {p.name.rsplit("-", 2)[0] for p in (prefix / "conda-meta").glob("*.json")}
+
+
+def assert_installed(wine: Wine, prefix: Path) -> None:
+    assert records(prefix) == NAMES
+    activate = (prefix / "activate.bat").read_bytes()
+    assert b"\r\r" not in activate and activate.endswith(b"\r\n")
+    assert b"\n" not in activate.replace(b"\r\n", b""), activate  # every line ends in CRLF
+    assert (prefix / "activate.ps1").is_file() and (prefix / "uninstall.bat").is_file()
+    assert not (prefix / "activate.sh").exists()
+    # conda writes text placeholders on Windows with forward slashes
+    relocated = wine.windows(prefix).replace("\\", "/")
+    prefix_txt = (prefix / "Library" / "share" / "lswin" / "prefix.txt").read_text()
+    assert prefix_txt == f"prefix={relocated}\n"
+    assert PLACEHOLDER not in (prefix / "Library" / "bin" / "hello.bat").read_text()
+
+
+def test_help_and_info(wine: Wine, installer: Path) -> None:
+    assert ok(wine.run(installer, "--help")).stdout.startswith("usage: lswin-1.0-win-64.exe")
+    info = json.loads(ok(wine.run(installer, "--info", "--json")).stdout)
+    assert info["platform"] == "win-64"
+    assert {p["name"] for p in info["packages"]} == NAMES
+
+
+def test_installs_activates_and_refuses_a_second_time(wine: Wine, installer: Path) -> None:
+    prefix = wine.base / "env"
+    installed = ok(wine.run(installer, "--prefix", wine.windows(prefix), "-b"))
+    assert "Traceback" not in installed.stderr
+    assert f"Installed lswin 1.0 into {wine.windows(prefix)}" in installed.stdout
+    assert_installed(wine, prefix)
+    hello = ok(wine.batch(f'call "{wine.windows(prefix)}\\activate.bat"', "call hello.bat"))
+    relocated = wine.windows(prefix).replace("\\", "/")
+    assert hello.stdout.splitlines() == [f"hello from {relocated}", "data=1"]
+
+    again = wine.run(installer, "--prefix", wine.windows(prefix), "-b")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert len(again.error_lines) == 1 and "Traceback" not in again.stderr, again.stderr
+    error = again.error_lines[0]
+    assert error.startswith(f"ERROR: the prefix {wine.windows(prefix)} exists and is not empty")
+    log = re.search(r"\(details: (.+\.log)\)$", error)
+    assert log, error
+    assert wine.unix(log.group(1)).is_file(), log.group(1)
+    wine.unix(log.group(1)).unlink()  # the prefix is kept between sessions
+    assert records(prefix) == NAMES
+
+
+def test_prefix_with_a_space_installs_and_uninstalls(wine: Wine, installer: Path) -> None:
+    prefix = wine.base / "my env"
+    ok(wine.run(installer, "--prefix", wine.windows(prefix), "-b"))
+    assert_installed(wine, prefix)
+    hello = ok(
+        wine.batch(
+            f'call "{wine.windows(prefix)}\\activate.bat"',
+            "call hello.bat",
+            f'call "{wine.windows(prefix)}\\uninstall.bat" -b',
+        )
+    )
+    relocated = wine.windows(prefix).replace("\\", "/")
+    assert hello.stdout.splitlines()[:2] == [f"hello from {relocated}", "data=1"]
+    deadline = time.monotonic() + 60  # uninstall.bat removes the prefix from a started cmd
+    while prefix.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not prefix.exists(), sorted(p.name for p in prefix.iterdir())
+
+
+def test_stdin_from_dev_null_without_batch_installs_without_asking(
+    wine: Wine, installer: Path
+) -> None:
+    prefix = wine.base / "quiet"
+    run = ok(wine.run(installer, "--prefix", wine.windows(prefix), timeout=180))
+    assert "[Y/n]" not in run.stdout + run.stderr
+    assert records(prefix) == NAMES
+
+
+def test_nothing_left_in_temporary_folders(
+    wine: Wine, installer: Path, leftovers_before: set[Path]
+) -> None:
+    """Last in this module: after every run above, no _MEI* or .lockship-tmp-* folder stays."""
+    subprocess.run(["wineserver", "-w"], env=winereach.wine_env(CACHE), check=False, timeout=120)
+    assert wine.leftovers() - leftovers_before == set()
