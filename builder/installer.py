@@ -147,7 +147,10 @@ def write_installer(
         total = payload_offset + sum(e.size for e in entries) + len(tail)
         if header:
             # the header states the file's final size so it can refuse a truncated copy
-            header = render_header(manifest, output.name, stub_size, glibc_min, total)
+            final = render_header(manifest, output.name, stub_size, glibc_min, total)
+            if len(final) != len(header):
+                raise BuildError("internal error: the installer header changed length")
+            header = final
         stub = _Range(stub_path, 0, archive_start, stub_sha256, "stub")
         with open(partial, "wb") as out:
             actual, sha256 = _stream(out, header, [stub, *entries], tail)
