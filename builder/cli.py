@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -26,7 +24,7 @@ from builder.inputs import Source
 from builder.network import NetworkOptions, parse_mirror
 from builder.stubs import default_cache_dir, host_platform
 from stub import __version__
-from stub.cli import LineReporter, TqdmReporter
+from stub.cli import LineReporter, TqdmReporter, end_process
 from stub.errors import InstallError
 
 
@@ -374,17 +372,9 @@ def _write_log(error: BaseException) -> Path | None:
 
 
 def entry() -> NoReturn:
-    """The program's entry point: run :func:`main`, then end the process with its exit code.
-
-    The interpreter's own teardown is skipped (``os._exit`` after flushing the console):
-    rattler's runtime threads can crash it, and under load one exit in ten turned into a
-    segfault or abort instead of the exit code already reported.
-    """
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):
-            stream.flush()
-    os._exit(code)
+    """The ``lockship`` command: run :func:`main`, then end the process with its exit code
+    without the interpreter's teardown (see :func:`stub.cli.end_process`)."""
+    end_process(main())
 
 
 if __name__ == "__main__":

@@ -465,13 +465,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> NoReturn:
-    """The program's entry point: run :func:`main`, then end the process with its exit code.
+    """The program's entry point: run :func:`main`, then :func:`end_process` with its code."""
+    end_process(main())
 
-    The interpreter's own teardown is skipped (``os._exit`` after flushing the console):
-    rattler's runtime threads can crash it, and under load one exit in ten turned into a
-    segfault or abort instead of the exit code already reported.
+
+def end_process(code: int) -> NoReturn:
+    """End the process with ``code``, skipping the interpreter's teardown.
+
+    rattler's runtime threads can crash that teardown: under load about one exit in ten turned
+    into a segfault or abort instead of the exit code already reported. So the console is
+    flushed and the process ends here (``os._exit``). The builder's entry point uses this too.
     """
-    code = main()
     for stream in (sys.stdout, sys.stderr):
         with suppress(Exception):
             stream.flush()
