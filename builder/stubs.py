@@ -279,8 +279,16 @@ exe = EXE(
     upx=False,
     # whether to zlib-compress the one-file archive's members, by kind
     cdict={cdict!r},
+    runtime_tmpdir={runtime_tmpdir!r},
 )
 """
+
+#: Where the Windows stub's one-file bootloader unpacks itself, instead of %TEMP%: the folder
+#: of the default prefix (%LOCALAPPDATA%\\NAME). Observed with PyInstaller 6.22.3's bootloader
+#: (under Wine): it expands the variable, creates missing folders, ignores TEMP/TMP once this
+#: is set, and never falls back. A relaunch next to another prefix sets LOCALAPPDATA for its
+#: child (stub/cli.py), which puts back the real value before anything else reads it.
+WINDOWS_UNPACK_DIR = "%LOCALAPPDATA%"
 
 _ARCHIVE_KINDS = ("EXTENSION", "DATA", "BINARY", "EXECUTABLE", "PYSOURCE", "PYMODULE", "SPLASH")
 
@@ -307,6 +315,7 @@ def _write_spec(work: Path, *, compress: bool) -> Path:
             name=STUB_BASENAME,
             strip=sys.platform != "win32",
             cdict=cdict,
+            runtime_tmpdir=WINDOWS_UNPACK_DIR if sys.platform == "win32" else None,
         )
     )
     return spec

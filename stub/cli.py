@@ -23,7 +23,9 @@ from stub.console import (
     decide_interaction,
     long_paths_enabled,
     owns_console,
+    relaunch_environment,
     relaunched,
+    restore_environment,
     stdin_is_terminal,
     temporary_base,
 )
@@ -322,8 +324,13 @@ def run(argv: Sequence[str], prog: str) -> int:
             "Package post-link scripts will not run: this installer was built with "
             "--no-link-scripts"
         )
+    unpacked = getattr(sys, "_MEIPASS", None)
     base = temporary_base(
-        prefix, windows=windows, frozen=bool(getattr(sys, "frozen", False)), relaunched=relaunched()
+        prefix,
+        windows=windows,
+        frozen=bool(getattr(sys, "frozen", False)),
+        relaunched=relaunched(),
+        unpacked_in=Path(unpacked).parent if unpacked else None,
     )
     if base is not None:
         return _relaunch_next_to_prefix(base, argv)
@@ -373,14 +380,8 @@ def _relaunch_next_to_prefix(base: Path, argv: Sequence[str]) -> int:
     been answered already, so the second run is unattended (-b).
     """
     folder = Path(tempfile.mkdtemp(prefix=".lockship-tmp-", dir=base))
-    env = {
-        **os.environ,
-        "TEMP": str(folder),
-        "TMP": str(folder),
-        "LOCKSHIP_RELAUNCHED": "1",
-        # an error's log must outlive the folder removed below
-        "LOCKSHIP_LOG_DIR": tempfile.gettempdir(),
-    }
+    # an error's log must outlive the folder removed below
+    env = relaunch_environment(folder, log_dir=tempfile.gettempdir())
     try:
         return subprocess.run([sys.executable, *argv, "-b"], env=env, check=False).returncode
     finally:
@@ -447,6 +448,7 @@ def _stub_dir_cleanup() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restore_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = os.environ.get("LOCKSHIP_PROG") or Path(sys.argv[0]).name
     install_handlers()

@@ -91,17 +91,71 @@ def check_path_lengths(prefix: Path, deepest: int, *, windows: bool, long_paths:
         )
 
 
-def temporary_base(prefix: Path, *, windows: bool, frozen: bool, relaunched: bool) -> Path | None:
+def temporary_base(
+    prefix: Path,
+    *,
+    windows: bool,
+    frozen: bool,
+    relaunched: bool,
+    unpacked_in: Path | None = None,
+) -> Path | None:
     """Where a Windows installer should unpack itself instead of %TEMP%: next to the prefix.
 
-    Returns None when no relaunch is needed (not Windows, not frozen, or already relaunched).
+    Returns None when no relaunch is needed: not Windows, not frozen, already relaunched, or
+    already unpacked in that folder (``unpacked_in``: the folder holding the one-file
+    program's unpacked copy; the default prefix lies where the stub first unpacks itself).
     """
     if not windows or not frozen or relaunched:
         return None
     parent = prefix.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if unpacked_in is not None and _same_folder(unpacked_in, parent):
+        return None
     return parent
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.normcase(a.resolve()) == os.path.normcase(b.resolve())
+    except OSError:
+        return False
+
+
+#: the real %LOCALAPPDATA% of a relaunched installer, whose LOCALAPPDATA names the folder its
+#: one-file bootloader unpacked into (see relaunch_environment)
+REAL_LOCALAPPDATA = "LOCKSHIP_LOCALAPPDATA"
+
+
+def relaunch_environment(folder: Path, log_dir: str) -> dict[str, str]:
+    """The environment of an installer run again with its temporary files in ``folder``.
+
+    The Windows stub's bootloader unpacks into %LOCALAPPDATA% (builder/stubs.py), so the child
+    gets ``folder`` there and the real value aside; TEMP and TMP cover Python's own temporary
+    files; an error's log goes to ``log_dir``, which outlives ``folder``.
+    """
+    env = {
+        **os.environ,
+        "TEMP": str(folder),
+        "TMP": str(folder),
+        "LOCALAPPDATA": str(folder),
+        # without it the new bootloader takes itself for the second half of this one-file
+        # program (they talk through _PYI_* variables) and reuses this process's unpacked copy
+        "PYINSTALLER_RESET_ENVIRONMENT": "1",
+        "LOCKSHIP_RELAUNCHED": "1",
+        "LOCKSHIP_LOG_DIR": log_dir,
+    }
+    real = os.environ.get(REAL_LOCALAPPDATA, os.environ.get("LOCALAPPDATA"))
+    if real is not None:
+        env[REAL_LOCALAPPDATA] = real
+    return env
+
+
+def restore_environment() -> None:
+    """Undo what relaunch_environment changed that the installer itself reads."""
+    real = os.environ.pop(REAL_LOCALAPPDATA, None)
+    if real is not None:
+        os.environ["LOCALAPPDATA"] = real
 
 
 def relaunched() -> bool:

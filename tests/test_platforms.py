@@ -22,7 +22,14 @@ from builder.installer import (
     render_header,
     write_installer,
 )
-from stub.console import check_path_lengths, decide_interaction, temporary_base
+from stub.console import (
+    REAL_LOCALAPPDATA,
+    check_path_lengths,
+    decide_interaction,
+    relaunch_environment,
+    restore_environment,
+    temporary_base,
+)
 from stub.errors import PrefixError
 from stub.install import InstallRequest, finish_prefix, link_packages, stage_packages
 from stub.manifest import Manifest, PackageInfo
@@ -198,6 +205,28 @@ def test_windows_temporary_folder_goes_next_to_the_prefix(tmp_path: Path) -> Non
     assert temporary_base(prefix, windows=True, frozen=True, relaunched=False) == tmp_path / "apps"
     assert temporary_base(prefix, windows=True, frozen=True, relaunched=True) is None
     assert temporary_base(prefix, windows=False, frozen=True, relaunched=False) is None
+    # the stub unpacked itself there already (the default prefix's folder): no relaunch
+    unpacked = tmp_path / "apps"
+    base = temporary_base(prefix, windows=True, frozen=True, relaunched=False, unpacked_in=unpacked)
+    assert base is None
+    local = tmp_path / "local"
+    base = temporary_base(prefix, windows=True, frozen=True, relaunched=False, unpacked_in=local)
+    assert base == tmp_path / "apps"
+
+
+def test_relaunch_environment_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's bootloader unpacks into its %LOCALAPPDATA%; the child puts the real one back."""
+    monkeypatch.setenv("LOCALAPPDATA", r"C:\Users\me\AppData\Local")
+    folder = tmp_path / ".lockship-tmp-x"
+    env = relaunch_environment(folder, log_dir=str(tmp_path))
+    assert env["LOCALAPPDATA"] == env["TEMP"] == env["TMP"] == str(folder)
+    assert env["LOCKSHIP_RELAUNCHED"] == "1" and env["LOCKSHIP_LOG_DIR"] == str(tmp_path)
+    assert env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"  # a new instance, not a second half
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    restore_environment()
+    assert os.environ["LOCALAPPDATA"] == r"C:\Users\me\AppData\Local"
+    assert REAL_LOCALAPPDATA not in os.environ
 
 
 def test_windows_default_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -274,6 +275,46 @@ def test_stdin_from_dev_null_without_batch_installs_without_asking(
     run = ok(wine.run(installer, "--prefix", wine.windows(prefix), timeout=180))
     assert "[Y/n]" not in run.stdout + run.stderr
     assert records(prefix) == NAMES
+
+
+def test_never_unpacks_into_temp(wine: Wine, installer: Path) -> None:
+    """The stub's bootloader unpacks into %LOCALAPPDATA% (the default prefix's folder) and,
+    relaunched for another prefix, next to that prefix: %TEMP% never sees an _MEI folder."""
+    temps = [*wine.drive_c.glob("users/*/Temp"), *wine.drive_c.glob("users/*/AppData/Local/Temp")]
+    local = list(wine.drive_c.glob("users/*/AppData/Local"))
+    for folder in local:  # a default prefix an interrupted run left behind
+        shutil.rmtree(folder / "lswin", ignore_errors=True)
+    seen: set[str] = set()
+    seen_local: set[str] = set()
+    seen_next: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(str(p) for t in temps for p in t.glob("_MEI*"))
+            seen_local.update(str(p) for f in local for p in f.glob("_MEI*"))
+            seen_next.update(str(p) for p in wine.base.glob(".lockship-tmp-*/_MEI*"))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        elsewhere = wine.base / "elsewhere"
+        ok(wine.run(installer, "--prefix", wine.windows(elsewhere), "-b"))
+        assert records(elsewhere) == NAMES
+        ok(wine.run(installer, "-b"))  # the default prefix, %LOCALAPPDATA%\lswin
+    finally:
+        stop.set()
+        watcher.join()
+    default = [f / "lswin" for f in local if (f / "lswin").is_dir()]
+    try:
+        assert len(default) == 1 and records(default[0]) == NAMES
+        assert seen == set(), f"unpacked into %TEMP%: {sorted(seen)}"
+        assert seen_local, "the watcher never saw the stub unpack into %LOCALAPPDATA%"
+        assert seen_next, f"no unpacking next to the prefix: {seen_local=}"
+    finally:
+        for folder in default:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_nothing_left_in_temporary_folders(
