@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -47,11 +46,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+# reach.py, beside this file, holds what the two reach preparations share
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reach
+from reach import REPO, Failed, current_stub_version, locked
+
 CACHE_ENV = "LOCKSHIP_ROOTFS_CACHE"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_PACKAGES = (
@@ -123,25 +127,15 @@ ROOTFS = {r.name: r for r in (ARM64, BULLSEYE)}
 SYSROOT = "sysroot-aarch64"
 
 
-class Failed(Exception):
-    """A step failed; the message is one line (the step's log has the rest)."""
-
-
 # --- paths and output --------------------------------------------------------------------
 
 
 def default_cache() -> Path:
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lockship" / "rootfs"
+    return reach.default_cache(CACHE_ENV, "rootfs")
 
 
-@dataclass
-class Cache:
-    root: Path
-    timings: list[tuple[str, float]] = field(default_factory=list)
+class Cache(reach.CacheBase):
+    tag = "rootfs"
 
     def rootfs(self, spec: Rootfs) -> Path:
         return self.root / spec.name
@@ -161,30 +155,9 @@ class Cache:
     def stub(self, platform_name: str) -> Path:
         return self.stubs / f"lockship-stub-{platform_name}"
 
-    @contextlib.contextmanager
-    def step(self, what: str) -> Iterator[None]:
-        say(f"{what}...")
-        started = time.monotonic()
-        yield
-        took = time.monotonic() - started
-        self.timings.append((what, took))
-        say(f"{what}: done in {took:.0f} s")
-
 
 def say(line: str) -> None:
-    print(f"[rootfs] {line}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def locked(cache: Path) -> Iterator[None]:
-    """One user of the cache at a time (preparing, or a test running in a chroot)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    reach.say(Cache.tag, line)
 
 
 def run(
@@ -585,14 +558,7 @@ def copy_sources(root: Path) -> str:
     """Copy the files a freeze needs to ROOT/opt/lockship-src; return pyproject_digest()."""
     target = root / SRC.lstrip("/")
     remove_tree(target)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in REPO_FILES:
-        source, destination = REPO / name, target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, destination, ignore=ignore)
-        else:
-            shutil.copy2(source, destination)
+    reach.copy_repo_files(REPO_FILES, target)
     return pyproject_digest()
 
 
@@ -610,15 +576,6 @@ def install_venv(cache: Cache, spec: Rootfs) -> bool:
         in_chroot(root, [f"{VENV}/bin/pip", "install", "-q", SRC], log=log)
     set_stamp(root, "venv", requirements)
     return True
-
-
-def current_stub_version() -> str:
-    """``stub.__version__``-digest of the stub sources: what a fresh freeze records as "stub"."""
-    sys.path.insert(0, str(REPO))
-    import stub
-    from builder.stubs import stub_source_digest
-
-    return f"{stub.__version__}-{stub_source_digest()}"
 
 
 def stub_state(path: Path, expected: str | None = None) -> str | None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -46,12 +45,16 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+# reach.py, beside this file, holds what the two reach preparations share
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reach
+from reach import REPO, Failed, current_stub_version, locked
+
 CACHE_ENV = "LOCKSHIP_WINE_CACHE"
 PLATFORM = "win-64"
 HOST_PACKAGES = ("wine", "wine64", "gcc-mingw-w64-x86-64-win32")
@@ -92,29 +95,19 @@ SHIM_DEF = "LIBRARY bcryptprimitives.dll\nEXPORTS\nProcessPrng\n"
 PTH = "Lib\r\n.\r\nLib\\site-packages\r\n\r\nimport site\r\n"
 
 
-class Failed(Exception):
-    """A step failed; the message is one line (the step's log has the rest)."""
-
-
 def say(line: str) -> None:
-    print(f"[winereach] {line}", file=sys.stderr, flush=True)
+    reach.say(Cache.tag, line)
 
 
 # --- the cache -------------------------------------------------------------------------------
 
 
 def default_cache() -> Path:
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lockship" / "wine"
+    return reach.default_cache(CACHE_ENV, "wine")
 
 
-@dataclass
-class Cache:
-    root: Path
-    timings: list[tuple[str, float]] = field(default_factory=list)
+class Cache(reach.CacheBase):
+    tag = "winereach"
 
     @property
     def prefix(self) -> Path:
@@ -166,27 +159,6 @@ class Cache:
         partial = path.with_name(path.name + ".part")
         partial.write_text(content)
         os.replace(partial, path)
-
-    @contextlib.contextmanager
-    def step(self, what: str) -> Iterator[None]:
-        say(f"{what}...")
-        started = time.monotonic()
-        yield
-        took = time.monotonic() - started
-        self.timings.append((what, took))
-        say(f"{what}: done in {took:.0f} s")
-
-
-@contextlib.contextmanager
-def locked(cache: Path) -> Iterator[None]:
-    """One user of the Wine prefix at a time (preparing, or the tests)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def windows_path(path: Path) -> str:
@@ -493,15 +465,6 @@ def _import_lockship() -> None:
         sys.path.insert(0, str(REPO))
 
 
-def current_stub_version() -> str:
-    """``stub.__version__``-digest of the stub sources: what a fresh freeze records as "stub"."""
-    _import_lockship()
-    import stub
-    from builder.stubs import stub_source_digest
-
-    return f"{stub.__version__}-{stub_source_digest()}"
-
-
 def stub_problem(cache: Cache) -> str | None:
     """Why the cached win-64 stub cannot be used for the current stub sources (None: it can)."""
     _import_lockship()
@@ -528,14 +491,7 @@ def stub_problem(cache: Cache) -> str | None:
 def copy_sources(target: Path) -> None:
     """The files a freeze needs, as they are in this checkout now."""
     shutil.rmtree(target, ignore_errors=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in REPO_FILES:
-        source, destination = REPO / name, target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, destination, ignore=ignore)
-        else:
-            shutil.copy2(source, destination)
+    reach.copy_repo_files(REPO_FILES, target)
 
 
 def freeze(cache: Cache, *, force: bool) -> None:

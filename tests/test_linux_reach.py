@@ -10,18 +10,15 @@ test here skips with a one-line reason. See docs/linux-reach.md.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import struct
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -35,7 +32,7 @@ from tests.factories import (
     write_conda_package,
     write_pixi_lock,
 )
-from tests.runners import REPO_ROOT, Run, run_installer, run_lockship
+from tests.runners import Run, load_script, run_installer, run_lockship
 
 pytestmark = pytest.mark.e2e
 
@@ -48,17 +45,7 @@ if DEMO_PLATFORM != "linux-64":
     )
 
 
-def _load_rootfs() -> ModuleType:
-    path = REPO_ROOT / "scripts" / "rootfs.py"
-    spec = importlib.util.spec_from_file_location("lockship_rootfs", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-rootfs = _load_rootfs()
+rootfs = load_script("rootfs")
 CACHE = rootfs.Cache(rootfs.default_cache())
 ARM64_ROOT: Path = CACHE.rootfs(rootfs.ARM64)
 BULLSEYE_ROOT: Path = CACHE.rootfs(rootfs.BULLSEYE)

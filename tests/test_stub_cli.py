@@ -309,27 +309,31 @@ def test_terminal_confirmation_no_installs_nothing(tmp_path: Path, demo_installe
     assert not prefix.exists()
 
 
+def run_stub_entry(
+    installer: Path, *args: str | Path, env: dict[str, str], abort_at_exit: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The installer program from its sources (``stub.cli.entry``) reading ``installer``."""
+    program = "import atexit, os, sys\n" + f"sys.argv = {[installer.name, *map(str, args)]!r}\n"
+    if abort_at_exit:  # stands in for a crash while the interpreter shuts down
+        program += "atexit.register(os.abort)\n"
+    program += "from stub.cli import entry\nentry()\n"
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "LOCKSHIP_INSTALLER": str(installer), **env},
+        timeout=120,
+    )
+
+
 def test_teardown_cannot_change_the_installers_exit_code(tmp_path: Path) -> None:
     """The installer ends its process itself once it has reported: a crash while the interpreter
     shuts down (rattler's runtime threads caused those in the builder) cannot turn a clear exit
     code into a signal."""
     not_an_installer = tmp_path / "broken.sh"
     not_an_installer.write_bytes(b"#!/bin/sh\nexit 0\n")
-    program = (
-        "import atexit, os, sys\n"
-        f"sys.argv = ['broken.sh', '-b', '-p', {str(tmp_path / 'env')!r}]\n"
-        "atexit.register(os.abort)  # stands in for a crash while the interpreter shuts down\n"
-        "from stub.cli import entry\n"
-        "entry()\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "LOCKSHIP_INSTALLER": str(not_an_installer)},
-        timeout=120,
-    )
+    run = run_stub_entry(not_an_installer, "-b", "-p", tmp_path / "env", env={}, abort_at_exit=True)
     assert run.returncode == 1, run.stderr
     assert "not a complete lockship installer" in run.stderr
     assert not (tmp_path / "env").exists()
@@ -342,23 +346,8 @@ def test_error_log_goes_where_the_relaunching_parent_asks(tmp_path: Path) -> Non
     not_an_installer.write_bytes(b"MZ not an installer")
     logs = tmp_path / "logs"
     logs.mkdir()
-    program = (
-        "import sys\n"
-        f"sys.argv = ['broken.exe', '-b', '-p', {str(tmp_path / 'env')!r}]\n"
-        "from stub.cli import entry\n"
-        "entry()\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        env={
-            **os.environ,
-            "LOCKSHIP_INSTALLER": str(not_an_installer),
-            "LOCKSHIP_LOG_DIR": str(logs),
-        },
-        timeout=120,
+    run = run_stub_entry(
+        not_an_installer, "-b", "-p", tmp_path / "env", env={"LOCKSHIP_LOG_DIR": str(logs)}
     )
     assert run.returncode == 1, run.stderr
     (log,) = logs.iterdir()

@@ -9,19 +9,16 @@ every test here skips with a one-line reason. Wine is not Windows: see docs/wind
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from types import ModuleType
 
 import pytest
 
@@ -33,7 +30,7 @@ from tests.factories import (
     write_conda_package,
     write_pixi_lock,
 )
-from tests.runners import REPO_ROOT, Run, run_lockship
+from tests.runners import Run, load_script, run_lockship
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +39,7 @@ if DEMO_PLATFORM != "linux-64":
     pytest.skip(f"Wine reach runs on linux-64, not {DEMO_PLATFORM}", allow_module_level=True)
 
 
-def _load_winereach() -> ModuleType:
-    path = REPO_ROOT / "scripts" / "winereach.py"
-    spec = importlib.util.spec_from_file_location("lockship_winereach", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-winereach = _load_winereach()
+winereach = load_script("winereach")
 CACHE = winereach.Cache(winereach.default_cache())
 #: the prefix compiled into the packages: conda's text placeholder
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"

@@ -1,0 +1,90 @@
+"""What the reach preparations share: ``rootfs.py`` (Linux reach) and ``winereach.py`` (Windows
+under Wine) both keep a cache of slow-to-make environments, time their steps, take a lock
+that the tests take too, and freeze a stub from a copy of this checkout.
+
+Imported by those scripts as a sibling module (each puts its own folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Failed(Exception):
+    """A step failed; the message is one line (the step's log has the rest)."""
+
+
+def default_cache(env_var: str, name: str) -> Path:
+    """``$env_var``, else ``$XDG_CACHE_HOME/lockship/NAME`` (``~/.cache`` without it)."""
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lockship" / name
+
+
+def say(tag: str, line: str) -> None:
+    print(f"[{tag}] {line}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class CacheBase:
+    """A cache folder whose preparation steps are announced (as ``[tag] ...``) and timed."""
+
+    root: Path
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    tag: ClassVar[str] = "reach"
+
+    @contextlib.contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        say(self.tag, f"{what}...")
+        started = time.monotonic()
+        yield
+        took = time.monotonic() - started
+        self.timings.append((what, took))
+        say(self.tag, f"{what}: done in {took:.0f} s")
+
+
+@contextlib.contextmanager
+def locked(cache: Path) -> Iterator[None]:
+    """One user of the cache at a time (a preparation, or the tests that use it)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def current_stub_version() -> str:
+    """``stub.__version__``-digest of the stub sources: what a fresh freeze records as "stub"."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import stub
+    from builder.stubs import stub_source_digest
+
+    return f"{stub.__version__}-{stub_source_digest()}"
+
+
+def copy_repo_files(names: Sequence[str], target: Path) -> None:
+    """Copy these files and folders of the checkout into ``target`` (which must not hold them)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in names:
+        source, destination = REPO / name, target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, destination, ignore=ignore)
+        else:
+            shutil.copy2(source, destination)
