@@ -35,7 +35,7 @@ FACTS_SUFFIX = ".json"
 #: Modules the stub never imports that PyInstaller's analysis would follow anyway. networkx, an
 #: optional import of ``rattler.repo_data``, drags in numpy and scipy (60 MB and most of two
 #: minutes of freezing). asyncio and tqdm do without ssl (the stub is offline; rattler has its
-#: own TLS) and multiprocessing (tqdm then skips its inter-process lock).
+#: own TLS). multiprocessing stays: the Linux stub unpacks archives in forked workers.
 PYINSTALLER_EXCLUDES = (
     "networkx",
     "numpy",
@@ -48,7 +48,6 @@ PYINSTALLER_EXCLUDES = (
     "pkg_resources",
     "_distutils_hack",
     "certifi",
-    "multiprocessing",
     "ssl",
     "tkinter",
     "unittest",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,14 @@ from stub.console import (
 )
 from stub.errors import InstallError, PlatformMismatch, UsageError
 from stub.manifest import Manifest
-from stub.payload import FORMAT_VERSION, Payload, iter_entry, read_payload, verify_payload
+from stub.payload import (
+    FORMAT_VERSION,
+    Payload,
+    file_sha256,
+    iter_entry,
+    read_payload,
+    verify_payload,
+)
 from stub.prefix import normalize_prefix
 from stub.signals import install_handlers
 
@@ -263,7 +269,7 @@ def run(argv: Sequence[str], prog: str) -> int:
         print(f"OK: {payload.path.name} is complete ({len(payload.entries)} entries verified)")
         listed = _listed_sha256(payload.path)
         if listed is not None:
-            actual = _file_sha256(payload.path)
+            actual = file_sha256(payload.path)
             if actual != listed:
                 raise InstallError(
                     f"{payload.path.name} does not match {payload.path.parent / 'SHA256SUMS'} "
@@ -359,14 +365,6 @@ def _listed_sha256(installer: Path) -> str | None:
         if name.lstrip("*") == installer.name:
             return digest.lower()
     return None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _owns_console() -> bool:

@@ -47,8 +47,10 @@ def python_sources(prefix: Path) -> list[Path]:
 def compile_pyc(prefix: Path, platform: str, reporter: Reporter, extra: Sequence[Path] = ()) -> int:
     """Compile the noarch python sources (and ``extra``) with the environment's interpreter."""
     python = python_executable(prefix, platform)
+    if python is None:
+        return 0
     sources = python_sources(prefix) + [p for p in extra if p.is_file()]
-    if python is None or not sources:
+    if not sources:
         return 0
     reporter.start("Compiling .pyc", len(sources), unit="file")
     process = subprocess.Popen(

@@ -307,6 +307,15 @@ def iter_entry(payload: Payload, entry: Entry, chunk_size: int = CHUNK_SIZE) -> 
         yield pending
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a whole file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def copy_entry(payload: Payload, entry: Entry, target: Path) -> None:
     """Write an entry to ``target`` (a new file), verified; remove it again on any failure."""
     try:

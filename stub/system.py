@@ -39,6 +39,8 @@ def check_virtual_packages(
     requirements: Sequence[str], detected: dict[str, str] | None = None
 ) -> None:
     """Raise naming every requirement (``__glibc >=2.28``) the machine does not satisfy."""
+    if not requirements:
+        return  # detecting runs programs (nvidia-smi): only when something depends on it
     machine = detect_virtual_packages() if detected is None else detected
     problems = []
     for requirement in requirements:

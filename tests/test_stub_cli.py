@@ -82,6 +82,35 @@ def test_install_runs_and_relocates(tmp_path: Path, demo_installer: Path, via: s
     assert_demo_prefix(prefix)
 
 
+def test_both_unpack_routes_install_the_same_environment(
+    tmp_path: Path, demo_installer: Path
+) -> None:
+    """Worker processes unpacking (Linux default) and rattler unpacking (elsewhere) agree."""
+
+    def tree(prefix: Path) -> dict[str, object]:
+        files: dict[str, object] = {}
+        for path in sorted(prefix.rglob("*")):
+            rel = str(path.relative_to(prefix))
+            if path.is_symlink() or not path.is_file():
+                files[rel] = "link" if path.is_symlink() else "dir"
+            elif rel.startswith("conda-meta/") and rel.endswith(".json"):
+                files[rel] = {k: v for k, v in json.loads(path.read_text()).items() if k != "time"}
+            elif rel not in ("conda-meta/history", "conda-meta/lockship"):
+                files[rel] = path.read_bytes()
+        return files
+
+    prefix = tmp_path / "env"
+    trees = []
+    for workers in ("0", "2"):
+        env = {"LOCKSHIP_UNPACK_WORKERS": workers}
+        run = run_installer(demo_installer, "-b", "-p", prefix, env=env)
+        assert run.returncode == 0, run.stderr
+        assert_demo_prefix(prefix)
+        trees.append(tree(prefix))
+        shutil.rmtree(prefix)
+    assert trees[0] == trees[1]
+
+
 def test_header_without_gnu_dd_copies_the_stub_with_tail_and_head(
     tmp_path: Path, demo_installer: Path
 ) -> None:

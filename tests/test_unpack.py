@@ -1,0 +1,175 @@
+"""Worker processes unpack real archives out of an installer file, verified, and rattler links
+from what they unpacked without unpacking again."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import rattler
+from rattler import Channel, RepoData
+
+from stub.errors import InstallError
+from stub.payload import Entry, EntryChecksumMismatch, PayloadError
+from stub.unpack import (
+    WORKERS_ENV,
+    UnpackJob,
+    copy_range,
+    layer_cache,
+    unpack_archives,
+    worker_count,
+)
+from tests.factories import index_channel, write_conda_package
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="worker processes unpack on Linux only"
+)
+PLACEHOLDER = "/opt/placeholder_" + "x" * 40
+
+
+def make_channel(root: Path) -> tuple[Path, list[Path]]:
+    channel = root / "channel"
+    archives = [
+        write_conda_package(
+            channel,
+            "alpha",
+            "1.0",
+            files={
+                "share/alpha.txt": f"installed at {PLACEHOLDER}\n",
+                "bin/tool": os.urandom(2000),
+            },
+            text_placeholders={"share/alpha.txt": PLACEHOLDER},
+        ),
+        write_conda_package(
+            channel, "beta", "2.0", files={"share/beta.bin": os.urandom(300_000)}, fmt=".tar.bz2"
+        ),
+        write_conda_package(channel, "gamma", "3.0", files={"share/gamma.txt": "g\n" * 5000}),
+    ]
+    index_channel(channel, write_shards=False)
+    return channel, archives
+
+
+def make_installer(root: Path, archives: list[Path]) -> tuple[Path, list[Entry]]:
+    """A file holding a preamble and then the archives back to back, as an installer does."""
+    installer = root / "installer.sh"
+    entries = []
+    with open(installer, "wb") as out:
+        out.write(b"#!/bin/sh\nexit 1\n" + b"\0" * 4000)
+        for archive in archives:
+            data = archive.read_bytes()
+            name = f"noarch/{archive.name}"
+            entries.append(Entry(name, out.tell(), len(data), hashlib.sha256(data).hexdigest()))
+            out.write(data)
+    return installer, entries
+
+
+def jobs_for(root: Path, installer: Path, entries: list[Entry]) -> list[UnpackJob]:
+    staged = root / "stage" / "pkgs"
+    staged.mkdir(parents=True)
+    cache = root / "stage" / "cache"
+    return [
+        UnpackJob(
+            installer,
+            e,
+            staged / Path(e.name).name,
+            cache / Path(e.name).name.removesuffix(".conda").removesuffix(".tar.bz2"),
+        )
+        for e in entries
+    ]
+
+
+@linux_only
+def test_unpacked_archives_are_linked_without_unpacking_again(tmp_path: Path) -> None:
+    channel, archives = make_channel(tmp_path)
+    installer, entries = make_installer(tmp_path, archives)
+    jobs = jobs_for(tmp_path, installer, entries)
+    advanced: list[int] = []
+    unpack_archives(jobs, 2, advanced.append)
+    assert sorted(advanced) == sorted(e.size for e in entries)
+    for job, archive in zip(jobs, archives, strict=True):
+        assert job.archive.read_bytes() == archive.read_bytes()
+        assert (job.folder / "info" / "index.json").is_file()
+
+    records = RepoData.from_path(channel / "noarch" / "repodata.json").into_repo_data(
+        Channel(channel.as_uri())
+    )
+    prefix = tmp_path / "env"
+    cache = tmp_path / "stage" / "cache"
+    asyncio.run(
+        rattler.install(records, prefix, package_cache=layer_cache(cache), show_progress=False)
+    )
+    # rattler linked the workers' files (the same inodes) instead of unpacking the archives again
+    linked = prefix / "share" / "beta.bin"
+    assert linked.stat().st_ino == (cache / "beta-2.0-0" / "share" / "beta.bin").stat().st_ino
+    # ... and still relocated the file that carries the prefix placeholder
+    assert (prefix / "share" / "alpha.txt").read_text() == f"installed at {prefix}\n"
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [
+        "alpha-1.0-0",
+        "beta-2.0-0",
+        "gamma-3.0-0",
+    ]
+
+
+@linux_only
+def test_a_wrong_sha256_stops_the_unpacking(tmp_path: Path) -> None:
+    _, archives = make_channel(tmp_path)
+    installer, entries = make_installer(tmp_path, archives)
+    entries[1] = Entry(entries[1].name, entries[1].offset, entries[1].size, "0" * 64)
+    with pytest.raises(EntryChecksumMismatch, match=r"noarch/beta-2.0-0.tar.bz2 is corrupt"):
+        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+
+
+@linux_only
+def test_damaged_bytes_are_reported_as_damage_not_as_a_decompression_error(
+    tmp_path: Path,
+) -> None:
+    _, archives = make_channel(tmp_path)
+    installer, entries = make_installer(tmp_path, archives)
+    damaged = entries[2]  # gamma: compressible text, so a flipped byte breaks the zstd frame
+    with open(installer, "r+b") as f:
+        f.seek(damaged.offset + damaged.size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(EntryChecksumMismatch, match=rf"{damaged.name} is corrupt inside"):
+        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+
+
+@linux_only
+def test_an_archive_rattler_cannot_read_fails_with_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage-1.0-0.conda"
+    garbage.write_bytes(os.urandom(5000))
+    installer, entries = make_installer(tmp_path, [garbage])
+    with pytest.raises(InstallError, match=r"^unpacking noarch/garbage-1.0-0.conda failed: "):
+        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+
+
+def test_copy_range_copies_exactly_the_entry(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    source.write_bytes(data)
+    target = tmp_path / "target"
+    copy_range(source, 1000, 2 * 1024 * 1024 + 5, target)
+    assert target.read_bytes() == data[1000 : 1000 + 2 * 1024 * 1024 + 5]
+    with pytest.raises(FileExistsError):
+        copy_range(source, 0, 10, target)  # never overwrites
+    with pytest.raises(PayloadError, match="ends inside short"):
+        copy_range(source, len(data) - 10, 20, tmp_path / "short")
+
+
+def test_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    linux = sys.platform.startswith("linux")
+    assert worker_count() == (min(os.cpu_count() or 1, 8) if linux else 0)
+    monkeypatch.setenv(WORKERS_ENV, "0")
+    assert worker_count() == 0
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert worker_count() == (3 if linux else 0)
+    for bad in ("many", "-1", "65"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(InstallError, match=f"{WORKERS_ENV} must be a number from 0 to 64"):
+            worker_count()
