@@ -257,6 +257,36 @@ def test_header_refuses_another_architecture(
     assert not (tmp_path / "env").exists()
 
 
+@pytest.mark.skipif(not DEMO_PLATFORM.startswith("linux-"), reason="glibc is checked on Linux")
+def test_header_compares_glibc_versions(tmp_path: Path, demo_installer: Path) -> None:
+    """The header compares the machine's glibc (from getconf) with the stub's need numerically."""
+    head = demo_installer.read_bytes()[:4096].decode(errors="replace")
+    needs = head.split("LOCKSHIP_GLIBC_MIN=", 1)[1].split("\n", 1)[0]
+    major, minor = (int(n) for n in needs.split(".")[:2])
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    getconf = shim / "getconf"
+    for have, accepted in (
+        (f"{major}.{minor}", True),
+        (f"{major}.{minor + 10}", True),  # 2.40 > 2.4: numbers, not strings
+        (f"{major + 1}.0", True),
+        (f"{major}.{minor}.9000", True),
+        (f"{major}.{minor - 1}", False),
+        (f"{major - 1}.{minor + 50}", False),
+    ):
+        getconf.write_text(f"#!/bin/sh\necho 'glibc {have}'\n")
+        getconf.chmod(0o755)
+        env = {"PATH": f"{shim}:{os.environ['PATH']}"}
+        run = run_installer(demo_installer, "--version", env=env)
+        if accepted:
+            assert run.returncode == 0, (have, run.stderr)
+        else:
+            assert run.returncode == 1, have
+            assert single_error(run) == (
+                f"ERROR: this installer needs glibc >= {needs}; this machine has {have}"
+            )
+
+
 def test_failure_rolls_back_and_names_a_log(tmp_path: Path, demo_installer: Path) -> None:
     """A damaged archive: one line naming a log with the traceback; no prefix left behind."""
     payload = read_payload(demo_installer)
