@@ -148,6 +148,8 @@ class TqdmReporter:
     def start(self, description: str, total: int, unit: str = "it") -> None:
         from tqdm import tqdm
 
+        # no monitor thread: the Linux installer forks its unpacking workers while a bar is open
+        tqdm.monitor_interval = 0
         self._bar = tqdm(
             total=total,
             desc=description,

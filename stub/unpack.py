@@ -24,6 +24,8 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +69,20 @@ def worker_count() -> int:
 def unpack_archives(
     jobs: Sequence[UnpackJob], workers: int, advance: Callable[[int], None]
 ) -> None:
-    """Run ``jobs`` in ``workers`` forked processes; raise on the first failure or mismatch."""
+    """Run ``jobs`` in ``workers`` forked processes; raise on the first failure or mismatch.
+
+    After a failure (or a signal) the archives still being unpacked are finished, the others are
+    dropped; a worker that dies (killed for lack of memory, say) fails the install.
+    """
     ordered = sorted(jobs, key=lambda job: job.entry.size, reverse=True)  # big ones first
-    context = multiprocessing.get_context("fork")
-    with context.Pool(min(workers, len(ordered)) or 1, initializer=_init_worker) as pool:
-        for job, sha256, error in pool.imap_unordered(_unpack, ordered):
+    pool = ProcessPoolExecutor(
+        max_workers=max(1, min(workers, len(ordered))),
+        mp_context=multiprocessing.get_context("fork"),  # forked before its own thread starts
+        initializer=_init_worker,
+    )
+    try:
+        for future in as_completed([pool.submit(_unpack, job) for job in ordered]):
+            job, sha256, error = future.result()
             if isinstance(error, OSError):
                 raise error  # the installer reports it like any other disk error
             if error is not None:
@@ -79,7 +90,12 @@ def unpack_archives(
             if sha256 != job.entry.sha256:
                 raise EntryChecksumMismatch(job.entry.name, job.entry.sha256, sha256 or "?")
             advance(job.entry.size)
-    # leaving the block terminates the workers, also when an error or a signal stops the loop
+    except BrokenProcessPool as e:
+        raise InstallError(
+            f"a process unpacking the packages died ({e}); run the installer again"
+        ) from e
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def layer_cache(folder: Path) -> PackageCache:
@@ -88,10 +104,9 @@ def layer_cache(folder: Path) -> PackageCache:
 
 
 def _init_worker() -> None:
-    # the parent handles Ctrl-C and terminates its workers; a worker just stops
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    # signals are the parent's business: it stops handing out work and rolls back
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _unpack(job: UnpackJob) -> tuple[UnpackJob, str | None, OSError | str | None]:

@@ -335,6 +335,55 @@ def test_signal_mid_linking_rolls_back(
     assert listing(tmp_path) == []
 
 
+def process_group(pgid: int) -> list[int]:
+    """The pids still in process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers unpack on Linux")
+def test_signal_mid_unpacking_rolls_back_and_stops_the_workers(
+    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
+) -> None:
+    bulk = [
+        {
+            "name": f"bulk{i}",
+            "version": "1.0",
+            "files": {f"share/bulk{i}/{j}.bin": os.urandom(500_000) for j in range(40)},
+        }
+        for i in range(4)
+    ]
+    installer = installer_factory.build(installer_factory.channel_with(demo_channel, *bulk))
+    prefix = tmp_path / "env"
+    process = subprocess.Popen(
+        ["bash", str(installer), "-b", "-p", str(prefix)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    cache = prefix / ".lockship-stage" / "cache"
+    deadline = time.monotonic() + 60
+    while not (cache.is_dir() and any(cache.iterdir())):  # a worker has started unpacking
+        assert process.poll() is None and time.monotonic() < deadline, "no worker ever unpacked"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C on a terminal: the whole group
+    out, err = process.communicate(timeout=60)
+    line = one_error(Run(process.returncode, out, err), code=130)
+    assert "interrupted by SIGINT" in line
+    assert not prefix.exists()
+    assert listing(tmp_path) == []
+    assert process_group(process.pid) == []  # no worker outlives the installer
+
+
 def test_second_installer_into_the_same_prefix_refuses(
     tmp_path: Path, slow_installer: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -145,6 +146,22 @@ def test_an_archive_rattler_cannot_read_fails_with_one_line(tmp_path: Path) -> N
     garbage.write_bytes(os.urandom(5000))
     installer, entries = make_installer(tmp_path, [garbage])
     with pytest.raises(InstallError, match=r"^unpacking noarch/garbage-1.0-0.conda failed: "):
+        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+
+
+@linux_only
+def test_a_worker_that_dies_fails_the_unpacking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed for lack of memory, say: the installer must fail, not wait forever."""
+    _, archives = make_channel(tmp_path)
+    installer, entries = make_installer(tmp_path, archives)
+
+    def killed(archive: object, folder: object) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr("stub.unpack.extract", killed)  # the forked workers inherit it
+    with pytest.raises(InstallError, match=r"^a process unpacking the packages died"):
         unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
 
 
