@@ -40,7 +40,13 @@ from stub.prefix import INCOMPLETE_NAME, STAGE_NAME, check_prefix, prefix_transa
 from stub.progress import Reporter
 from stub.signals import deferred
 from stub.system import check_virtual_packages
-from stub.unpack import UnpackJob, layer_cache, unpack_archives, worker_count
+from stub.unpack import (
+    UnpackJob,
+    WorkersUnavailable,
+    layer_cache,
+    unpack_archives,
+    worker_count,
+)
 
 #: free space required beyond the installed size (staging copies, metadata, filesystem slack)
 SPACE_MARGIN = 1.10
@@ -158,25 +164,18 @@ def _install(
     prefix = request.prefix
     with prefix_transaction(prefix, recover_hint=hint):
         stage = prefix / STAGE_NAME
-        cache_dir = stage / "cache"
-        workers = worker_count()
-        records = stage_packages(
-            payload,
-            manifest,
-            stage / "pkgs",
-            reporter,
-            unpack_into=cache_dir if workers else None,
-            workers=workers,
+        records, package_cache = stage_packages(
+            payload, manifest, stage, reporter, workers=worker_count()
         )
         installed = installed_records(prefix) if request.update or request.force else []
         link_packages(
             records,
             prefix,
-            cache_dir,
+            stage / "cache",
             manifest,
             reporter,
             installed,
-            package_cache=layer_cache(cache_dir) if workers else None,
+            package_cache=package_cache,
         )
         # the package cache and the staged archives are no longer needed: remove them while
         # the remaining steps run (10,000 unlinks take a while)
@@ -258,19 +257,15 @@ def installed_records(prefix: Path) -> list[PrefixRecord]:
 
 
 def stage_packages(
-    payload: Payload,
-    manifest: Manifest,
-    channel_dir: Path,
-    reporter: Reporter,
-    *,
-    unpack_into: Path | None = None,
-    workers: int = 0,
-) -> list[RepoDataRecord]:
-    """Copy the archives out of the payload into a local channel; return its records.
+    payload: Payload, manifest: Manifest, stage: Path, reporter: Reporter, *, workers: int = 0
+) -> tuple[list[RepoDataRecord], PackageCache | None]:
+    """Copy the archives out of the payload into a local channel in ``stage``, verified.
 
-    With ``unpack_into``, ``workers`` processes also unpack each archive into that folder (a
-    package cache) and verify it; otherwise each copy is verified while it is written.
+    Returns its records, and the package cache to link from when ``workers`` processes unpacked
+    (and so verified) the archives into ``stage/cache``; otherwise each copy is verified while it
+    is written and rattler unpacks it (also when worker processes cannot start here).
     """
+    channel_dir = stage / "pkgs"
     by_subdir: dict[str, list[PackageInfo]] = defaultdict(list)
     for package in manifest.packages:
         by_subdir[package.subdir].append(package)
@@ -284,13 +279,19 @@ def stage_packages(
         else _missing(p.entry)
         for p in manifest.packages
     ]
-    if unpack_into is not None:
+    package_cache = None
+    if workers:
+        cache_dir = stage / "cache"
         unpack_jobs = [
-            UnpackJob(payload.path, entry, target, unpack_into / f"{p.name}-{p.version}-{p.build}")
+            UnpackJob(payload.path, entry, target, cache_dir / f"{p.name}-{p.version}-{p.build}")
             for (entry, target), p in zip(jobs, manifest.packages, strict=True)
         ]
-        unpack_archives(unpack_jobs, workers, reporter.advance)
-    else:
+        try:
+            unpack_archives(unpack_jobs, workers, reporter.advance)
+            package_cache = layer_cache(cache_dir)
+        except WorkersUnavailable as e:
+            reporter.message(f"Unpacking without worker processes ({e})")
+    if package_cache is None:
         copy_entries(payload, jobs, reporter.advance)
     reporter.finish()
     records: list[RepoDataRecord] = []
@@ -298,7 +299,7 @@ def stage_packages(
         repodata = channel_dir / subdir / "repodata.json"
         write_repodata(repodata, subdir, packages)
         records.extend(RepoData.from_path(repodata).into_repo_data(Channel(channel_dir.as_uri())))
-    return records
+    return records, package_cache
 
 
 def _missing(name: str) -> tuple[Entry, Path]:

@@ -40,6 +40,10 @@ WORKERS_ENV = "LOCKSHIP_UNPACK_WORKERS"
 MAX_WORKERS = 8
 
 
+class WorkersUnavailable(InstallError):
+    """No worker processes here (no writable /dev/shm for their locks, fork refused ...)."""
+
+
 @dataclass(frozen=True)
 class UnpackJob:
     """Copy ``entry`` out of ``installer`` into ``archive``, then unpack it into ``folder``."""
@@ -72,16 +76,21 @@ def unpack_archives(
     """Run ``jobs`` in ``workers`` forked processes; raise on the first failure or mismatch.
 
     After a failure (or a signal) the archives still being unpacked are finished, the others are
-    dropped; a worker that dies (killed for lack of memory, say) fails the install.
+    dropped; a worker that dies (killed for lack of memory, say) fails the install. Raises
+    :class:`WorkersUnavailable`, having written nothing, when no worker can be started.
     """
     ordered = sorted(jobs, key=lambda job: job.entry.size, reverse=True)  # big ones first
-    pool = ProcessPoolExecutor(
-        max_workers=max(1, min(workers, len(ordered))),
-        mp_context=multiprocessing.get_context("fork"),  # forked before its own thread starts
-        initializer=_init_worker,
-    )
     try:
-        for future in as_completed([pool.submit(_unpack, job) for job in ordered]):
+        pool = ProcessPoolExecutor(
+            max_workers=max(1, min(workers, len(ordered))),
+            mp_context=multiprocessing.get_context("fork"),  # forked before its own thread starts
+            initializer=_init_worker,
+        )
+        futures = [pool.submit(_unpack, job) for job in ordered]
+    except (OSError, ImportError) as e:  # before any worker ran: nothing to undo
+        raise WorkersUnavailable(f"cannot start worker processes: {e}") from e
+    try:
+        for future in as_completed(futures):
             job, sha256, error = future.result()
             if isinstance(error, OSError):
                 raise error  # the installer reports it like any other disk error

@@ -384,6 +384,27 @@ def test_signal_mid_unpacking_rolls_back_and_stops_the_workers(
     assert process_group(process.pid) == []  # no worker outlives the installer
 
 
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("unshare"),
+    reason="needs Linux, root and unshare to hide /dev/shm",
+)
+def test_no_shared_memory_for_workers_still_installs(tmp_path: Path, demo_installer: Path) -> None:
+    """Worker processes need /dev/shm for their locks; without it rattler unpacks instead."""
+    prefix = tmp_path / "env"
+    hide_shm = 'mount -t tmpfs -o ro tmpfs /dev/shm && exec bash "$0" -b -p "$1"'
+    process = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", hide_shm, str(demo_installer), str(prefix)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "Unpacking without worker processes (cannot start worker processes: " in process.stderr
+    assert (prefix / "bin" / "lsdemo-hello").is_file()
+    assert not (prefix / ".lockship-stage").exists()
+
+
 def test_second_installer_into_the_same_prefix_refuses(
     tmp_path: Path, slow_installer: Path
 ) -> None:

@@ -254,7 +254,7 @@ def install_for(tmp_path: Path, platform: str, packages: list[tuple[PackageInfo,
     prefix = tmp_path / "prefix"
     prefix.mkdir()
     reporter = SilentReporter()
-    records = stage_packages(payload, manifest, tmp_path / "stage" / "pkgs", reporter)
+    records, _ = stage_packages(payload, manifest, tmp_path / "stage", reporter)
     link_packages(records, prefix, tmp_path / "stage" / "cache", manifest, reporter)
     finish_prefix(prefix, manifest, InstallRequest(prefix=prefix))
     return prefix

@@ -19,6 +19,7 @@ from stub.payload import Entry, EntryChecksumMismatch, PayloadError
 from stub.unpack import (
     WORKERS_ENV,
     UnpackJob,
+    WorkersUnavailable,
     copy_range,
     layer_cache,
     unpack_archives,
@@ -163,6 +164,23 @@ def test_a_worker_that_dies_fails_the_unpacking(
     monkeypatch.setattr("stub.unpack.extract", killed)  # the forked workers inherit it
     with pytest.raises(InstallError, match=r"^a process unpacking the packages died"):
         unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+
+
+def test_no_worker_processes_here_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, archives = make_channel(tmp_path)
+    installer, entries = make_installer(tmp_path, archives)
+    jobs = jobs_for(tmp_path, installer, entries)
+
+    def no_semaphores(*args: object, **kwargs: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("stub.unpack.ProcessPoolExecutor", no_semaphores)
+    with pytest.raises(WorkersUnavailable, match="cannot start worker processes: "):
+        unpack_archives(jobs, 2, lambda n: None)
+    assert list((tmp_path / "stage" / "pkgs").iterdir()) == []
+    assert not (tmp_path / "stage" / "cache").exists()
 
 
 def test_copy_range_copies_exactly_the_entry(tmp_path: Path) -> None:
