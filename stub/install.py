@@ -283,11 +283,11 @@ def stage_packages(
     if workers:
         cache_dir = stage / "cache"
         unpack_jobs = [
-            UnpackJob(payload.path, entry, target, cache_dir / f"{p.name}-{p.version}-{p.build}")
+            UnpackJob(entry, target, cache_dir / f"{p.name}-{p.version}-{p.build}")
             for (entry, target), p in zip(jobs, manifest.packages, strict=True)
         ]
         try:
-            unpack_archives(unpack_jobs, workers, reporter.advance)
+            unpack_archives(payload, unpack_jobs, workers, reporter.advance)
             package_cache = layer_cache(cache_dir)
         except WorkersUnavailable as e:
             reporter.message(f"Unpacking without worker processes ({e})")

@@ -2,17 +2,18 @@
 
 rattler installs ``file://`` archives without checking their sha256, so the installer must
 check them; and rattler's extraction hashes every byte it reads anyway. On Linux the installer
-therefore lets worker processes do both in one pass: a worker copies one archive out of the
-installer (``copy_file_range``: the bytes never pass through Python), unpacks it with
-``rattler.package_streaming.extract`` into a package cache folder, and returns the sha256 that
-extraction computed. The parent compares it with the payload index and stops at the first
-mismatch, before anything is linked. ``rattler.install`` then links from that folder (a package
-cache layer, :func:`layer_cache`) instead of unpacking every archive a second time.
+therefore lets worker processes do both in one pass: the parent streams each archive out of the
+installer into a named pipe (``splice``: the bytes never pass through Python), a worker unpacks
+it from there with ``rattler.package_streaming.extract`` into a package cache folder and returns
+the sha256 that extraction computed. The parent compares it with the payload index and stops at
+the first mismatch, before anything is linked. ``rattler.install`` then links from that folder (a
+package cache layer, :func:`layer_cache`) instead of unpacking every archive a second time.
+Nothing but the unpacked folders is written: no copy of an archive.
 
 Processes, not threads: py-rattler's ``extract`` holds the GIL, so threads would unpack one
 archive at a time. The workers are forked before any other thread of the installer starts, so
 they start in milliseconds with rattler already imported. ``fork`` is only safe to rely on on
-Linux; elsewhere :func:`worker_count` is 0 and rattler unpacks the verified copies itself.
+Linux; elsewhere :func:`worker_count` is 0 and rattler unpacks verified copies itself.
 """
 
 from __future__ import annotations
@@ -23,21 +24,28 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from rattler.package_cache import PackageCache, ValidationMode
 from rattler.package_streaming import extract
 
 from stub.errors import InstallError
-from stub.payload import Entry, EntryChecksumMismatch, PayloadError, file_sha256
+from stub.payload import CHUNK_SIZE, Entry, EntryChecksumMismatch, Payload, iter_entry
+from stub.signals import deferred
 
 #: ``LOCKSHIP_UNPACK_WORKERS=N`` sets the number of worker processes; 0 lets rattler unpack
 WORKERS_ENV = "LOCKSHIP_UNPACK_WORKERS"
 MAX_WORKERS = 8
+F_SETPIPE_SZ = 1031  # Linux; not in Python 3.11's fcntl module
+PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
+PIPE_SIZE = 1024 * 1024  # the default is 64 KiB: 16 times more wake-ups
 
 
 class WorkersUnavailable(InstallError):
@@ -46,11 +54,10 @@ class WorkersUnavailable(InstallError):
 
 @dataclass(frozen=True)
 class UnpackJob:
-    """Copy ``entry`` out of ``installer`` into ``archive``, then unpack it into ``folder``."""
+    """Unpack ``entry``, streamed into the named pipe ``pipe``, into ``folder``."""
 
-    installer: Path
     entry: Entry
-    archive: Path
+    pipe: Path
     folder: Path
 
 
@@ -71,40 +78,61 @@ def worker_count() -> int:
 
 
 def unpack_archives(
-    jobs: Sequence[UnpackJob], workers: int, advance: Callable[[int], None]
+    payload: Payload, jobs: Sequence[UnpackJob], workers: int, advance: Callable[[int], None]
 ) -> None:
     """Run ``jobs`` in ``workers`` forked processes; raise on the first failure or mismatch.
 
     After a failure (or a signal) the archives still being unpacked are finished, the others are
     dropped; a worker that dies (killed for lack of memory, say) fails the install. Raises
-    :class:`WorkersUnavailable`, having written nothing, when no worker can be started.
+    :class:`WorkersUnavailable`, having written nothing, when no worker can be started. The pipes
+    are gone when this returns.
     """
     ordered = sorted(jobs, key=lambda job: job.entry.size, reverse=True)  # big ones first
+    made: list[Path] = []
+    pool: ProcessPoolExecutor | None = None
+    feeders: list[_Feeder] = []
     try:
-        pool = ProcessPoolExecutor(
-            max_workers=max(1, min(workers, len(ordered))),
-            mp_context=multiprocessing.get_context("fork"),  # forked before its own thread starts
-            initializer=_init_worker,
-        )
-        futures = [pool.submit(_unpack, job) for job in ordered]
-    except (OSError, ImportError) as e:  # before any worker ran: nothing to undo
-        raise WorkersUnavailable(f"cannot start worker processes: {e}") from e
-    try:
+        # a signal must not land between starting the workers and starting their feeders: a
+        # worker waiting for a pipe nobody feeds would never finish
+        with deferred():
+            try:
+                for job in ordered:
+                    os.mkfifo(job.pipe, 0o600)
+                    made.append(job.pipe)
+                pool = ProcessPoolExecutor(
+                    max_workers=max(1, min(workers, len(ordered))),
+                    mp_context=multiprocessing.get_context("fork"),  # forks before its thread
+                    initializer=_init_worker,
+                    initargs=(os.getpid(),),
+                )
+                futures = {pool.submit(_unpack, job): job for job in ordered}  # this forks
+            except (OSError, ImportError) as e:  # before any worker ran: nothing to undo
+                raise WorkersUnavailable(f"cannot start worker processes: {e}") from e
+            feeders = [_Feeder(payload.path, job) for job in ordered]  # threads after the fork
         for future in as_completed(futures):
-            job, sha256, error = future.result()
-            if isinstance(error, OSError):
-                raise error  # the installer reports it like any other disk error
+            job = futures[future]
+            sha256, error = future.result()
             if error is not None:
-                raise InstallError(error)
+                # damaged bytes are the likeliest cause: say so rather than what the decompressor
+                # made of them (this raises EntryChecksumMismatch or PayloadError if so)
+                for _ in iter_entry(payload, job.entry):
+                    pass
+                if isinstance(error, OSError):
+                    raise error  # the installer reports it like any other disk error
+                raise InstallError(f"unpacking {job.entry.name} failed: {error}")
             if sha256 != job.entry.sha256:
-                raise EntryChecksumMismatch(job.entry.name, job.entry.sha256, sha256 or "?")
+                raise EntryChecksumMismatch(job.entry.name, job.entry.sha256, sha256)
             advance(job.entry.size)
     except BrokenProcessPool as e:
         raise InstallError(
             f"a process unpacking the packages died ({e}); run the installer again"
         ) from e
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for feeder in feeders:
+            feeder.stop()
+        _remove(made)
 
 
 def layer_cache(folder: Path) -> PackageCache:
@@ -112,32 +140,26 @@ def layer_cache(folder: Path) -> PackageCache:
     return PackageCache.new_layered([str(folder)], validation_mode=ValidationMode.skip())
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     # signals are the parent's business: it stops handing out work and rolls back
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    # and should the parent be killed outright, its workers must not linger
+    with suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
 
 
-def _unpack(job: UnpackJob) -> tuple[UnpackJob, str | None, OSError | str | None]:
-    """In a worker: ``(job, sha256 of the archive, None)`` or ``(job, None, the error)``.
-
-    When unpacking fails, damaged bytes are the likeliest cause: the archive is hashed then, so
-    the parent reports the mismatch (one clear line) rather than the decompressor's complaint.
-    """
+def _unpack(job: UnpackJob) -> tuple[str, OSError | str | None]:
+    """In a worker: ``(sha256 of the archive, None)`` or ``("", the error)``."""
     try:
-        copy_range(job.installer, job.entry.offset, job.entry.size, job.archive)
-    except PayloadError as e:
-        return job, None, str(e)
-    except OSError as e:
-        return job, None, e
-    try:
-        sha256, _md5 = extract(job.archive, job.folder)
+        sha256, _md5 = extract(job.pipe, job.folder)
     except Exception as e:  # rattler's own error types carry the cause in their message
-        actual = file_sha256(job.archive)
-        if actual != job.entry.sha256:
-            return job, actual, None
-        return job, None, _disk_error(e) or f"unpacking {job.entry.name} failed: {_first_line(e)}"
-    return job, sha256.hex(), None
+        return "", _disk_error(e) or _first_line(e)
+    return sha256.hex(), None
 
 
 def _disk_error(error: Exception) -> OSError | None:
@@ -161,22 +183,58 @@ def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), repr(error))
 
 
-def copy_range(source: Path, offset: int, size: int, target: Path) -> None:
-    """Copy ``size`` bytes at ``offset`` of ``source`` into the new file ``target``."""
-    with open(source, "rb") as src, open(target, "xb") as dst:
-        copied = 0
-        try:
-            while copied < size:
-                n = os.copy_file_range(src.fileno(), dst.fileno(), size - copied, offset + copied)
-                if n == 0:
-                    break
-                copied += n
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            src.seek(offset + copied)  # a filesystem that cannot: copy through a buffer
-            while copied < size and (chunk := src.read(min(1 << 20, size - copied))):
-                dst.write(chunk)
-                copied += len(chunk)
-    if copied != size:
-        raise PayloadError(f"{source} ends inside {target.name}; download the installer again")
+class _Feeder:
+    """A thread streaming one entry of the installer into the pipe its worker reads."""
+
+    def __init__(self, installer: Path, job: UnpackJob) -> None:
+        self.installer, self.job = installer, job
+        self.thread = threading.Thread(target=self._run, name=f"feed {job.entry.name}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        import fcntl  # POSIX only, like the workers
+
+        # blocks until the worker opens the pipe; a reader that stops early ends the feed
+        with suppress(OSError), open(self.job.pipe, "wb", buffering=0) as pipe:
+            with suppress(OSError):
+                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+            with open(self.installer, "rb", buffering=0) as source:
+                copy_range(source, pipe, self.job.entry.offset, self.job.entry.size)
+
+    def stop(self) -> None:
+        """End the thread, also when no worker ever opened its pipe."""
+        while self.thread.is_alive():
+            # a reader that comes and goes releases a writer still waiting in open()
+            with suppress(OSError):
+                os.close(os.open(self.job.pipe, os.O_RDONLY | os.O_NONBLOCK))
+            self.thread.join(0.05)
+
+
+def copy_range(source: BinaryIO, target: BinaryIO, offset: int, size: int) -> None:
+    """Write ``size`` bytes at ``offset`` of ``source`` to ``target`` (a pipe or a file).
+
+    ``splice`` moves them inside the kernel; where it cannot, they go through a buffer. Stops
+    early when ``source`` ends: the worker then sees a short archive and the check fails.
+    """
+    copied = 0
+    try:
+        while copied < size:
+            n = os.splice(
+                source.fileno(), target.fileno(), size - copied, offset_src=offset + copied
+            )
+            if n == 0:
+                return
+            copied += n
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    source.seek(offset + copied)
+    while copied < size and (chunk := source.read(min(CHUNK_SIZE, size - copied))):
+        target.write(chunk)
+        copied += len(chunk)
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        with suppress(OSError):
+            path.unlink()

@@ -335,23 +335,22 @@ def test_signal_mid_linking_rolls_back(
     assert listing(tmp_path) == []
 
 
-def process_group(pgid: int) -> list[int]:
-    """The pids still in process group ``pgid``."""
-    members = []
+def process_group(pgid: int) -> dict[int, int]:
+    """The processes still in process group ``pgid``: pid -> parent pid."""
+    members = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
+            members[int(stat.parent.name)] = int(fields[1])
     return members
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers unpack on Linux")
-def test_signal_mid_unpacking_rolls_back_and_stops_the_workers(
-    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
-) -> None:
+@pytest.fixture(scope="module")
+def bulky_installer(demo_channel: Path, installer_factory: InstallerFactory) -> Path:
+    """Four packages of 20 MB of random files: unpacking them takes a moment."""
     bulk = [
         {
             "name": f"bulk{i}",
@@ -360,8 +359,11 @@ def test_signal_mid_unpacking_rolls_back_and_stops_the_workers(
         }
         for i in range(4)
     ]
-    installer = installer_factory.build(installer_factory.channel_with(demo_channel, *bulk))
-    prefix = tmp_path / "env"
+    return installer_factory.build(installer_factory.channel_with(demo_channel, *bulk))
+
+
+def start_unpacking(installer: Path, prefix: Path) -> subprocess.Popen[str]:
+    """Start an installer in its own process group; return once a worker is unpacking."""
     process = subprocess.Popen(
         ["bash", str(installer), "-b", "-p", str(prefix)],
         stdout=subprocess.PIPE,
@@ -372,16 +374,41 @@ def test_signal_mid_unpacking_rolls_back_and_stops_the_workers(
     )
     cache = prefix / ".lockship-stage" / "cache"
     deadline = time.monotonic() + 60
-    while not (cache.is_dir() and any(cache.iterdir())):  # a worker has started unpacking
+    while not (cache.is_dir() and any(cache.iterdir())):
         assert process.poll() is None and time.monotonic() < deadline, "no worker ever unpacked"
         time.sleep(0.005)
+    return process
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers unpack on Linux")
+def test_signal_mid_unpacking_rolls_back_and_stops_the_workers(
+    tmp_path: Path, bulky_installer: Path
+) -> None:
+    prefix = tmp_path / "env"
+    process = start_unpacking(bulky_installer, prefix)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C on a terminal: the whole group
     out, err = process.communicate(timeout=60)
     line = one_error(Run(process.returncode, out, err), code=130)
     assert "interrupted by SIGINT" in line
     assert not prefix.exists()
     assert listing(tmp_path) == []
-    assert process_group(process.pid) == []  # no worker outlives the installer
+    assert process_group(process.pid) == {}  # no worker outlives the installer
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers unpack on Linux")
+def test_workers_die_with_an_installer_killed_outright(
+    tmp_path: Path, bulky_installer: Path
+) -> None:
+    process = start_unpacking(bulky_installer, tmp_path / "env")
+    group = process_group(process.pid)
+    # the installer proper: the stub's child that has children of its own (the workers)
+    installer = next(pid for pid in group.values() if pid in group and pid != process.pid)
+    os.kill(installer, signal.SIGKILL)
+    process.communicate(timeout=60)  # returns once no process holds its output open
+    deadline = time.monotonic() + 10
+    while process_group(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_group(process.pid) == {}
 
 
 @pytest.mark.skipif(

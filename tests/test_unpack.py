@@ -4,10 +4,11 @@ from what they unpacked without unpacking again."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,14 @@ import rattler
 from rattler import Channel, RepoData
 
 from stub.errors import InstallError
-from stub.payload import Entry, EntryChecksumMismatch, PayloadError
+from stub.payload import (
+    Entry,
+    EntryChecksumMismatch,
+    Payload,
+    PayloadError,
+    read_payload,
+    write_payload,
+)
 from stub.unpack import (
     WORKERS_ENV,
     UnpackJob,
@@ -55,27 +63,21 @@ def make_channel(root: Path) -> tuple[Path, list[Path]]:
     return channel, archives
 
 
-def make_installer(root: Path, archives: list[Path]) -> tuple[Path, list[Entry]]:
-    """A file holding a preamble and then the archives back to back, as an installer does."""
+def make_installer(root: Path, archives: list[Path]) -> Payload:
+    """An installer file: a preamble, then a payload holding the archives."""
     installer = root / "installer.sh"
-    entries = []
     with open(installer, "wb") as out:
         out.write(b"#!/bin/sh\nexit 1\n" + b"\0" * 4000)
-        for archive in archives:
-            data = archive.read_bytes()
-            name = f"noarch/{archive.name}"
-            entries.append(Entry(name, out.tell(), len(data), hashlib.sha256(data).hexdigest()))
-            out.write(data)
-    return installer, entries
+        write_payload(out, [(f"noarch/{a.name}", a) for a in archives], {})
+    return read_payload(installer)
 
 
-def jobs_for(root: Path, installer: Path, entries: list[Entry]) -> list[UnpackJob]:
+def jobs_for(root: Path, entries: Sequence[Entry]) -> list[UnpackJob]:
     staged = root / "stage" / "pkgs"
     staged.mkdir(parents=True)
     cache = root / "stage" / "cache"
     return [
         UnpackJob(
-            installer,
             e,
             staged / Path(e.name).name,
             cache / Path(e.name).name.removesuffix(".conda").removesuffix(".tar.bz2"),
@@ -84,23 +86,34 @@ def jobs_for(root: Path, installer: Path, entries: list[Entry]) -> list[UnpackJo
     ]
 
 
+def damage(payload: Payload, entry: Entry) -> None:
+    with open(payload.path, "r+b") as f:
+        f.seek(entry.offset + entry.size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
 @linux_only
 def test_unpacked_archives_are_linked_without_unpacking_again(tmp_path: Path) -> None:
     channel, archives = make_channel(tmp_path)
-    installer, entries = make_installer(tmp_path, archives)
-    jobs = jobs_for(tmp_path, installer, entries)
+    payload = make_installer(tmp_path, archives)
     advanced: list[int] = []
-    unpack_archives(jobs, 2, advanced.append)
-    assert sorted(advanced) == sorted(e.size for e in entries)
-    for job, archive in zip(jobs, archives, strict=True):
-        assert job.archive.read_bytes() == archive.read_bytes()
-        assert (job.folder / "info" / "index.json").is_file()
+    unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, advanced.append)
+    assert sorted(advanced) == sorted(e.size for e in payload.entries)
+    # the archives were streamed through pipes, which are gone: nothing but the unpacked folders
+    assert list((tmp_path / "stage" / "pkgs").iterdir()) == []
+    cache = tmp_path / "stage" / "cache"
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [
+        "alpha-1.0-0",
+        "beta-2.0-0",
+        "gamma-3.0-0",
+    ]
 
     records = RepoData.from_path(channel / "noarch" / "repodata.json").into_repo_data(
         Channel(channel.as_uri())
     )
     prefix = tmp_path / "env"
-    cache = tmp_path / "stage" / "cache"
     asyncio.run(
         rattler.install(records, prefix, package_cache=layer_cache(cache), show_progress=False)
     )
@@ -109,20 +122,17 @@ def test_unpacked_archives_are_linked_without_unpacking_again(tmp_path: Path) ->
     assert linked.stat().st_ino == (cache / "beta-2.0-0" / "share" / "beta.bin").stat().st_ino
     # ... and still relocated the file that carries the prefix placeholder
     assert (prefix / "share" / "alpha.txt").read_text() == f"installed at {prefix}\n"
-    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [
-        "alpha-1.0-0",
-        "beta-2.0-0",
-        "gamma-3.0-0",
-    ]
 
 
 @linux_only
 def test_a_wrong_sha256_stops_the_unpacking(tmp_path: Path) -> None:
     _, archives = make_channel(tmp_path)
-    installer, entries = make_installer(tmp_path, archives)
+    payload = make_installer(tmp_path, archives)
+    entries = list(payload.entries)
     entries[1] = Entry(entries[1].name, entries[1].offset, entries[1].size, "0" * 64)
     with pytest.raises(EntryChecksumMismatch, match=r"noarch/beta-2.0-0.tar.bz2 is corrupt"):
-        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+        unpack_archives(payload, jobs_for(tmp_path, entries), 2, lambda n: None)
+    assert list((tmp_path / "stage" / "pkgs").iterdir()) == []  # no pipe left behind
 
 
 @linux_only
@@ -130,24 +140,32 @@ def test_damaged_bytes_are_reported_as_damage_not_as_a_decompression_error(
     tmp_path: Path,
 ) -> None:
     _, archives = make_channel(tmp_path)
-    installer, entries = make_installer(tmp_path, archives)
-    damaged = entries[2]  # gamma: compressible text, so a flipped byte breaks the zstd frame
-    with open(installer, "r+b") as f:
-        f.seek(damaged.offset + damaged.size // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    payload = make_installer(tmp_path, archives)
+    damaged = payload.entries[
+        2
+    ]  # gamma: compressible text, so a flipped byte breaks the zstd frame
+    damage(payload, damaged)
     with pytest.raises(EntryChecksumMismatch, match=rf"{damaged.name} is corrupt inside"):
-        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+        unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, lambda n: None)
 
 
 @linux_only
 def test_an_archive_rattler_cannot_read_fails_with_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage-1.0-0.conda"
     garbage.write_bytes(os.urandom(5000))
-    installer, entries = make_installer(tmp_path, [garbage])
+    payload = make_installer(tmp_path, [garbage])
     with pytest.raises(InstallError, match=r"^unpacking noarch/garbage-1.0-0.conda failed: "):
-        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+        unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, lambda n: None)
+
+
+@linux_only
+def test_a_truncated_installer_is_reported_as_such(tmp_path: Path) -> None:
+    _, archives = make_channel(tmp_path)
+    payload = make_installer(tmp_path, archives)
+    last = max(payload.entries, key=lambda e: e.offset)
+    os.truncate(payload.path, last.offset + last.size // 2)
+    with pytest.raises(PayloadError, match=rf"ends inside {last.name}"):
+        unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, lambda n: None)
 
 
 @linux_only
@@ -156,44 +174,64 @@ def test_a_worker_that_dies_fails_the_unpacking(
 ) -> None:
     """Killed for lack of memory, say: the installer must fail, not wait forever."""
     _, archives = make_channel(tmp_path)
-    installer, entries = make_installer(tmp_path, archives)
+    payload = make_installer(tmp_path, archives)
 
     def killed(archive: object, folder: object) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     monkeypatch.setattr("stub.unpack.extract", killed)  # the forked workers inherit it
     with pytest.raises(InstallError, match=r"^a process unpacking the packages died"):
-        unpack_archives(jobs_for(tmp_path, installer, entries), 2, lambda n: None)
+        unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, lambda n: None)
+    assert list((tmp_path / "stage" / "pkgs").iterdir()) == []
 
 
+@linux_only
 def test_no_worker_processes_here_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, archives = make_channel(tmp_path)
-    installer, entries = make_installer(tmp_path, archives)
-    jobs = jobs_for(tmp_path, installer, entries)
+    payload = make_installer(tmp_path, archives)
 
     def no_semaphores(*args: object, **kwargs: object) -> None:
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr("stub.unpack.ProcessPoolExecutor", no_semaphores)
     with pytest.raises(WorkersUnavailable, match="cannot start worker processes: "):
-        unpack_archives(jobs, 2, lambda n: None)
+        unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, lambda n: None)
     assert list((tmp_path / "stage" / "pkgs").iterdir()) == []
     assert not (tmp_path / "stage" / "cache").exists()
 
 
-def test_copy_range_copies_exactly_the_entry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("into", ["file", "pipe"])
+def test_copy_range_copies_exactly_the_range(tmp_path: Path, into: str) -> None:
     source = tmp_path / "source"
     data = os.urandom(3 * 1024 * 1024 + 17)
     source.write_bytes(data)
-    target = tmp_path / "target"
-    copy_range(source, 1000, 2 * 1024 * 1024 + 5, target)
-    assert target.read_bytes() == data[1000 : 1000 + 2 * 1024 * 1024 + 5]
-    with pytest.raises(FileExistsError):
-        copy_range(source, 0, 10, target)  # never overwrites
-    with pytest.raises(PayloadError, match="ends inside short"):
-        copy_range(source, len(data) - 10, 20, tmp_path / "short")
+    size = 2 * 1024 * 1024 + 5
+    received = bytearray()
+    with open(source, "rb") as src:
+        if into == "file":
+            with open(tmp_path / "target", "wb") as dst:
+                copy_range(src, dst, 1000, size)
+            received += (tmp_path / "target").read_bytes()
+        else:
+            read_end, write_end = os.pipe()
+            reader = threading.Thread(
+                target=lambda: received.extend(iter_fd(read_end)), name="reader"
+            )
+            reader.start()
+            with open(write_end, "wb", buffering=0) as dst:
+                copy_range(src, dst, 1000, size)
+            reader.join()
+    assert bytes(received) == data[1000 : 1000 + size]
+    with open(source, "rb") as src, open(tmp_path / "short", "wb") as dst:
+        copy_range(src, dst, len(data) - 10, 20)  # the source ends: a short copy, no error
+    assert (tmp_path / "short").read_bytes() == data[-10:]
+
+
+def iter_fd(fd: int) -> bytes:
+    with open(fd, "rb", buffering=0) as f:
+        return f.read()
 
 
 def test_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
