@@ -1,10 +1,10 @@
 """Install the payload's packages into a prefix with rattler.
 
-The archives are copied out of the installer into a staging folder inside the prefix, so
-rattler's package cache sits on the prefix's filesystem and can hardlink. On Linux, worker
-processes unpack them there while verifying their sha256 (``stub.unpack``) and rattler links
-from that cache; elsewhere the copies are hashed on the way and rattler unpacks them from
-``file://`` URLs. Afterwards the conda-meta records are pointed back at the locked URLs, a conda
+Everything happens in a staging folder inside the prefix, so rattler's package cache sits on
+the prefix's filesystem and can hardlink. On Linux, worker processes unpack the archives there
+straight out of the installer while verifying their sha256 (``stub.unpack``) and rattler links
+from that cache; elsewhere the archives are copied there, hashed on the way, and rattler unpacks
+them from ``file://`` URLs. Afterwards the conda-meta records are pointed back at the locked URLs, a conda
 history is written, activation scripts are added and staging is removed.
 """
 
