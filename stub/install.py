@@ -4,8 +4,8 @@ Everything happens in a staging folder inside the prefix, so rattler's package c
 the prefix's filesystem and can hardlink. On Linux, worker processes unpack the archives there
 straight out of the installer while verifying their sha256 (``stub.unpack``) and rattler links
 from that cache; elsewhere the archives are copied there, hashed on the way, and rattler unpacks
-them from ``file://`` URLs. Afterwards the conda-meta records are pointed back at the locked URLs, a conda
-history is written, activation scripts are added and staging is removed.
+them from ``file://`` URLs. Afterwards the conda-meta records are pointed back at the locked
+URLs, a conda history is written, activation scripts are added and staging is removed.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ class _Feeder:
         import fcntl  # POSIX only, like the workers
 
         # blocks until the worker opens the pipe; a reader that stops early ends the feed
-        with suppress(OSError), open(self.job.pipe, "wb", buffering=0) as pipe:
+        with suppress(OSError), open(os.open(self.job.pipe, os.O_WRONLY), "wb", 0) as pipe:
             with suppress(OSError):
                 fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
             with open(self.installer, "rb", buffering=0) as source:
