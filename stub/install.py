@@ -32,7 +32,7 @@ from rattler.package_cache import PackageCache
 
 from stub import __version__
 from stub.activation import write_activation_scripts
-from stub.errors import InstallError, LinkError
+from stub.errors import InstallError, LinkError, one_line
 from stub.hooks import compile_pyc, read_marker, run_post_install, write_marker, write_uninstaller
 from stub.manifest import Manifest, PackageInfo
 from stub.payload import Entry, Payload, copy_entry, iter_entry
@@ -401,7 +401,7 @@ def link_packages(
     except InstallError:
         raise
     except Exception as e:  # rattler's own error types carry the cause in their message
-        raise LinkError(f"installing the packages failed: {_cause(e)}") from e
+        raise LinkError(f"installing the packages failed: {one_line(e)}") from e
     finally:
         reporter.finish()
     if bridge.failed_scripts:
@@ -410,16 +410,6 @@ def link_packages(
             + ", ".join(sorted(set(bridge.failed_scripts)))
             + " failed; see the messages above"
         )
-
-
-def _cause(error: Exception) -> str:
-    """Shorten rattler's error chains ("X\nCaused by: Y") to their first and last lines."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    if len(lines) == 1:
-        return lines[0]
-    return f"{lines[0]}: {lines[-1].removeprefix('Caused by:').strip()}"
 
 
 def finish_prefix(prefix: Path, manifest: Manifest, request: InstallRequest) -> None:

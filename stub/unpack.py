@@ -36,7 +36,7 @@ from typing import BinaryIO
 from rattler.package_cache import PackageCache, ValidationMode
 from rattler.package_streaming import extract
 
-from stub.errors import InstallError
+from stub.errors import InstallError, one_line
 from stub.payload import CHUNK_SIZE, Entry, EntryChecksumMismatch, Payload, iter_entry
 from stub.signals import deferred
 
@@ -158,7 +158,7 @@ def _unpack(job: UnpackJob) -> tuple[str, OSError | str | None]:
     try:
         sha256, _md5 = extract(job.pipe, job.folder)
     except Exception as e:  # rattler's own error types carry the cause in their message
-        return "", _disk_error(e) or _first_line(e)
+        return "", _disk_error(e) or one_line(e)
     return sha256.hex(), None
 
 
@@ -177,10 +177,6 @@ def _disk_error(error: Exception) -> OSError | None:
         return None
     number = int(found[1])
     return OSError(number, os.strerror(number))
-
-
-def _first_line(error: Exception) -> str:
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), repr(error))
 
 
 class _Feeder:
