@@ -1,5 +1,5 @@
 """The lockship builder: lockfile -> verified packages -> payload -> one-file installer."""
 
-from stub import __version__
+from lockship.stub import __version__
 
 __all__ = ["__version__"]

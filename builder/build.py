@@ -6,11 +6,9 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rattler import Client, RepoDataRecord
-
-from builder.checksums import update_checksums
-from builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
-from builder.fetch import (
+from lockship.builder.checksums import update_checksums
+from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
+from lockship.builder.fetch import (
     DEFAULT_CONCURRENCY,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -19,7 +17,7 @@ from builder.fetch import (
     fetch_packages,
     hash_file,
 )
-from builder.inputs import (
+from lockship.builder.inputs import (
     PlatformEnvironment,
     Source,
     inject_packages,
@@ -27,20 +25,21 @@ from builder.inputs import (
     solve_specs,
     spec_request,
 )
-from builder.installer import installer_file_name, write_installer
-from builder.lockfile import find_lockfile, read_locked_environment
-from builder.network import NetworkOptions, make_client
-from builder.packages import (
+from lockship.builder.installer import installer_file_name, write_installer
+from lockship.builder.lockfile import find_lockfile, read_locked_environment
+from lockship.builder.network import NetworkOptions, make_client
+from lockship.builder.packages import (
     check_archive_safety,
     inspect_archives,
     virtual_package_requirements,
 )
-from builder.pypi import fetch_wheels
-from builder.stubs import host_platform, stub_facts
-from builder.stubsource import find_stubs
-from stub import __version__
-from stub.manifest import Manifest, PackageInfo
-from stub.progress import Reporter
+from lockship.builder.pypi import fetch_wheels
+from lockship.builder.stubs import host_platform, stub_facts
+from lockship.builder.stubsource import find_stubs
+from lockship.stub import __version__
+from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
+from lockship.stub.progress import Reporter
+from rattler import Client, RepoDataRecord
 
 #: fields of rattler's record JSON that belong to where a file lives, not what it is
 _LOCATION_FIELDS = ("fn", "url", "channel")
@@ -259,18 +258,23 @@ def build_one(
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
     extras = extra_entries(request, platform)
-    options: dict[str, object] = {
-        "link_scripts": request.link_scripts,
-        "pyc": request.pyc,
-        "link_script_packages": sorted(
-            f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
-        ),
-        "wheels": [f"pypi/{w.path.name}" for w in wheels],
-    }
+    entries = {key: entry for key, (entry, _) in extras.items()}
     if source.solved_lock is not None:
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
-    for key, (entry, _) in extras.items():
-        options[key] = entry
+        entries["solved_lock"] = "lockship/pixi.lock"
+    options = InstallerOptions(
+        link_scripts=request.link_scripts,
+        pyc=request.pyc,
+        link_script_packages=tuple(
+            sorted(
+                f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
+            )
+        ),
+        wheels=tuple(f"pypi/{w.path.name}" for w in wheels),
+        license=entries.get("license"),
+        post_install=entries.get("post_install"),
+        solved_lock=entries.get("solved_lock"),
+    )
     manifest = Manifest(
         name=request.name or source.name or source.environment,
         version=request.version or source.version or "0.0.0",

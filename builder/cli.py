@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, NoReturn
 
-from builder.build import (
+from lockship.builder.build import (
     BuildRequest,
     PlannedInstaller,
     build_installers,
     plan_builds,
     skipped_non_wheels,
 )
-from builder.errors import BuildError, UsageError
-from builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
-from builder.inputs import Source
-from builder.network import NetworkOptions, parse_mirror
-from builder.stubs import default_cache_dir, host_platform
-from stub import __version__
-from stub.cli import LineReporter, TqdmReporter, end_process
-from stub.errors import InstallError
+from lockship.builder.errors import BuildError, UsageError
+from lockship.builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
+from lockship.builder.inputs import Source
+from lockship.builder.network import NetworkOptions, parse_mirror
+from lockship.builder.stubs import default_cache_dir, host_platform
+from lockship.stub import __version__
+from lockship.stub.boundary import end_process, report_error
+from lockship.stub.payload import PayloadError
+from lockship.stub.progress import LineReporter, TqdmReporter
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -338,42 +336,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return run(argv)
-    except (BuildError, InstallError) as e:
-        log = _write_log(e) if e.exit_code != 2 else None
-        print(f"ERROR: {e}" + (f" (details: {log})" if log else ""), file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt:
         print("ERROR: interrupted; no installer was written", file=sys.stderr)
         return 130
-    except OSError as e:  # a file the user named (or the cache) cannot be read or written
-        log = _write_log(e)
-        where = f" ({e.filename})" if e.filename else ""
-        print(
-            f"ERROR: {e.strerror or e}{where}; check the path, its permissions and free "
-            f"space (details: {log})",
-            file=sys.stderr,
+    except Exception as e:
+        # payload errors are the format's, raised while the installer is laid out
+        return report_error(
+            e, program="build", header=f"lockship {__version__}", known=(BuildError, PayloadError)
         )
-        return 1
-    except Exception as e:  # a bug: one line on the console, the traceback in the log
-        log = _write_log(e)
-        print(f"ERROR: unexpected failure: {e!r} (details: {log})", file=sys.stderr)
-        return 1
-
-
-def _write_log(error: BaseException) -> Path | None:
-    path = Path(tempfile.gettempdir()) / f"lockship-build-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(f"lockship {__version__}, argv={sys.argv!r}\n")
-            traceback.print_exception(error, file=f)
-    except OSError:
-        return None
-    return path
 
 
 def entry() -> NoReturn:
     """The ``lockship`` command: run :func:`main`, then end the process with its exit code
-    without the interpreter's teardown (see :func:`stub.cli.end_process`)."""
+    without the interpreter's teardown (see :func:`lockship.stub.boundary.end_process`)."""
     end_process(main())
 
 

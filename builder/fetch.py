@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from lockship.builder.errors import ChecksumMismatch, FetchError
 from rattler import Client, RepoDataRecord
 from rattler.package_streaming import download_to_path
-
-from builder.errors import ChecksumMismatch, FetchError
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 60

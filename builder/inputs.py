@@ -15,6 +15,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import yaml
+from lockship.builder.errors import BuildError, ChecksumMismatch, FetchError, LockfileError
+from lockship.builder.lockfile import (
+    LockedWheel,
+    find_lockfile,
+    load_lockfile,
+    read_locked_environment,
+    read_workspace,
+)
 from rattler import BuildString as RattlerBuildString
 from rattler import (
     Channel,
@@ -31,15 +39,6 @@ from rattler import (
     Version,
 )
 from rattler.explicit_environment import ExplicitEnvironmentSpec
-
-from builder.errors import BuildError, ChecksumMismatch, FetchError, LockfileError
-from builder.lockfile import (
-    LockedWheel,
-    find_lockfile,
-    load_lockfile,
-    read_locked_environment,
-    read_workspace,
-)
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,7 @@ def _explicit(path: Path, client: Client, cache_dir: Path) -> Source:
 
 async def _explicit_records(urls: list[str], client: Client, folder: Path) -> list[RepoDataRecord]:
     """Explicit files carry only URLs (and a hash): read each record from its archive."""
-    from builder.fetch import download_url
+    from lockship.builder.fetch import download_url
 
     folder.mkdir(parents=True, exist_ok=True)
     records = []

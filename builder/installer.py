@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import jinja2
-
-from builder.errors import BuildError, ChecksumMismatch
-from stub.manifest import Manifest
-from stub.payload import CHUNK_SIZE, plan_payload
+from lockship.builder.errors import BuildError, ChecksumMismatch
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import CHUNK_SIZE, plan_payload
 
 UNAME_PATTERNS = {
     "linux-64": '"Linux x86_64"',
@@ -69,7 +68,7 @@ def render_header(
     if manifest.platform not in UNAME_PATTERNS:
         raise BuildError(f"lockship cannot build .sh installers for {manifest.platform}")
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("builder", "templates"),
+        loader=jinja2.PackageLoader("lockship.builder", "templates"),
         autoescape=False,
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,

@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockship.builder.errors import LockfileError
 from rattler import (
     CondaLockedBinaryPackage,
     LockFile,
@@ -13,8 +14,6 @@ from rattler import (
     PypiLockedPackage,
     RepoDataRecord,
 )
-
-from builder.errors import LockfileError
 
 LOCK_NAMES = ("pixi.lock",)
 

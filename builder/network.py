@@ -7,10 +7,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lockship.builder.errors import UsageError
 from rattler import Client
 from rattler.networking import AuthenticationMiddleware, MirrorMiddleware
-
-from builder.errors import UsageError
 
 #: the variable rattler (and pixi) read the authentication file from
 AUTH_FILE_ENV = "RATTLER_AUTH_FILE"

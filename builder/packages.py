@@ -9,10 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from lockship.builder.errors import BuildError
 from rattler import FileMode, PathsJson
 from rattler.package_streaming import PackageArchive
-
-from builder.errors import BuildError
 
 BLOCK = 4096
 

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lockship.builder.errors import ChecksumMismatch, FetchError
+from lockship.builder.fetch import BACKOFF_SECONDS, download_url, hash_file
+from lockship.builder.lockfile import LockedWheel
 from rattler import Client
-
-from builder.errors import ChecksumMismatch, FetchError
-from builder.fetch import BACKOFF_SECONDS, download_url, hash_file
-from builder.lockfile import LockedWheel
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lockship import stub
+from lockship.builder.errors import StubError
 from rattler import Subdir
-
-import stub
-from builder.errors import StubError
 
 STUB_BASENAME = "lockship-stub"
 FACTS_SUFFIX = ".json"
@@ -296,10 +295,11 @@ def _write_spec(work: Path, *, compress: bool) -> Path:
     import PyInstaller
 
     entry = work / "lockship_stub_main.py"
-    entry.write_text("from stub.cli import entry\n\nentry()\n")
+    entry.write_text("from lockship.stub.cli import entry\n\nentry()\n")
+    sources = _copy_stub_sources(work / "src")
     # every rattler subpackage (they are tiny; the extension is shared): a rattler whose
     # __init__ imported them lazily would hide them from PyInstaller's analysis
-    hiddenimports = ["stub.cli", "tqdm", *_rattler_subpackages()]
+    hiddenimports = ["lockship.stub.cli", "tqdm", *_rattler_subpackages()]
     # the PYZ is read in place; its modules are compressed one by one (or not, see above)
     cdict = {kind: compress for kind in _ARCHIVE_KINDS} | {"PYZ": False, "SYMLINK": False}
     spec = work / f"{STUB_BASENAME}.spec"
@@ -307,7 +307,7 @@ def _write_spec(work: Path, *, compress: bool) -> Path:
         _SPEC_TEMPLATE.format(
             pyinstaller=PyInstaller.__version__,
             entry=str(entry),
-            pathex=str(Path(stub.__file__).parent.parent),
+            pathex=str(sources),
             hiddenimports=hiddenimports,
             excludes=list(PYINSTALLER_EXCLUDES),
             skipped_hooks=list(SKIPPED_RUNTIME_HOOKS),
@@ -318,6 +318,20 @@ def _write_spec(work: Path, *, compress: bool) -> Path:
         )
     )
     return spec
+
+
+def _copy_stub_sources(root: Path) -> Path:
+    """``root/lockship/stub``: the stub sources under their import name, and nothing else.
+
+    In a checkout ``lockship.stub`` is the folder ``stub/`` mapped by the build backend;
+    PyInstaller's analysis follows plain folders on its search path, so it gets a copy.
+    """
+    package = root / "lockship"
+    (package / "stub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for source in sorted(Path(stub.__file__).parent.glob("*.py")):
+        shutil.copyfile(source, package / "stub" / source.name)
+    return root
 
 
 def _rattler_subpackages() -> list[str]:

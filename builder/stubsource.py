@@ -14,18 +14,17 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from rattler import Client
-
-import stub
-from builder.errors import FetchError, StubError
-from builder.fetch import download_url, hash_file
-from builder.stubs import (
+from lockship import stub
+from lockship.builder.errors import FetchError, StubError
+from lockship.builder.fetch import download_url, hash_file
+from lockship.builder.stubs import (
     cached_stub_path,
     facts_path,
     freeze_stub,
     host_platform,
     stub_file_name,
 )
+from rattler import Client
 
 STUB_DIR_ENV = "LOCKSHIP_STUB_DIR"
 STUB_URL_ENV = "LOCKSHIP_STUB_URL"

@@ -59,7 +59,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from builder.stubs import host_platform  # noqa: E402
+from lockship.builder.stubs import host_platform  # noqa: E402
+
 from tests.factories import (  # noqa: E402
     channel_records,
     index_channel,
@@ -732,7 +733,7 @@ class Bench:
     # -- build ---------------------------------------------------------------------------
     def build(self, env: Env, out: Path) -> tuple[float, Path]:
         cache = self.work / "build-cache" / env.spec.name
-        command = [sys.executable, "-m", "builder.cli", "build", str(env.workspace)]
+        command = [sys.executable, "-m", "lockship.builder.cli", "build", str(env.workspace)]
         command += ["-o", str(out), "--cache-dir", str(cache), "--stub", str(self.stub)]
         drop_dirty_pages()
         run = timed_run(command, sample_interval=None, cwd=REPO)
@@ -1166,7 +1167,7 @@ def find_stub(explicit: Path | None) -> Path:
         if not explicit.is_file():
             raise SystemExit(f"no stub at {explicit}")
         return explicit.resolve()
-    from builder.stubs import default_cache_dir, host_platform, resolve_stub
+    from lockship.builder.stubs import default_cache_dir, host_platform, resolve_stub
 
     log("finding or freezing the installer stub (a first freeze takes about two minutes)...")
     return resolve_stub(host_platform(), default_cache_dir(), on_freeze=log)

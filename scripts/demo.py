@@ -56,7 +56,7 @@ def main() -> int:
                 f'channels = ["{server.url}/"]\nplatforms = ["{PLATFORM}"]\n'
             )
             print(f"== wrote {workspace / 'pixi.lock'} ({len(records)} packages)", flush=True)
-            build = [sys.executable, "-m", "builder.cli", "build", str(workspace)]
+            build = [sys.executable, "-m", "lockship.builder.cli", "build", str(workspace)]
             build += ["-o", str(work / "installers"), "--cache-dir", str(work / "cache")]
             if args.stub:
                 build += ["--stub", str(args.stub)]

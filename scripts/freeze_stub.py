@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from builder.errors import StubError  # noqa: E402
-from builder.stubs import (  # noqa: E402
+from lockship.builder.errors import StubError  # noqa: E402
+from lockship.builder.stubs import (  # noqa: E402
     facts_path,
     freeze_stub,
     host_platform,

@@ -72,8 +72,8 @@ def current_stub_version() -> str:
     """``stub.__version__``-digest of the stub sources: what a fresh freeze records as "stub"."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import stub
-    from builder.stubs import stub_source_digest
+    from lockship import stub
+    from lockship.builder.stubs import stub_source_digest
 
     return f"{stub.__version__}-{stub_source_digest()}"
 

@@ -57,7 +57,6 @@ import reach
 from reach import REPO, Failed, current_stub_version, locked
 
 CACHE_ENV = "LOCKSHIP_ROOTFS_CACHE"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_PACKAGES = (
     "debootstrap",
     "qemu-user-static",
@@ -222,7 +221,9 @@ def configured_mirror() -> str:
                 words = re.sub(r"\[[^]]*\]", "", line).split()
                 if len(words) >= 3 and words[0] == "deb" and _plain_debian(words[2:3]):
                     return words[1].rstrip("/")
-    return DEFAULT_MIRROR
+    raise SystemExit(
+        "no Debian mirror is configured in /etc/apt/sources.list(.d); configure apt, then retry"
+    )
 
 
 def _plain_debian(suites: Sequence[str]) -> bool:

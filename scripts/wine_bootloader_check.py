@@ -63,17 +63,17 @@ sys.path.insert(0, str(REPO))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the repository
 
 import PyInstaller  # noqa: E402
-from PyInstaller.archive.writers import CArchiveWriter  # noqa: E402
-
-from builder.installer import (  # noqa: E402
+from lockship.builder.installer import (  # noqa: E402
     ARCHIVE_ENTRY,
     COOKIE,
     COOKIE_MAGIC,
     onefile_archive_start,
     write_installer,
 )
-from stub.manifest import Manifest, PackageInfo  # noqa: E402
-from stub.payload import read_payload  # noqa: E402
+from lockship.stub.manifest import Manifest, PackageInfo  # noqa: E402
+from lockship.stub.payload import read_payload  # noqa: E402
+from PyInstaller.archive.writers import CArchiveWriter  # noqa: E402
+
 from tests.factories import write_conda_package  # noqa: E402
 
 BOOT_DIR_IN_WHEEL = "PyInstaller/bootloader/Windows-64bit-intel"

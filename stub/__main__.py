@@ -1,3 +1,3 @@
-from stub.cli import entry
+from lockship.stub.cli import entry
 
 entry()

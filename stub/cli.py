@@ -9,15 +9,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
-from stub import __version__
-from stub.console import (
+from lockship.stub import __version__
+from lockship.stub.boundary import end_process, report_error
+from lockship.stub.console import (
     check_path_lengths,
     decide_interaction,
     long_paths_enabled,
@@ -28,18 +27,20 @@ from stub.console import (
     stdin_is_terminal,
     temporary_base,
 )
-from stub.errors import InstallError, PlatformMismatch, UsageError
-from stub.manifest import Manifest
-from stub.payload import (
+from lockship.stub.errors import InstallError, PlatformMismatch, UsageError
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import (
     FORMAT_VERSION,
     Payload,
+    PayloadError,
     file_sha256,
     iter_entry,
     read_payload,
     verify_payload,
 )
-from stub.prefix import normalize_prefix
-from stub.signals import install_handlers
+from lockship.stub.prefix import normalize_prefix
+from lockship.stub.progress import LineReporter, TqdmReporter
+from lockship.stub.signals import install_handlers
 
 #: set by the shell header of .sh installers: the installer file and the folder of the stub copy
 INSTALLER_ENV = "LOCKSHIP_INSTALLER"
@@ -135,83 +136,6 @@ def _machine_platform() -> str:
     return str(Subdir.current())
 
 
-# --- progress ---------------------------------------------------------------------------
-
-
-class TqdmReporter:
-    """Progress bars on a terminal."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self._bar: Any = None
-
-    def start(self, description: str, total: int, unit: str = "it") -> None:
-        from tqdm import tqdm
-
-        # no monitor thread: the Linux installer forks its unpacking workers while a bar is open
-        tqdm.monitor_interval = 0
-        self._bar = tqdm(
-            total=total,
-            desc=description,
-            unit=unit,
-            unit_scale=unit == "B",
-            file=self._stream,
-            leave=True,
-            dynamic_ncols=True,
-        )
-
-    def advance(self, amount: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(amount)
-
-    def finish(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def message(self, text: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(text, file=self._stream)
-
-
-class LineReporter:
-    """Plain lines for logs and CI: one at the start of a stage, then every 25 %."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self._description = ""
-        self._total = 0
-        self._done = 0
-        self._next_quarter = 1
-        self._unit = ""
-
-    def _print(self, text: str) -> None:
-        print(text, file=self._stream, flush=True)
-
-    def start(self, description: str, total: int, unit: str = "it") -> None:
-        self._description, self._total, self._done, self._unit = description, total, 0, unit
-        self._next_quarter = 1
-        amount = f"{total / 1e6:.1f} MB" if unit == "B" else f"{total} {unit}"
-        self._print(f"{description} ({amount})...")
-
-    def advance(self, amount: int = 1) -> None:
-        self._done += amount
-        while (
-            self._total
-            and self._next_quarter < 4
-            and self._done * 4 >= (self._total * self._next_quarter)
-        ):
-            self._print(f"{self._description}: {25 * self._next_quarter}%")
-            self._next_quarter += 1
-
-    def finish(self) -> None:
-        self._print(f"{self._description}: done")
-
-    def message(self, text: str) -> None:
-        self._print(text)
-
-
 # --- the command ------------------------------------------------------------------------
 
 
@@ -280,7 +204,9 @@ def run(argv: Sequence[str], prog: str) -> int:
             print(f"OK: its sha256 {actual} matches SHA256SUMS")
         return 0
     if args.extract:
-        from stub.extract import extract_channel  # imported late: --help/--info start faster
+        from lockship.stub.extract import (
+            extract_channel,
+        )  # imported late: --help/--info start faster
 
         target = normalize_prefix(args.extract)
         extract_channel(payload, manifest, target, reporter)
@@ -298,7 +224,11 @@ def run(argv: Sequence[str], prog: str) -> int:
         batch=args.batch, stdin_tty=stdin_is_terminal(), owns_console=_owns_console()
     )
     interactive = interaction.ask
-    from stub.install import InstallRequest, install, preflight  # late: rattler is slow to import
+    from lockship.stub.install import (
+        InstallRequest,
+        install,
+        preflight,
+    )  # late: rattler is slow to import
 
     request = InstallRequest(
         prefix=prefix,
@@ -309,7 +239,7 @@ def run(argv: Sequence[str], prog: str) -> int:
         installer_name=prog,
     )
     preflight(manifest, request)
-    license_entry = manifest.options.get("license")
+    license_entry = manifest.options.license
     if license_entry and not args.batch:
         if not interactive:
             raise InstallError(
@@ -327,7 +257,7 @@ def run(argv: Sequence[str], prog: str) -> int:
         if not _confirm(f"Install {manifest.name} {manifest.version} into {prefix}? [Y/n] "):
             print("Nothing installed.")
             return 1
-    if manifest.options.get("link_scripts") is False:
+    if not manifest.options.link_scripts:
         reporter.message(
             "Package post-link scripts will not run: this installer was built with "
             "--no-link-scripts"
@@ -400,14 +330,12 @@ def _info(manifest: Manifest) -> dict[str, Any]:
         "installed_size": manifest.installed_size,
         "virtual_packages": list(manifest.virtual_packages),
         "post_link_scripts": sorted(
-            p.name
-            for p in manifest.packages
-            if p.name in manifest.options.get("link_script_packages", [])
+            p.name for p in manifest.packages if p.name in manifest.options.link_script_packages
         ),
-        "link_scripts_enabled": manifest.options.get("link_scripts", True) is not False,
-        "pypi_wheels": list(manifest.options.get("wheels", [])),
-        "license": bool(manifest.options.get("license")),
-        "post_install": bool(manifest.options.get("post_install")),
+        "link_scripts_enabled": manifest.options.link_scripts,
+        "pypi_wheels": list(manifest.options.wheels),
+        "license": manifest.options.license is not None,
+        "post_install": manifest.options.post_install is not None,
         "packages": [
             {
                 "name": p.name,
@@ -428,13 +356,6 @@ def _try_manifest(argv: Sequence[str]) -> Manifest | None:
         return Manifest.from_dict(read_payload(_installer_path(argv)).metadata)
     except InstallError:
         return None
-
-
-def _log_path(prog: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = Path(prog).name.replace(" ", "_")
-    folder = os.environ.get("LOCKSHIP_LOG_DIR") or tempfile.gettempdir()
-    return Path(folder) / f"lockship-{name}-{stamp}-{os.getpid()}.log"
 
 
 @contextmanager
@@ -471,50 +392,14 @@ def entry() -> NoReturn:
     end_process(main())
 
 
-def end_process(code: int) -> NoReturn:
-    """End the process with ``code``, skipping the interpreter's teardown.
-
-    rattler's runtime threads can crash that teardown: under load about one exit in ten turned
-    into a segfault or abort instead of the exit code already reported. So the console is
-    flushed and the process ends here (``os._exit``). The builder's entry point uses this too.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):
-            stream.flush()
-    os._exit(code)
-
-
 def _run_reporting_errors(argv: Sequence[str], prog: str) -> int:
     try:
         return run(argv, prog)
-    except InstallError as e:
-        # a usage error needs no log: the line says it all
-        log = _write_log(prog, e) if e.exit_code != 2 else None
-        suffix = f" (details: {log})" if log else ""
-        print(f"ERROR: {e}{suffix}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:
-        log = _write_log(prog, e)
-        where = f" ({e.filename})" if e.filename else ""
-        print(
-            f"ERROR: {e.strerror or e}{where}; check the path, its permissions and free space "
-            f"(details: {log})",
-            file=sys.stderr,
+    except Exception as e:
+        return report_error(
+            e,
+            program=prog,
+            header=f"lockship installer {__version__}",
+            known=(InstallError, PayloadError),
+            log_dir=os.environ.get("LOCKSHIP_LOG_DIR"),
         )
-        return 1
-    except Exception as e:  # a bug: still one line on the console, traceback in the log
-        log = _write_log(prog, e)
-        print(f"ERROR: unexpected failure: {e!r} (details: {log})", file=sys.stderr)
-        return 1
-
-
-def _write_log(prog: str, error: BaseException) -> Path | None:
-    path = _log_path(prog)
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(f"lockship installer {__version__}, argv={sys.argv!r}\n")
-            f.write(json.dumps({"error": str(error), "type": type(error).__name__}) + "\n")
-            traceback.print_exception(error, file=f)
-    except OSError:
-        return None
-    return path

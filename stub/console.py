@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from stub.errors import PrefixError
+from lockship.stub.errors import PrefixError
 
 WINDOWS_MAX_PATH = 260
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from lockship.stub.errors import InstallError
+from lockship.stub.install import write_repodata
+from lockship.stub.manifest import Manifest, PackageInfo
+from lockship.stub.payload import Payload, copy_entry
+from lockship.stub.progress import Reporter
 from rattler import Channel, LockFile, LockPlatform, RepoData
-
-from stub.errors import InstallError
-from stub.install import write_repodata
-from stub.manifest import Manifest, PackageInfo
-from stub.payload import Payload, copy_entry
-from stub.progress import Reporter
 
 
 def extract_channel(payload: Payload, manifest: Manifest, target: Path, reporter: Reporter) -> Path:

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stub.errors import InstallError
-from stub.manifest import Manifest
-from stub.progress import Reporter
+from lockship.stub.errors import InstallError
+from lockship.stub.manifest import Manifest
+from lockship.stub.progress import Reporter
 
 # no .json suffix: conda, mamba and rattler read every conda-meta/*.json as a package record
 MARKER = Path("conda-meta") / "lockship"

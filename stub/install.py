@@ -27,26 +27,31 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import rattler
-from rattler import Channel, PrefixRecord, RepoData, RepoDataRecord, Subdir
-from rattler.package_cache import PackageCache
-
-from stub import __version__
-from stub.activation import write_activation_scripts
-from stub.errors import InstallError, LinkError, one_line
-from stub.hooks import compile_pyc, read_marker, run_post_install, write_marker, write_uninstaller
-from stub.manifest import Manifest, PackageInfo
-from stub.payload import Entry, Payload, copy_entry, iter_entry
-from stub.prefix import INCOMPLETE_NAME, STAGE_NAME, check_prefix, prefix_transaction
-from stub.progress import Reporter
-from stub.signals import deferred
-from stub.system import check_virtual_packages
-from stub.unpack import (
+from lockship.stub import __version__
+from lockship.stub.activation import write_activation_scripts
+from lockship.stub.errors import InstallError, LinkError, one_line
+from lockship.stub.hooks import (
+    compile_pyc,
+    read_marker,
+    run_post_install,
+    write_marker,
+    write_uninstaller,
+)
+from lockship.stub.manifest import Manifest, PackageInfo
+from lockship.stub.payload import Entry, Payload, copy_entry, iter_entry
+from lockship.stub.prefix import INCOMPLETE_NAME, STAGE_NAME, check_prefix, prefix_transaction
+from lockship.stub.progress import Reporter
+from lockship.stub.signals import deferred
+from lockship.stub.system import check_virtual_packages
+from lockship.stub.unpack import (
     UnpackJob,
     WorkersUnavailable,
     layer_cache,
     unpack_archives,
     worker_count,
 )
+from rattler import Channel, PrefixRecord, RepoData, RepoDataRecord, Subdir
+from rattler.package_cache import PackageCache
 
 #: free space required beyond the installed size (staging copies, metadata, filesystem slack)
 SPACE_MARGIN = 1.10
@@ -225,13 +230,13 @@ def _finish(
     prefix = request.prefix
     finish_prefix(prefix, manifest, request)
     wheel_sources: list[Path] = []
-    if manifest.options.get("wheels"):
-        from stub.wheels import install_wheels  # late: its imports take 50 ms
+    if manifest.options.wheels:
+        from lockship.stub.wheels import install_wheels  # late: its imports take 50 ms
 
         wheel_sources = install_wheels(payload, manifest, prefix, stage / "wheels", reporter)
-    if manifest.options.get("pyc", True):
+    if manifest.options.pyc:
         compile_pyc(prefix, manifest.platform, reporter, extra=wheel_sources)
-    script_entry = manifest.options.get("post_install")
+    script_entry = manifest.options.post_install
     if script_entry and not request.run_post_install:
         reporter.message("Skipping the post-install script (--no-post-install)")
     elif script_entry:
@@ -393,7 +398,7 @@ def link_packages(
                     package_cache=package_cache,
                     platform=Subdir(manifest.platform),
                     installed_packages=installed or None,
-                    execute_link_scripts=bool(manifest.options.get("link_scripts", True)),
+                    execute_link_scripts=manifest.options.link_scripts,
                     show_progress=False,
                     reporter=bridge,
                 )

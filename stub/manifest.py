@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from stub.payload import PayloadError
+from lockship.stub.payload import PayloadError
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,47 @@ class PackageInfo:
 
 
 @dataclass(frozen=True)
+class InstallerOptions:
+    """How the installer installs, as chosen at build time (payload entries are named)."""
+
+    #: run packages' post-link scripts (``lockship build --no-link-scripts`` turns it off)
+    link_scripts: bool = True
+    #: compile .pyc files after installing
+    pyc: bool = True
+    #: the packages that carry a post-link script (shown by ``--info``)
+    link_script_packages: tuple[str, ...] = ()
+    #: payload entries of the PyPI wheels, installed in this order
+    wheels: tuple[str, ...] = ()
+    #: payload entry of a license the user must accept
+    license: str | None = None
+    #: payload entry of the post-install script
+    post_install: str | None = None
+    #: payload entry of the pixi.lock lockship solved (for ``--spec``/environment.yml inputs)
+    solved_lock: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: object) -> InstallerOptions:
+        """Read the manifest's ``options``; unknown keys (a newer builder's) are ignored."""
+        if not isinstance(data, dict):
+            raise TypeError("options is not an object")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.type == "bool" and not isinstance(value, bool):
+                raise TypeError(f"option {f.name} is not true or false")
+            if f.type == "tuple[str, ...]":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise TypeError(f"option {f.name} is not a list of strings")
+                value = tuple(value)
+            if f.type == "str | None" and not (value is None or isinstance(value, str)):
+                raise TypeError(f"option {f.name} is not a string")
+            values[f.name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -41,7 +82,7 @@ class Manifest:
     max_path_length: int = 0
     #: virtual packages (e.g. "__glibc >=2.17") the packages depend on
     virtual_packages: tuple[str, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+    options: InstallerOptions = field(default_factory=InstallerOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,7 +102,7 @@ class Manifest:
                 installed_size=int(data.get("installed_size", 0)),
                 max_path_length=int(data.get("max_path_length", 0)),
                 virtual_packages=tuple(data.get("virtual_packages", ())),
-                options=dict(data.get("options", {})),
+                options=InstallerOptions.from_dict(data.get("options", {})),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PayloadError(

@@ -48,8 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from stub.errors import InstallError
-
 MAGIC = b"LoCkShIp"
 FORMAT_VERSION = 1
 CHUNK_SIZE = 1024 * 1024
@@ -60,8 +58,14 @@ TRAILER_SIZE = _TRAILER_V1.size  # 68
 MAX_INDEX_SIZE = 256 * 1024 * 1024
 
 
-class PayloadError(InstallError):
-    """The installer file is damaged, truncated, or not a lockship installer."""
+class PayloadError(Exception):
+    """The installer file is damaged, truncated, or not a lockship installer.
+
+    The format's own root (the builder raises it too, while laying a payload out); both command
+    lines report it like their own errors.
+    """
+
+    exit_code = 1
 
 
 class UnsupportedFormat(PayloadError):
@@ -128,7 +132,7 @@ def write_payload(
     for name, source in files:
         _check_entry_name(name)
         if name in seen:
-            raise ValueError(f"duplicate payload entry {name!r}")
+            raise PayloadError(f"two payload entries are named {name!r}")
         seen.add(name)
         offset = out.tell()
         digest = hashlib.sha256()
@@ -158,7 +162,7 @@ def plan_payload(
     for name, size, sha256 in files:
         _check_entry_name(name)
         if name in seen:
-            raise ValueError(f"duplicate payload entry {name!r}")
+            raise PayloadError(f"two payload entries are named {name!r}")
         seen.add(name)
         entries.append(Entry(name, offset, size, sha256))
         offset += size

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from stub.errors import PrefixError
+from lockship.stub.errors import PrefixError
 
 LOCK_NAME = ".lockship.lock"
 INCOMPLETE_NAME = "LOCKSHIP-INCOMPLETE.txt"

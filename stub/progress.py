@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 
 class Reporter(Protocol):
@@ -32,3 +32,77 @@ class SilentReporter:
 
     def message(self, text: str) -> None:
         pass
+
+
+class TqdmReporter:
+    """Progress bars on a terminal."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._bar: Any = None
+
+    def start(self, description: str, total: int, unit: str = "it") -> None:
+        from tqdm import tqdm
+
+        # no monitor thread: the Linux installer forks its unpacking workers while a bar is open
+        tqdm.monitor_interval = 0
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            unit=unit,
+            unit_scale=unit == "B",
+            file=self._stream,
+            leave=True,
+            dynamic_ncols=True,
+        )
+
+    def advance(self, amount: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(amount)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def message(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self._stream)
+
+
+class LineReporter:
+    """Plain lines for logs and CI: one at the start of a stage, then every 25 %."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._description = ""
+        self._total = 0
+        self._done = 0
+        self._next_quarter = 1
+        self._unit = ""
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)
+
+    def start(self, description: str, total: int, unit: str = "it") -> None:
+        self._description, self._total, self._done, self._unit = description, total, 0, unit
+        self._next_quarter = 1
+        amount = f"{total / 1e6:.1f} MB" if unit == "B" else f"{total} {unit}"
+        self._print(f"{description} ({amount})...")
+
+    def advance(self, amount: int = 1) -> None:
+        self._done += amount
+        while (
+            self._total
+            and self._next_quarter < 4
+            and self._done * 4 >= (self._total * self._next_quarter)
+        ):
+            self._print(f"{self._description}: {25 * self._next_quarter}%")
+            self._next_quarter += 1
+
+    def finish(self) -> None:
+        self._print(f"{self._description}: done")
+
+    def message(self, text: str) -> None:
+        self._print(text)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from stub.errors import Interrupted
+from lockship.stub.errors import Interrupted
 
 _SIGNALS = [signal.SIGINT, signal.SIGTERM]
 if sys.platform != "win32":

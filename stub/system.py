@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lockship.stub.errors import InstallError
 from rattler import MatchSpec, Version, VersionSpec, VirtualPackage, VirtualPackageOverrides
-
-from stub.errors import InstallError
 
 OVERRIDE_HINTS = {
     "__glibc": "CONDA_OVERRIDE_GLIBC",

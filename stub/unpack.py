@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from lockship.stub.errors import InstallError, one_line
+from lockship.stub.payload import CHUNK_SIZE, Entry, EntryChecksumMismatch, Payload, iter_entry
+from lockship.stub.signals import deferred
 from rattler.package_cache import PackageCache, ValidationMode
 from rattler.package_streaming import extract
-
-from stub.errors import InstallError, one_line
-from stub.payload import CHUNK_SIZE, Entry, EntryChecksumMismatch, Payload, iter_entry
-from stub.signals import deferred
 
 #: ``LOCKSHIP_UNPACK_WORKERS=N`` sets the number of worker processes; 0 lets rattler unpack
 WORKERS_ENV = "LOCKSHIP_UNPACK_WORKERS"

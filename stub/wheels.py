@@ -10,11 +10,10 @@ from pathlib import Path, PurePosixPath
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
-
-from stub.errors import InstallError
-from stub.manifest import Manifest
-from stub.payload import Payload, copy_entry
-from stub.progress import Reporter
+from lockship.stub.errors import InstallError
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import Payload, copy_entry
+from lockship.stub.progress import Reporter
 
 
 class WheelError(InstallError):
@@ -60,7 +59,7 @@ def install_wheels(
     payload: Payload, manifest: Manifest, prefix: Path, stage: Path, reporter: Reporter
 ) -> list[Path]:
     """Install every wheel entry; return the .py files written (for .pyc compilation)."""
-    entries = [str(e) for e in manifest.options.get("wheels", [])]
+    entries = list(manifest.options.wheels)
     if not entries:
         return []
     scheme = python_layout(prefix, manifest)

@@ -110,13 +110,11 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     For quick local iteration ``LOCKSHIP_TEST_STUB=python`` swaps in a script that runs the
     stub's sources with this interpreter (never in CI: the frozen stub is what users get).
     """
-    from builder.stubs import default_cache_dir, host_platform, resolve_stub
+    from lockship.builder.stubs import default_cache_dir, host_platform, resolve_stub
 
     if os.environ.get("LOCKSHIP_TEST_STUB") == "python" and not os.environ.get("CI"):
         script = tmp_path_factory.mktemp("python-stub") / "stub"
-        script.write_text(
-            f'#!/bin/sh\nPYTHONPATH="{_REPO_ROOT}" exec "{sys.executable}" -m stub "$@"\n'
-        )
+        script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m lockship.stub "$@"\n')
         script.chmod(0o755)
         return script
     return resolve_stub(host_platform(), default_cache_dir())

@@ -27,7 +27,7 @@ class Run:
 def run_lockship(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
     """Run the builder CLI in a subprocess, as a user would."""
     process = subprocess.run(
-        [sys.executable, "-m", "builder.cli", *map(str, args)],
+        [sys.executable, "-m", "lockship.builder.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import rattler
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import read_payload
 
-from stub.manifest import Manifest
-from stub.payload import read_payload
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
     ChannelServer,
@@ -307,7 +307,7 @@ def test_teardown_cannot_change_the_exit_code(tmp_path: Path, demo_lock: Path) -
         "import atexit, os, sys\n"
         f"sys.argv = {argv!r}\n"
         "atexit.register(os.abort)  # stands in for a crash while the interpreter shuts down\n"
-        "from builder.cli import entry\n"
+        "from lockship.builder.cli import entry\n"
         "entry()\n"
     )
     run = subprocess.run(

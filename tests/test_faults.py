@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lockship.builder.installer import write_installer
+from lockship.stub.manifest import Manifest, PackageInfo
+from lockship.stub.payload import TRAILER_SIZE, read_payload
 
-from builder.installer import write_installer
-from stub.manifest import Manifest, PackageInfo
-from stub.payload import TRAILER_SIZE, read_payload
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
 from tests.factories import ChannelServer, channel_records, write_conda_package, write_pixi_lock
 from tests.runners import Run, run_installer, run_lockship

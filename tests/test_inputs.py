@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import rattler
 import yaml
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import read_payload
 
-from stub.manifest import Manifest
-from stub.payload import read_payload
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
     ChannelServer,
@@ -234,7 +234,7 @@ def test_specs_are_solved_and_the_lock_is_kept(
     lock = tmp_path / "solved-2.0.pixi.lock"
     assert lock.is_file()
     manifest = manifest_of(installer)
-    assert manifest.options["solved_lock"] == "lockship/pixi.lock"
+    assert manifest.options.solved_lock == "lockship/pixi.lock"
     names = {p.name for p in manifest.packages}
     assert {"lsdemo-hello", "lsdemo-config", "lsdemo-greet", "python"} <= names
     env = rattler.LockFile.from_path(lock).default_environment()

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lockship.builder.stubs import required_glibc
 
-from builder.stubs import required_glibc
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
     ChannelServer,

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-
-import stub
+from lockship import stub
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +39,13 @@ NOT_SHIPPED = (
 )
 PIP_WHEEL = ("-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check")
 #: Files the installed package needs at run time besides its modules.
-PACKAGE_DATA = ("builder/templates/header.sh.j2", "builder/py.typed", "stub/py.typed")
+PACKAGE_DATA = (
+    "lockship/builder/templates/header.sh.j2",
+    "lockship/builder/py.typed",
+    "lockship/stub/py.typed",
+)
+#: the same files in the source tree (the sdist holds the repository's folders)
+SOURCE_DATA = ("builder/templates/header.sh.j2", "builder/py.typed", "stub/py.typed")
 
 
 def _env() -> dict[str, str]:
@@ -122,9 +127,14 @@ def test_wheel_holds_the_packages_their_data_and_the_command(wheel: Path) -> Non
         metadata = archive.read(f"{dist_info}/METADATA").decode()
     for name in PACKAGE_DATA:
         assert name in names, f"{wheel.name} lacks {name}"
-    assert {"builder/cli.py", "stub/__init__.py", "stub/__main__.py"} <= names
-    assert not [n for n in names if n.startswith(("tests/", "scripts/"))]
-    assert "lockship = builder.cli:entry" in entry_points.replace("  ", " ")
+    assert {
+        "lockship/builder/cli.py",
+        "lockship/stub/__init__.py",
+        "lockship/stub/__main__.py",
+    } <= names
+    # nothing at the top of site-packages but lockship/ (no "builder" or "stub" to collide)
+    assert {n.split("/")[0] for n in names} == {"lockship", f"lockship-{VERSION}.dist-info"}
+    assert "lockship = lockship.builder.cli:entry" in entry_points.replace("  ", " ")
     assert f"\nVersion: {VERSION}\n" in metadata
     assert "\nRequires-Dist: py-rattler" in metadata
 
@@ -143,7 +153,7 @@ def test_sdist_builds_the_same_wheel(
     top = f"lockship-{VERSION}"
     with tarfile.open(sdist) as archive:
         members = {m.name.removeprefix(f"{top}/") for m in archive.getmembers()}
-    for name in ("pyproject.toml", "README.md", "LICENSE", "PKG-INFO", *PACKAGE_DATA):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "PKG-INFO", *SOURCE_DATA):
         assert name in members, f"{sdist.name} lacks {name}"
 
     # The sdist is complete: the wheel built from it has the same files as the one from the tree.
@@ -163,7 +173,11 @@ def test_installed_lockship_runs_from_the_venv(venv: Path, tmp_path: Path) -> No
     bin_dir = _venv_bin(venv)
     where = _ok(
         _run(
-            [bin_dir / "python", "-c", "import builder, stub; print(builder.__file__)"],
+            [
+                bin_dir / "python",
+                "-c",
+                "import lockship.builder, lockship.stub; print(lockship.builder.__file__)",
+            ],
             cwd=tmp_path,
         )
     )

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from stub.payload import (
+from lockship.stub.payload import (
     FORMAT_VERSION,
     MAGIC,
     TRAILER_SIZE,

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from builder.installer import (
+from lockship.builder.installer import (
     ARCHIVE_ENTRY,
     COOKIE,
     COOKIE_MAGIC,
@@ -22,7 +21,7 @@ from builder.installer import (
     render_header,
     write_installer,
 )
-from stub.console import (
+from lockship.stub.console import (
     REAL_LOCALAPPDATA,
     check_path_lengths,
     decide_interaction,
@@ -30,11 +29,12 @@ from stub.console import (
     restore_environment,
     temporary_base,
 )
-from stub.errors import PrefixError
-from stub.install import InstallRequest, finish_prefix, link_packages, stage_packages
-from stub.manifest import Manifest, PackageInfo
-from stub.payload import iter_entry, read_payload
-from stub.progress import SilentReporter
+from lockship.stub.errors import PrefixError
+from lockship.stub.install import InstallRequest, finish_prefix, link_packages, stage_packages
+from lockship.stub.manifest import Manifest, PackageInfo
+from lockship.stub.payload import iter_entry, read_payload
+from lockship.stub.progress import SilentReporter
+
 from tests.factories import write_conda_package
 
 
@@ -130,7 +130,7 @@ def test_windows_exe_layout(tmp_path: Path) -> None:
 def test_windows_stub_must_be_a_onefile_program(tmp_path: Path) -> None:
     not_frozen = tmp_path / "plain.exe"
     not_frozen.write_bytes(b"MZ" + b"\x00" * 1000)
-    from builder.errors import BuildError
+    from lockship.builder.errors import BuildError
 
     with pytest.raises(BuildError, match="not a PyInstaller one-file program"):
         onefile_archive_start(not_frozen)
@@ -230,7 +230,7 @@ def test_relaunch_environment_round_trip(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_windows_default_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stub.cli import _default_prefix
+    from lockship.stub.cli import _default_prefix
 
     monkeypatch.setenv("LOCALAPPDATA", "/users/me/AppData/Local")
     assert _default_prefix(manifest_for("win-64", [])) == str(
@@ -244,7 +244,7 @@ def test_windows_default_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def install_for(tmp_path: Path, platform: str, packages: list[tuple[PackageInfo, Path]]) -> Path:
     """The installer's own install steps, with the payload replaced by the archives."""
-    from stub.payload import write_payload
+    from lockship.stub.payload import write_payload
 
     manifest = manifest_for(platform, [p for p, _ in packages])
     blob = tmp_path / "payload.bin"

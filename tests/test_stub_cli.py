@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import read_payload
 
-from stub.manifest import Manifest
-from stub.payload import read_payload
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import ChannelServer, index_channel, write_conda_package, write_pixi_lock
 from tests.runners import Run, run_installer, run_lockship, run_on_terminal
@@ -375,7 +375,7 @@ def run_stub_entry(
     program = "import atexit, os, sys\n" + f"sys.argv = {[installer.name, *map(str, args)]!r}\n"
     if abort_at_exit:  # stands in for a crash while the interpreter shuts down
         program += "atexit.register(os.abort)\n"
-    program += "from stub.cli import entry\nentry()\n"
+    program += "from lockship.stub.cli import entry\nentry()\n"
     return subprocess.run(
         [sys.executable, "-c", program],
         capture_output=True,

@@ -6,11 +6,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from lockship import stub
+from lockship.builder.errors import StubError
+from lockship.builder.stubs import cached_stub_path
+from lockship.builder.stubsource import MANIFEST_NAME, find_stubs
 
-import stub
-from builder.errors import StubError
-from builder.stubs import cached_stub_path
-from builder.stubsource import MANIFEST_NAME, find_stubs
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import ChannelServer
 

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 import rattler
-from rattler import Channel, RepoData
-
-from stub.errors import InstallError
-from stub.payload import (
+from lockship.stub.errors import InstallError
+from lockship.stub.payload import (
     Entry,
     EntryChecksumMismatch,
     Payload,
@@ -24,7 +22,7 @@ from stub.payload import (
     read_payload,
     write_payload,
 )
-from stub.unpack import (
+from lockship.stub.unpack import (
     WORKERS_ENV,
     UnpackJob,
     WorkersUnavailable,
@@ -33,6 +31,8 @@ from stub.unpack import (
     unpack_archives,
     worker_count,
 )
+from rattler import Channel, RepoData
+
 from tests.factories import index_channel, write_conda_package
 
 linux_only = pytest.mark.skipif(
@@ -179,7 +179,7 @@ def test_a_worker_that_dies_fails_the_unpacking(
     def killed(archive: object, folder: object) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr("stub.unpack.extract", killed)  # the forked workers inherit it
+    monkeypatch.setattr("lockship.stub.unpack.extract", killed)  # the forked workers inherit it
     with pytest.raises(InstallError, match=r"^a process unpacking the packages died"):
         unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, lambda n: None)
     assert list((tmp_path / "stage" / "pkgs").iterdir()) == []
@@ -195,7 +195,7 @@ def test_no_worker_processes_here_writes_nothing(
     def no_semaphores(*args: object, **kwargs: object) -> None:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr("stub.unpack.ProcessPoolExecutor", no_semaphores)
+    monkeypatch.setattr("lockship.stub.unpack.ProcessPoolExecutor", no_semaphores)
     with pytest.raises(WorkersUnavailable, match="cannot start worker processes: "):
         unpack_archives(payload, jobs_for(tmp_path, payload.entries), 2, lambda n: None)
     assert list((tmp_path / "stage" / "pkgs").iterdir()) == []
