@@ -29,8 +29,9 @@ from typing import Any, BinaryIO
 
 import jinja2
 from lockship.builder.errors import BuildError, ChecksumMismatch
+from lockship.stub.boundary import CHUNK_SIZE
 from lockship.stub.manifest import Manifest
-from lockship.stub.payload import CHUNK_SIZE, plan_payload
+from lockship.stub.payload import plan_payload
 
 UNAME_PATTERNS = {
     "linux-64": '"Linux x86_64"',

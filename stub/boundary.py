@@ -1,23 +1,90 @@
-"""What both command lines do at their edge: one ``ERROR:`` line, a log, an exit code.
+"""What both wings share besides the payload format: the edge of each command line (one
+``ERROR:`` line, a log, an exit code, the process's end) and the one helper per file mechanism
+(hashing a file, writing one atomically, the ``SHA256SUMS`` format).
 
-The builder's CLI imports this module (and ``progress``, ``payload``, ``manifest``) and nothing
-else of the installer. Library code raises; :func:`report_error` turns the exception into the
-one line the user sees and writes the traceback to a log file that is created exclusively
-(``mkstemp``: an unpredictable name, mode 0600, never through a planted symlink).
+The builder imports this module, ``progress``, ``payload`` and ``manifest``, and nothing else of
+the installer. Library code raises; :func:`report_error` turns the exception into the one line
+the user sees and writes the traceback to a log file that is created exclusively (``mkstemp``:
+an unpredictable name, mode 0600, never through a planted symlink).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
+
+CHUNK_SIZE = 1024 * 1024
+#: the name ``lockship build`` gives the checksum file beside the installers it writes
+SHA256SUMS = "SHA256SUMS"
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a whole file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_write(path: Path, *, mode: int = 0o644, durable: bool = False) -> Iterator[IO[bytes]]:
+    """Write ``path`` through a new temporary file beside it, renamed into place on success.
+
+    The temporary name is unpredictable and created exclusively (``mkstemp``), so concurrent
+    writers never share one and a reader sees the old file or the whole new one. ``durable``
+    fsyncs before the rename. On any failure the temporary file is removed.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    partial = Path(name)
+    try:
+        with open(fd, "wb") as f:
+            yield f
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        partial.chmod(mode)
+        os.replace(partial, path)
+    except BaseException:
+        with suppress(OSError):
+            partial.unlink()
+        raise
+
+
+def write_text_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """:func:`atomic_write` for a text file (UTF-8, ``\\n`` line ends on every OS)."""
+    with atomic_write(path, mode=mode) as f:
+        f.write(text.encode("utf-8"))
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """file name -> sha256 from a ``SHA256SUMS`` file (``sha256sum`` format)."""
+    sums: dict[str, str] = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            sums[name.lstrip("*")] = digest.lower()
+    return sums
+
+
+def format_checksums(sums: Mapping[str, str]) -> str:
+    """The ``SHA256SUMS`` text for ``sums``, sorted by name, checkable with ``sha256sum -c``."""
+    return "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
+
+
+# --- the edge of a command line ---------------------------------------------------------
 
 
 def write_log(

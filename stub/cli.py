@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lockship.stub import __version__
-from lockship.stub.boundary import end_process, report_error
+from lockship.stub.boundary import (
+    SHA256SUMS,
+    end_process,
+    file_sha256,
+    parse_checksums,
+    report_error,
+)
 from lockship.stub.console import (
     check_path_lengths,
     decide_interaction,
@@ -33,7 +39,6 @@ from lockship.stub.payload import (
     FORMAT_VERSION,
     Payload,
     PayloadError,
-    file_sha256,
     iter_entry,
     read_payload,
     verify_payload,
@@ -198,7 +203,7 @@ def run(argv: Sequence[str], prog: str) -> int:
             actual = file_sha256(payload.path)
             if actual != listed:
                 raise InstallError(
-                    f"{payload.path.name} does not match {payload.path.parent / 'SHA256SUMS'} "
+                    f"{payload.path.name} does not match {payload.path.parent / SHA256SUMS} "
                     f"(sha256 {actual}, listed {listed}); download it again"
                 )
             print(f"OK: its sha256 {actual} matches SHA256SUMS")
@@ -287,16 +292,11 @@ def run(argv: Sequence[str], prog: str) -> int:
 
 def _listed_sha256(installer: Path) -> str | None:
     """The installer's line in a SHA256SUMS file next to it (written by lockship build)."""
-    sums = installer.parent / "SHA256SUMS"
     try:
-        lines = sums.read_text(encoding="utf-8").splitlines()
+        text = (installer.parent / SHA256SUMS).read_text(encoding="utf-8")
     except OSError:
         return None
-    for line in lines:
-        digest, _, name = line.partition("  ")
-        if name.lstrip("*") == installer.name:
-            return digest.lower()
-    return None
+    return parse_checksums(text).get(installer.name)
 
 
 def _owns_console() -> bool:

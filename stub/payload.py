@@ -48,9 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from lockship.stub.boundary import CHUNK_SIZE
+
 MAGIC = b"LoCkShIp"
 FORMAT_VERSION = 1
-CHUNK_SIZE = 1024 * 1024
 
 _TAIL = struct.Struct("<I8s")  # version, magic: identical in every format version
 _TRAILER_V1 = struct.Struct("<QQQ32sI8s")
@@ -309,15 +310,6 @@ def iter_entry(payload: Payload, entry: Entry, chunk_size: int = CHUNK_SIZE) -> 
         raise EntryChecksumMismatch(entry.name, entry.sha256, actual)
     if pending is not None:
         yield pending
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 (hex) of a whole file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def copy_entry(payload: Payload, entry: Entry, target: Path) -> None:

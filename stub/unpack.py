@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from lockship.stub.boundary import CHUNK_SIZE
 from lockship.stub.errors import InstallError, one_line
-from lockship.stub.payload import CHUNK_SIZE, Entry, EntryChecksumMismatch, Payload, iter_entry
+from lockship.stub.payload import Entry, EntryChecksumMismatch, Payload, iter_entry
 from lockship.stub.signals import deferred
 from rattler.package_cache import PackageCache, ValidationMode
 from rattler.package_streaming import extract
