@@ -203,10 +203,47 @@ def read_payload(path: Path) -> Payload:
     """Read and check the trailer and index of the installer at ``path``."""
     try:
         with open(path, "rb") as f:
-            file_size = os.fstat(f.fileno()).st_size
-            return _read(f, Path(path), file_size)
+            end = payload_end(f, os.fstat(f.fileno()).st_size)
+            return _read(f, Path(path), end)
     except OSError as e:
         raise PayloadError(f"cannot read the installer {path}: {e.strerror or e}") from e
+
+
+#: where a PE file's optional header keeps its data directories, by optional-header magic
+_PE_DIRECTORIES = {0x10B: 96, 0x20B: 112}
+_PE_SECURITY = 4  # the certificate table's index among the data directories
+
+
+def payload_end(f: BinaryIO, file_size: int) -> int:
+    """Where the payload's trailer ends: the end of the file, or, in a signed Windows ``.exe``,
+    where its Authenticode certificate table begins.
+
+    Signing appends that table after the file's data (8-byte aligned, zero-padded) and records
+    its offset and size in the PE optional header's security directory; everything before it is
+    covered by the signature, the trailer included.
+    """
+    f.seek(0)
+    head = f.read(4096)
+    if len(head) < 0x40 or head[:2] != b"MZ":
+        return file_size
+    (pe,) = struct.unpack_from("<I", head, 0x3C)
+    if pe + 24 + 2 > len(head) or head[pe : pe + 4] != b"PE\0\0":
+        return file_size
+    optional = pe + 24
+    (magic,) = struct.unpack_from("<H", head, optional)
+    directories = _PE_DIRECTORIES.get(magic)
+    if directories is None:
+        return file_size
+    (count,) = struct.unpack_from("<I", head, optional + directories - 4)
+    at = optional + directories + 8 * _PE_SECURITY
+    if count <= _PE_SECURITY or at + 8 > len(head):
+        return file_size
+    table, size = (int(n) for n in struct.unpack_from("<II", head, at))
+    if not table or table + size != file_size or table < _TAIL.size:
+        return file_size
+    f.seek(table - 8)
+    before = f.read(8)  # the padding to the table's 8-byte alignment is zeros
+    return table - (len(before) - len(before.rstrip(b"\0")))
 
 
 def _read(f: BinaryIO, path: Path, file_size: int) -> Payload:

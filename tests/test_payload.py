@@ -175,3 +175,45 @@ def test_arbitrary_bytes(blob: bytes) -> None:
         f.flush()
         with pytest.raises(PayloadError):
             read_payload(Path(f.name))
+
+
+def _pe_preamble(size: int = 1024) -> bytearray:
+    """The start of a PE32+ file: DOS header, PE signature, COFF header, optional header with
+    16 data directories (all empty), padded to ``size``."""
+    head = bytearray(size)
+    head[:2] = b"MZ"
+    struct.pack_into("<I", head, 0x3C, 0x80)
+    head[0x80:0x84] = b"PE\0\0"
+    optional = 0x80 + 24
+    struct.pack_into("<H", head, optional, 0x20B)
+    struct.pack_into("<I", head, optional + 108, 16)
+    return head
+
+
+def _sign(installer: Path, certificate: bytes) -> None:
+    """Do to ``installer`` what Authenticode signing does to the file's layout: pad it to 8
+    bytes, append the certificate table, and record it in the security directory."""
+    data = bytearray(installer.read_bytes())
+    data += b"\0" * (-len(data) % 8)
+    table = len(data)
+    data += certificate
+    struct.pack_into("<II", data, 0x80 + 24 + 112 + 8 * 4, table, len(certificate))
+    installer.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("preamble_size", [1024, 1027, 1029])  # each padding length
+def test_a_signed_exe_keeps_its_payload_readable(tmp_path: Path, preamble_size: int) -> None:
+    files = {"win-64/a-1-0.conda": b"A" * 3000, "lockship/pyinstaller-archive": b"archive"}
+    installer = make_installer(tmp_path, files, preamble=bytes(_pe_preamble(preamble_size)))
+    _sign(installer, b"\x30\x82certificate table" * 20)
+    payload = read_payload(installer)
+    assert [e.name for e in payload.entries] == list(files)
+    verify_payload(payload)
+
+
+def test_data_appended_without_a_signature_is_still_refused(tmp_path: Path) -> None:
+    installer = make_installer(tmp_path, {"a": b"a"}, preamble=bytes(_pe_preamble()))
+    with open(installer, "ab") as f:
+        f.write(b"\0" * 8 + b"junk after the trailer")
+    with pytest.raises(PayloadError, match="is not a complete lockship installer"):
+        read_payload(installer)
