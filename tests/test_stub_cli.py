@@ -463,6 +463,7 @@ def test_the_builders_stub_folder_survives_the_installer(
     (stubs / "lockship-stub-win-64.exe").write_bytes(b"MZ mine")
     env = {"LOCKSHIP_STUB_DIR": str(stubs)}
     run = run_stub_entry(demo_installer, "--version", env=env)
+    assert (stubs / "lockship-stub-win-64.exe").read_bytes() == b"MZ mine"
     assert run.returncode == 0, run.stderr
     direct = subprocess.run(
         [frozen_stub, "--installer", demo_installer, "--version"],
