@@ -18,9 +18,9 @@ from types import FrameType
 
 from lockship.stub.errors import Interrupted
 
-_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
 if sys.platform != "win32":
-    _SIGNALS.append(signal.SIGHUP)
+    SIGNALS.append(signal.SIGHUP)
 
 
 class SignalGate:
@@ -72,7 +72,7 @@ def install_handlers() -> None:
     """Reset :data:`GATE` and install the handlers (also undoing an inherited 'ignore' from a
     background shell)."""
     GATE.reset()
-    for sig in _SIGNALS:
+    for sig in SIGNALS:
         signal.signal(sig, _handler)
 
 
