@@ -135,6 +135,10 @@ def _default_prefix(manifest: Manifest) -> str:
 
 # --- the modes --------------------------------------------------------------------------
 
+NO_LINK_SCRIPTS = (
+    "Package post-link scripts will not run: this installer was built with --no-link-scripts"
+)
+
 
 def run(args: argparse.Namespace, launch: Launch) -> int:
     """Do what ``args`` ask; return the exit code. Raises InstallError or PayloadError."""
@@ -223,11 +227,7 @@ def install_interactively(
         prefix, manifest.max_path_length, windows=windows, long_paths=long_paths_enabled()
     )
     interactive = _interaction(batch=args.batch).ask
-    from lockship.stub.install import (
-        InstallRequest,
-        install,
-        preflight,
-    )  # late: rattler is slow to import
+    from lockship.stub.install import InstallRequest, install, preflight  # late: rattler is slow
 
     request = InstallRequest(
         prefix=prefix,
@@ -244,23 +244,21 @@ def install_interactively(
         return 1
     reporter = _reporter()
     if not manifest.options.link_scripts:
-        reporter.message(
-            "Package post-link scripts will not run: this installer was built with "
-            "--no-link-scripts"
-        )
+        reporter.message(NO_LINK_SCRIPTS)
     base = _temporary_base(prefix, windows=windows)
     if base is not None:
         return relaunch_next_to_prefix(base, launch.argv)
     verb = "Updating" if args.update and prefix.exists() else "Installing"
-    reporter.message(
-        f"{verb} {manifest.name} {manifest.version} ({len(manifest.packages)} packages) "
-        f"into {prefix}"
-    )
+    reporter.message(f"{verb} {_what(manifest)} ({len(manifest.packages)} packages) into {prefix}")
     install(payload, manifest, request, reporter)
     activate = prefix / ("activate.bat" if windows else "activate.sh")
     how = str(activate) if windows else f"source {activate}"
-    print(f"Installed {manifest.name} {manifest.version} into {prefix} (activate: {how})")
+    print(f"Installed {_what(manifest)} into {prefix} (activate: {how})")
     return 0
+
+
+def _what(manifest: Manifest) -> str:
+    return f"{manifest.name} {manifest.version}"
 
 
 def _check_machine(manifest: Manifest) -> None:
