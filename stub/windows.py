@@ -5,11 +5,11 @@ Each decision is a pure function of injected facts, so every platform's behaviou
 any machine. The relaunch is a protocol between a parent and its child, spoken through private
 environment variables whose names live here and nowhere else:
 
-=========================  ====================================================================
+==========================  ===================================================================
 ``_LOCKSHIP_RELAUNCHED``    ``1`` in the child: do not relaunch again
 ``_LOCKSHIP_LOG_DIR``       where the child writes an error's log (its own TEMP is removed)
-``_LOCKSHIP_LOCALAPPDATA``  the real %LOCALAPPDATA%; the child's names its unpacking folder
-=========================  ====================================================================
+``_LOCKSHIP_LOCALAPPDATA``  the real %LOCALAPPDATA% (the child's names its unpacking folder)
+==========================  ===================================================================
 
 The Windows stub's one-file bootloader unpacks into %LOCALAPPDATA% (``builder/stubs.py``), so a
 relaunched child gets its new folder there and :func:`restore_environment` puts the real value
