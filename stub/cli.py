@@ -1,18 +1,25 @@
-"""The installer's command line: the only place in the stub that prints, prompts or exits."""
+"""The installer's command line: the only place in the stub that prints, prompts or exits.
+
+:func:`main` parses the arguments once and :func:`run` dispatches to one function per mode:
+``--help``, ``--version``, ``--info``, ``--check``, ``--extract``, else installing. Errors
+raised below are turned into one ``ERROR:`` line and an exit code by ``stub.boundary``.
+
+Inputs besides the arguments: the header's variables (``stub.launch``), the Windows relaunch's
+(``stub.windows``), and the hidden option ``--installer FILE``, which makes the program read the
+payload of ``FILE`` instead of its own file (a stub run by hand on an installer, as the tests
+do to reach the program's platform check on a machine the installer is not for).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from lockship.stub import __version__
 from lockship.stub.boundary import (
@@ -22,34 +29,31 @@ from lockship.stub.boundary import (
     parse_checksums,
     report_error,
 )
-from lockship.stub.console import (
-    check_path_lengths,
+from lockship.stub.errors import InstallError, PlatformMismatch, UsageError
+from lockship.stub.interaction import (
+    Interaction,
     decide_interaction,
-    long_paths_enabled,
     owns_console,
-    relaunch_environment,
+    stdin_is_terminal,
+)
+from lockship.stub.launch import Launch, read_launch, remove_unpacked_folder
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import Payload, PayloadError, iter_entry, read_payload, verify_payload
+from lockship.stub.prefix import normalize_prefix
+from lockship.stub.progress import LineReporter, Reporter, TqdmReporter
+from lockship.stub.signals import install_handlers
+from lockship.stub.summary import json_summary, text_summary
+from lockship.stub.windows import (
+    check_path_lengths,
+    log_dir,
+    long_paths_enabled,
+    relaunch_next_to_prefix,
     relaunched,
     restore_environment,
-    stdin_is_terminal,
     temporary_base,
 )
-from lockship.stub.errors import InstallError, PlatformMismatch, UsageError
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import (
-    FORMAT_VERSION,
-    Payload,
-    PayloadError,
-    iter_entry,
-    read_payload,
-    verify_payload,
-)
-from lockship.stub.prefix import normalize_prefix
-from lockship.stub.progress import LineReporter, TqdmReporter
-from lockship.stub.signals import install_handlers
 
-#: set by the shell header of .sh installers: the installer file and the folder of the stub copy
-INSTALLER_ENV = "LOCKSHIP_INSTALLER"
-STUB_DIR_ENV = "LOCKSHIP_STUB_DIR"
+# --- arguments --------------------------------------------------------------------------
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -58,6 +62,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentParser:
+    """The parser; ``manifest`` (None if unknown) only fills in the help texts."""
     name = manifest.name if manifest else "NAME"
     what = f"{manifest.name} {manifest.version} ({manifest.platform})" if manifest else "an env"
     default_prefix = _default_prefix(manifest) if manifest else "~/NAME"
@@ -66,51 +71,59 @@ def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentPars
         description=f"Install {what}: a conda environment built by lockship {__version__}.",
         epilog="Exit codes: 0 installed, 1 failed (nothing left behind), 2 usage error, "
         "130 interrupted. On failure the error names a log file with the details.",
+        add_help=False,  # --help is a mode like the others: it returns, it does not exit
     )
-    parser.add_argument(
-        "-p", "--prefix", help=f"install into this folder (default: {default_prefix})"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("-h", "--help", action="store_true", help="show this help message and exit")
+    add("-p", "--prefix", help=f"install into this folder (default: {default_prefix})")
+    add(
         "-b",
         "--batch",
         action="store_true",
         help="never ask anything (unattended install); this accepts the license, if any",
     )
-    parser.add_argument(
-        "-f", "--force", action="store_true", help="install even if PREFIX exists and is not empty"
-    )
-    parser.add_argument(
+    add("-f", "--force", action="store_true", help="install even if PREFIX exists and is not empty")
+    add(
         "-u",
         "--update",
         action="store_true",
         help="update PREFIX made by an earlier installer of the same name: changed packages are "
         "replaced, packages no longer locked are removed",
     )
-    parser.add_argument(
-        "--info", action="store_true", help="print what this installer holds; install nothing"
-    )
-    parser.add_argument("--json", action="store_true", help="with --info: print JSON")
-    parser.add_argument(
+    add("--info", action="store_true", help="print what this installer holds; install nothing")
+    add("--json", action="store_true", help="with --info: print JSON")
+    add(
         "--check",
         action="store_true",
         help="verify the whole installer (every package's sha256); install nothing",
     )
-    parser.add_argument(
+    add(
         "--extract",
         metavar="DIR",
         help="write the packages as a local channel plus environment.yml and pixi.lock into DIR "
         "(for micromamba, conda or pixi); install nothing",
     )
-    parser.add_argument(
+    add(
         "--no-post-install",
         action="store_true",
         help="do not run the post-install script the installer carries",
     )
-    parser.add_argument(
-        "--version", action="store_true", help=f"print the version of {name} and of lockship"
-    )
-    parser.add_argument("--installer", help=argparse.SUPPRESS)
+    add("--version", action="store_true", help=f"print the version of {name} and of lockship")
+    add("--installer", help=argparse.SUPPRESS)
     return parser
+
+
+def parse_arguments(argv: Sequence[str], prog: str) -> argparse.Namespace:
+    """The parsed ``argv``; raises UsageError. With ``--help`` other mistakes are ignored."""
+    parser = _build_parser(prog, None)
+    args, unknown = parser.parse_known_args(argv)
+    if args.help:
+        return args
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.json and not args.info:
+        raise UsageError("--json only goes with --info (see --help)")
+    return args
 
 
 def _default_prefix(manifest: Manifest) -> str:
@@ -120,46 +133,167 @@ def _default_prefix(manifest: Manifest) -> str:
     return str(Path("~").expanduser() / manifest.name)
 
 
-def _installer_path(argv: Sequence[str]) -> Path:
-    for i, arg in enumerate(argv):
-        if arg == "--installer" and i + 1 < len(argv):
-            return Path(argv[i + 1])
-        if arg.startswith("--installer="):
-            return Path(arg.split("=", 1)[1])
-    env = os.environ.get(INSTALLER_ENV)
-    if env:
-        return Path(env)
-    return Path(sys.executable)
+# --- the modes --------------------------------------------------------------------------
+
+NO_LINK_SCRIPTS = (
+    "Package post-link scripts will not run: this installer was built with --no-link-scripts"
+)
 
 
-def _machine_platform() -> str:
-    override = os.environ.get("LOCKSHIP_PLATFORM_OVERRIDE")
-    if override:
-        return override
+def run(args: argparse.Namespace, launch: Launch) -> int:
+    """Do what ``args`` ask; return the exit code. Raises InstallError or PayloadError."""
+    installer = Path(args.installer) if args.installer else launch.installer
+    if args.help:
+        return show_help(launch.prog, installer)
+    payload = read_payload(installer)
+    manifest = Manifest.from_dict(payload.metadata)
+    if args.version:
+        return show_version(manifest)
+    if args.info:
+        return show_info(manifest, as_json=args.json)
+    if args.check:
+        return check_installer(payload)
+    if args.extract:
+        return extract(payload, manifest, args.extract)
+    return install_interactively(payload, manifest, args, launch)
+
+
+def show_help(prog: str, installer: Path) -> int:
+    """The help, with this installer's name and default prefix if its file can be read."""
+    try:
+        manifest: Manifest | None = Manifest.from_dict(read_payload(installer).metadata)
+    except (InstallError, PayloadError, OSError):
+        manifest = None
+    _build_parser(prog, manifest).print_help()
+    return 0
+
+
+def show_version(manifest: Manifest) -> int:
+    print(
+        f"{manifest.name} {manifest.version} (installer built by lockship "
+        f"{manifest.lockship_version}; installer program {__version__})"
+    )
+    return 0
+
+
+def show_info(manifest: Manifest, *, as_json: bool) -> int:
+    print(json.dumps(json_summary(manifest), indent=2) if as_json else text_summary(manifest))
+    return 0
+
+
+def check_installer(payload: Payload) -> int:
+    """Verify every entry, then the whole file against a ``SHA256SUMS`` beside it, if any."""
+    verify_payload(payload)
+    print(f"OK: {payload.path.name} is complete ({len(payload.entries)} entries verified)")
+    listed = _listed_sha256(payload.path)
+    if listed is None:
+        return 0
+    actual = file_sha256(payload.path)
+    if actual != listed:
+        raise InstallError(
+            f"{payload.path.name} does not match {payload.path.parent / SHA256SUMS} "
+            f"(sha256 {actual}, listed {listed}); download it again"
+        )
+    print(f"OK: its sha256 {actual} matches SHA256SUMS")
+    return 0
+
+
+def _listed_sha256(installer: Path) -> str | None:
+    """The installer's line in a SHA256SUMS file next to it (written by lockship build)."""
+    try:
+        text = (installer.parent / SHA256SUMS).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return parse_checksums(text).get(installer.name)
+
+
+def extract(payload: Payload, manifest: Manifest, folder: str) -> int:
+    from lockship.stub.extract import extract_channel  # imported late: --help/--info start faster
+
+    target = normalize_prefix(folder)
+    extract_channel(payload, manifest, target, _reporter())
+    print(f"Extracted {manifest.name} {manifest.version} into {target} (see README.txt there)")
+    return 0
+
+
+def install_interactively(
+    payload: Payload, manifest: Manifest, args: argparse.Namespace, launch: Launch
+) -> int:
+    """Check machine and prefix, ask what must be asked, then install here or relaunched."""
+    _check_machine(manifest)
+    prefix = normalize_prefix(args.prefix or _default_prefix(manifest))
+    windows = manifest.platform.startswith("win-")
+    check_path_lengths(
+        prefix, manifest.max_path_length, windows=windows, long_paths=long_paths_enabled()
+    )
+    interactive = _interaction(batch=args.batch).ask
+    from lockship.stub.install import InstallRequest, install, preflight  # late: rattler is slow
+
+    request = InstallRequest(
+        prefix=prefix,
+        force=args.force,
+        update=args.update,
+        run_post_install=not args.no_post_install,
+        unattended=not interactive,
+        installer_name=launch.prog,
+    )
+    preflight(manifest, request)
+    if not args.batch and not _license_accepted(payload, manifest, interactive=interactive):
+        return 1
+    if interactive and not _install_confirmed(manifest, prefix):
+        return 1
+    reporter = _reporter()
+    if not manifest.options.link_scripts:
+        reporter.message(NO_LINK_SCRIPTS)
+    base = _temporary_base(prefix, windows=windows)
+    if base is not None:
+        return relaunch_next_to_prefix(base, launch.argv)
+    verb = "Updating" if args.update and prefix.exists() else "Installing"
+    reporter.message(f"{verb} {_what(manifest)} ({len(manifest.packages)} packages) into {prefix}")
+    install(payload, manifest, request, reporter)
+    activate = prefix / ("activate.bat" if windows else "activate.sh")
+    how = str(activate) if windows else f"source {activate}"
+    print(f"Installed {_what(manifest)} into {prefix} (activate: {how})")
+    return 0
+
+
+def _what(manifest: Manifest) -> str:
+    return f"{manifest.name} {manifest.version}"
+
+
+def _check_machine(manifest: Manifest) -> None:
     from rattler import Subdir
 
-    return str(Subdir.current())
+    machine = str(Subdir.current())
+    if machine != manifest.platform:
+        raise PlatformMismatch(manifest.platform, machine)
 
 
-# --- the command ------------------------------------------------------------------------
+def _license_accepted(payload: Payload, manifest: Manifest, *, interactive: bool) -> bool:
+    """Show the license, if any, and ask; True if there is none or it was accepted."""
+    license_entry = manifest.options.license
+    if not license_entry:
+        return True
+    if not interactive:
+        raise InstallError(
+            "this installer has a license that must be accepted; read it with --info and "
+            "accept it by running with -b, or run the installer on a terminal"
+        )
+    text = b"".join(iter_entry(payload, payload.entry(str(license_entry))))
+    print(text.decode("utf-8", "replace"))
+    if _confirm("Do you accept the license terms? [yes/no] ", default=False):
+        return True
+    print("The license was not accepted; nothing installed.")
+    return False
 
 
-def _describe(manifest: Manifest, payload: Payload) -> str:
-    lines = [
-        f"{manifest.name} {manifest.version}",
-        f"platform:          {manifest.platform}",
-        f"environment:       {manifest.environment}",
-        f"built by:          lockship {manifest.lockship_version}",
-        f"payload format:    {FORMAT_VERSION}",
-        f"packages:          {len(manifest.packages)} "
-        f"({manifest.total_size / 1e6:.1f} MB download, "
-        f"{manifest.installed_size / 1e6:.1f} MB installed)",
-        "",
-    ]
-    width = max((len(p.name) for p in manifest.packages), default=4)
-    for p in sorted(manifest.packages, key=lambda p: p.name):
-        lines.append(f"  {p.name:<{width}}  {p.version:<12} {p.build:<20} {p.size:>12,d} B")
-    return "\n".join(lines)
+def _install_confirmed(manifest: Manifest, prefix: Path) -> bool:
+    print(text_summary(manifest))
+    print()
+    if _confirm(f"Install {manifest.name} {manifest.version} into {prefix}? [Y/n] "):
+        return True
+    print("Nothing installed.")
+    return False
 
 
 def _confirm(question: str, default: bool = True) -> bool:
@@ -174,232 +308,63 @@ def _confirm(question: str, default: bool = True) -> bool:
     return answer in ("y", "yes")
 
 
-def run(argv: Sequence[str], prog: str) -> int:
-    """Parse ``argv``, do the work, return the exit code; raises InstallError on failure."""
-    if any(a in ("-h", "--help") for a in argv):
-        manifest = _try_manifest(argv)
-        _build_parser(prog, manifest).print_help()
-        return 0
-    payload = read_payload(_installer_path(argv))
-    manifest = Manifest.from_dict(payload.metadata)
-    args = _build_parser(prog, manifest).parse_args(argv)
-    if args.json and not args.info:
-        raise UsageError("--json only goes with --info (see --help)")
-    if args.version:
-        print(
-            f"{manifest.name} {manifest.version} (installer built by lockship "
-            f"{manifest.lockship_version}; installer program {__version__})"
-        )
-        return 0
-    if args.info:
-        print(json.dumps(_info(manifest), indent=2) if args.json else _describe(manifest, payload))
-        return 0
-    reporter = TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
-    if args.check:
-        verify_payload(payload)
-        print(f"OK: {payload.path.name} is complete ({len(payload.entries)} entries verified)")
-        listed = _listed_sha256(payload.path)
-        if listed is not None:
-            actual = file_sha256(payload.path)
-            if actual != listed:
-                raise InstallError(
-                    f"{payload.path.name} does not match {payload.path.parent / SHA256SUMS} "
-                    f"(sha256 {actual}, listed {listed}); download it again"
-                )
-            print(f"OK: its sha256 {actual} matches SHA256SUMS")
-        return 0
-    if args.extract:
-        from lockship.stub.extract import (
-            extract_channel,
-        )  # imported late: --help/--info start faster
-
-        target = normalize_prefix(args.extract)
-        extract_channel(payload, manifest, target, reporter)
-        print(f"Extracted {manifest.name} {manifest.version} into {target} (see README.txt there)")
-        return 0
-    machine = _machine_platform()
-    if machine != manifest.platform:
-        raise PlatformMismatch(manifest.platform, machine)
-    prefix = normalize_prefix(args.prefix or _default_prefix(manifest))
-    windows = manifest.platform.startswith("win-")
-    check_path_lengths(
-        prefix, manifest.max_path_length, windows=windows, long_paths=long_paths_enabled()
-    )
-    interaction = decide_interaction(
-        batch=args.batch, stdin_tty=stdin_is_terminal(), owns_console=_owns_console()
-    )
-    interactive = interaction.ask
-    from lockship.stub.install import (
-        InstallRequest,
-        install,
-        preflight,
-    )  # late: rattler is slow to import
-
-    request = InstallRequest(
-        prefix=prefix,
-        force=args.force,
-        update=args.update,
-        run_post_install=not args.no_post_install,
-        unattended=not interactive,
-        installer_name=prog,
-    )
-    preflight(manifest, request)
-    license_entry = manifest.options.license
-    if license_entry and not args.batch:
-        if not interactive:
-            raise InstallError(
-                "this installer has a license that must be accepted; read it with --info and "
-                "accept it by running with -b, or run the installer on a terminal"
-            )
-        text = b"".join(iter_entry(payload, payload.entry(str(license_entry))))
-        print(text.decode("utf-8", "replace"))
-        if not _confirm("Do you accept the license terms? [yes/no] ", default=False):
-            print("The license was not accepted; nothing installed.")
-            return 1
-    if interactive:
-        print(_describe(manifest, payload))
-        print()
-        if not _confirm(f"Install {manifest.name} {manifest.version} into {prefix}? [Y/n] "):
-            print("Nothing installed.")
-            return 1
-    if not manifest.options.link_scripts:
-        reporter.message(
-            "Package post-link scripts will not run: this installer was built with "
-            "--no-link-scripts"
-        )
+def _temporary_base(prefix: Path, *, windows: bool) -> Path | None:
     unpacked = getattr(sys, "_MEIPASS", None)
-    base = temporary_base(
+    return temporary_base(
         prefix,
         windows=windows,
         frozen=bool(getattr(sys, "frozen", False)),
         relaunched=relaunched(),
         unpacked_in=Path(unpacked).parent if unpacked else None,
     )
-    if base is not None:
-        return _relaunch_next_to_prefix(base, argv)
-    verb = "Updating" if args.update and prefix.exists() else "Installing"
-    reporter.message(
-        f"{verb} {manifest.name} {manifest.version} ({len(manifest.packages)} packages) "
-        f"into {prefix}"
+
+
+def _reporter() -> Reporter:
+    return TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+
+
+def _interaction(*, batch: bool) -> Interaction:
+    return decide_interaction(
+        batch=batch,
+        stdin_tty=stdin_is_terminal(),
+        owns_console=owns_console() and not relaunched(),
     )
-    install(payload, manifest, request, reporter)
-    windows = manifest.platform.startswith("win-")
-    activate = prefix / ("activate.bat" if windows else "activate.sh")
-    how = str(activate) if windows else f"source {activate}"
-    print(f"Installed {manifest.name} {manifest.version} into {prefix} (activate: {how})")
-    return 0
 
 
-def _listed_sha256(installer: Path) -> str | None:
-    """The installer's line in a SHA256SUMS file next to it (written by lockship build)."""
-    try:
-        text = (installer.parent / SHA256SUMS).read_text(encoding="utf-8")
-    except OSError:
-        return None
-    return parse_checksums(text).get(installer.name)
-
-
-def _owns_console() -> bool:
-    return owns_console() and not relaunched()
-
-
-def _relaunch_next_to_prefix(base: Path, argv: Sequence[str]) -> int:
-    """Run the installer again with its temporary files next to the prefix, not in %TEMP%.
-
-    Antivirus scanning of %TEMP% is a known cause of slow or failed installs; the questions have
-    been answered already, so the second run is unattended (-b).
-    """
-    folder = Path(tempfile.mkdtemp(prefix=".lockship-tmp-", dir=base))
-    # an error's log must outlive the folder removed below
-    env = relaunch_environment(folder, log_dir=tempfile.gettempdir())
-    try:
-        return subprocess.run([sys.executable, *argv, "-b"], env=env, check=False).returncode
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _info(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "name": manifest.name,
-        "version": manifest.version,
-        "platform": manifest.platform,
-        "environment": manifest.environment,
-        "lockship_version": manifest.lockship_version,
-        "payload_format": FORMAT_VERSION,
-        "download_size": manifest.total_size,
-        "installed_size": manifest.installed_size,
-        "virtual_packages": list(manifest.virtual_packages),
-        "post_link_scripts": sorted(
-            p.name for p in manifest.packages if p.name in manifest.options.link_script_packages
-        ),
-        "link_scripts_enabled": manifest.options.link_scripts,
-        "pypi_wheels": list(manifest.options.wheels),
-        "license": manifest.options.license is not None,
-        "post_install": manifest.options.post_install is not None,
-        "packages": [
-            {
-                "name": p.name,
-                "version": p.version,
-                "build": p.build,
-                "subdir": p.subdir,
-                "size": p.size,
-                "sha256": p.sha256,
-                "url": p.url,
-            }
-            for p in sorted(manifest.packages, key=lambda p: p.name)
-        ],
-    }
-
-
-def _try_manifest(argv: Sequence[str]) -> Manifest | None:
-    try:
-        return Manifest.from_dict(read_payload(_installer_path(argv)).metadata)
-    except InstallError:
-        return None
-
-
-@contextmanager
-def _stub_dir_cleanup() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        stub_dir = os.environ.get(STUB_DIR_ENV)
-        if stub_dir and Path(stub_dir).name.startswith("lockship-"):
-            shutil.rmtree(stub_dir, ignore_errors=True)
+# --- the process ------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the installer program on ``argv``; return its exit code (errors are reported)."""
     restore_environment()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = os.environ.get("LOCKSHIP_PROG") or Path(sys.argv[0]).name
     install_handlers()
-    batch = any(a in ("-b", "--batch") for a in argv)
-    pause = decide_interaction(
-        batch=batch, stdin_tty=stdin_is_terminal(), owns_console=_owns_console()
-    ).pause_at_exit
-    with _stub_dir_cleanup():
-        code = _run_reporting_errors(argv, prog)
-    if pause:
-        outcome = "finished" if code == 0 else f"FAILED (exit code {code})"
-        print(f"\nThe installer {outcome}. Press Enter to close this window.")
-        with suppress(OSError, KeyboardInterrupt):
-            sys.stdin.readline()
+    launch = read_launch(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
+    try:
+        args = parse_arguments(launch.argv, launch.prog)
+        code = run(args, launch)
+    except Exception as e:
+        code = report_error(
+            e,
+            program=launch.prog,
+            header=f"lockship installer {__version__}",
+            known=(InstallError, PayloadError),
+            log_dir=log_dir(),
+        )
+    finally:
+        remove_unpacked_folder(launch)
+    if _interaction(batch=args is not None and args.batch).pause_at_exit:
+        _pause(code)
     return code
+
+
+def _pause(code: int) -> None:
+    outcome = "finished" if code == 0 else f"FAILED (exit code {code})"
+    print(f"\nThe installer {outcome}. Press Enter to close this window.")
+    with suppress(OSError, KeyboardInterrupt):
+        sys.stdin.readline()
 
 
 def entry() -> NoReturn:
     """The program's entry point: run :func:`main`, then :func:`end_process` with its code."""
     end_process(main())
-
-
-def _run_reporting_errors(argv: Sequence[str], prog: str) -> int:
-    try:
-        return run(argv, prog)
-    except Exception as e:
-        return report_error(
-            e,
-            program=prog,
-            header=f"lockship installer {__version__}",
-            known=(InstallError, PayloadError),
-            log_dir=os.environ.get("LOCKSHIP_LOG_DIR"),
-        )

@@ -80,13 +80,12 @@ class LineReporter:
         self._total = 0
         self._done = 0
         self._next_quarter = 1
-        self._unit = ""
 
     def _print(self, text: str) -> None:
         print(text, file=self._stream, flush=True)
 
     def start(self, description: str, total: int, unit: str = "it") -> None:
-        self._description, self._total, self._done, self._unit = description, total, 0, unit
+        self._description, self._total, self._done = description, total, 0
         self._next_quarter = 1
         amount = f"{total / 1e6:.1f} MB" if unit == "B" else f"{total} {unit}"
         self._print(f"{description} ({amount})...")

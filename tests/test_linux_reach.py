@@ -359,8 +359,7 @@ def test_aarch64_programs_run_from_the_host_with_the_sysroot(
     env = {
         **os.environ,
         "QEMU_LD_PREFIX": str(CACHE.sysroot),
-        "LOCKSHIP_INSTALLER": str(arm64_installer),
-        "LOCKSHIP_STUB_DIR": str(tmp_path),
+        "_LOCKSHIP_INSTALLER": str(arm64_installer),
     }
     prefix = tmp_path / "env"
     process = subprocess.run(

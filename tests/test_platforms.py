@@ -21,19 +21,21 @@ from lockship.builder.installer import (
     render_header,
     write_installer,
 )
-from lockship.stub.console import (
+from lockship.stub.errors import PrefixError
+from lockship.stub.install import InstallRequest, finish_prefix, link_packages, stage_packages
+from lockship.stub.interaction import decide_interaction
+from lockship.stub.manifest import Manifest, PackageInfo
+from lockship.stub.payload import iter_entry, read_payload
+from lockship.stub.progress import SilentReporter
+from lockship.stub.windows import (
+    LOG_DIR_ENV,
     REAL_LOCALAPPDATA,
+    RELAUNCHED_ENV,
     check_path_lengths,
-    decide_interaction,
     relaunch_environment,
     restore_environment,
     temporary_base,
 )
-from lockship.stub.errors import PrefixError
-from lockship.stub.install import InstallRequest, finish_prefix, link_packages, stage_packages
-from lockship.stub.manifest import Manifest, PackageInfo
-from lockship.stub.payload import iter_entry, read_payload
-from lockship.stub.progress import SilentReporter
 
 from tests.factories import write_conda_package
 
@@ -220,7 +222,7 @@ def test_relaunch_environment_round_trip(tmp_path: Path, monkeypatch: pytest.Mon
     folder = tmp_path / ".lockship-tmp-x"
     env = relaunch_environment(folder, log_dir=str(tmp_path))
     assert env["LOCALAPPDATA"] == env["TEMP"] == env["TMP"] == str(folder)
-    assert env["LOCKSHIP_RELAUNCHED"] == "1" and env["LOCKSHIP_LOG_DIR"] == str(tmp_path)
+    assert env[RELAUNCHED_ENV] == "1" and env[LOG_DIR_ENV] == str(tmp_path)
     assert env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"  # a new instance, not a second half
     for name, value in env.items():
         monkeypatch.setenv(name, value)

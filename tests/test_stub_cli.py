@@ -8,11 +8,14 @@ import random
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from lockship.stub.launch import INSTALLER_ENV, UNPACKED_DIR_ENV
 from lockship.stub.manifest import Manifest
-from lockship.stub.payload import read_payload
+from lockship.stub.payload import iter_entry, read_payload
+from lockship.stub.windows import LOG_DIR_ENV
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import ChannelServer, index_channel, write_conda_package, write_pixi_lock
@@ -209,20 +212,45 @@ def test_prefix_longer_than_binary_placeholder(tmp_path: Path, demo_installer: P
     assert not prefix.exists()
 
 
-def test_installer_for_another_platform(tmp_path: Path, demo_installer: Path) -> None:
-    run = run_installer(
-        demo_installer,
-        "-b",
-        "-p",
-        tmp_path / "env",
-        env={"LOCKSHIP_PLATFORM_OVERRIDE": "osx-arm64"},
+def test_installer_for_another_platform(
+    tmp_path: Path, demo_installer: Path, frozen_stub: Path
+) -> None:
+    """The program itself refuses a payload for another platform (the header would refuse it
+    first: the stub is run on the file directly, as a Windows .exe runs)."""
+    other = "osx-arm64"
+    installer = installer_for_platform(demo_installer, other, tmp_path)
+    process = subprocess.run(
+        [frozen_stub, "--installer", installer, "-b", "-p", tmp_path / "env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+    run = Run(process.returncode, process.stdout, process.stderr)
     assert run.returncode == 1
     assert single_error(run).startswith(
-        f"ERROR: this installer is for {DEMO_PLATFORM} but this machine is osx-arm64; "
-        "download the osx-arm64 installer instead (details: "
+        f"ERROR: this installer is for {other} but this machine is {DEMO_PLATFORM}; "
+        f"download the {DEMO_PLATFORM} installer instead (details: "
     )
     assert not (tmp_path / "env").exists()
+
+
+def installer_for_platform(installer: Path, platform: str, tmp_path: Path) -> Path:
+    """``installer``'s packages in a new installer whose manifest says ``platform``."""
+    from lockship.builder.installer import write_installer
+
+    payload = read_payload(installer)
+    manifest = Manifest.from_dict(payload.metadata)
+    files = []
+    for entry in payload.entries:
+        path = tmp_path / "entries" / entry.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(iter_entry(payload, entry)))
+        files.append((entry.name, path))
+    stub = tmp_path / "stand-in-stub"
+    stub.write_bytes(b"never run")
+    output = tmp_path / f"other-{platform}.sh"
+    write_installer(output, stub, replace(manifest, platform=platform), files)
+    return output
 
 
 def test_header_refuses_another_architecture(
@@ -381,7 +409,7 @@ def run_stub_entry(
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "LOCKSHIP_INSTALLER": str(installer), **env},
+        env={**os.environ, INSTALLER_ENV: str(installer), **env},
         timeout=120,
     )
 
@@ -400,15 +428,71 @@ def test_teardown_cannot_change_the_installers_exit_code(tmp_path: Path) -> None
 
 def test_error_log_goes_where_the_relaunching_parent_asks(tmp_path: Path) -> None:
     """A relaunched Windows installer runs with TEMP in a folder its parent then removes; the
-    parent passes LOCKSHIP_LOG_DIR so the log named in the error line still exists."""
+    parent passes its log folder so the log named in the error line still exists."""
     not_an_installer = tmp_path / "broken.exe"
     not_an_installer.write_bytes(b"MZ not an installer")
     logs = tmp_path / "logs"
     logs.mkdir()
     run = run_stub_entry(
-        not_an_installer, "-b", "-p", tmp_path / "env", env={"LOCKSHIP_LOG_DIR": str(logs)}
+        not_an_installer, "-b", "-p", tmp_path / "env", env={LOG_DIR_ENV: str(logs)}
     )
     assert run.returncode == 1, run.stderr
     (log,) = logs.iterdir()
     assert f"(details: {log})" in run.stderr
     assert "not a complete lockship installer" in log.read_text()
+
+
+def test_terminal_with_bf_asks_nothing(tmp_path: Path, demo_installer: Path) -> None:
+    """``-bf`` is ``-b -f`` (argparse's grouped flags): no question, even on a terminal."""
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    (prefix / "keep.txt").write_text("mine")
+    code, output = run_on_terminal(demo_installer, "-bf", "-p", prefix, answers="n\n")
+    assert code == 0, output
+    assert "[Y/n]" not in output and "Press Enter" not in output
+    assert (prefix / "bin" / "lsdemo-hello").exists()
+
+
+def test_the_builders_stub_folder_survives_the_installer(
+    tmp_path: Path, demo_installer: Path, frozen_stub: Path
+) -> None:
+    """``LOCKSHIP_STUB_DIR`` is the builder's: an installer program run directly (as a Windows
+    .exe is) with the user's value set leaves that folder alone."""
+    stubs = tmp_path / "lockship-stubs"
+    stubs.mkdir()
+    (stubs / "lockship-stub-win-64.exe").write_bytes(b"MZ mine")
+    env = {"LOCKSHIP_STUB_DIR": str(stubs)}
+    run = run_stub_entry(demo_installer, "--version", env=env)
+    assert (stubs / "lockship-stub-win-64.exe").read_bytes() == b"MZ mine"
+    assert run.returncode == 0, run.stderr
+    direct = subprocess.run(
+        [frozen_stub, "--installer", demo_installer, "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert direct.returncode == 0, direct.stderr
+    assert (stubs / "lockship-stub-win-64.exe").read_bytes() == b"MZ mine"
+
+
+def test_a_folder_the_header_did_not_make_survives(tmp_path: Path, demo_installer: Path) -> None:
+    """Even under the header's private name, only a folder holding just the program's copy goes."""
+    mine = tmp_path / "lockship-mine"
+    mine.mkdir()
+    (mine / "stub").write_text("mine")
+    (mine / "notes.txt").write_text("mine")
+    run = run_stub_entry(demo_installer, "--version", env={UNPACKED_DIR_ENV: str(mine)})
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "stub"]
+
+
+@pytest.mark.parametrize("args", [("--version",), ("--bogus",)])
+def test_the_header_folder_is_removed_at_exit(
+    tmp_path: Path, demo_installer: Path, args: tuple[str, ...]
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    run = run_installer(demo_installer, *args, env={"TMPDIR": str(temp)})
+    assert run.returncode in (0, 2), run.stderr
+    assert list(temp.iterdir()) == []

@@ -1,0 +1,93 @@
+"""How the installer program was started, and the one folder it removes at exit.
+
+A ``.sh`` installer's shell header (``builder/templates/header.sh.j2``) copies the program into
+a new folder and runs it with three private variables:
+
+==========================  ================================================================
+``_LOCKSHIP_INSTALLER``     the installer file, whose payload the program reads
+``_LOCKSHIP_PROG``          the installer's file name, for messages
+``_LOCKSHIP_UNPACKED_DIR``  the folder the header made for the program's copy
+==========================  ================================================================
+
+A Windows ``.exe``, or a stub run directly, has none of them and reads its own file. The names
+are private so that no setting of the user's is taken for one: the builder's
+``LOCKSHIP_STUB_DIR`` once doubled as the folder to remove, and an ``.exe`` deleted the user's
+stubs. Even so, the folder is removed only if it looks like the header's (:func:`header_folder`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+INSTALLER_ENV = "_LOCKSHIP_INSTALLER"
+PROG_ENV = "_LOCKSHIP_PROG"
+UNPACKED_DIR_ENV = "_LOCKSHIP_UNPACKED_DIR"
+
+#: what the header puts in its folder: the program's copy and a probe that it can run programs
+HEADER_FILES = frozenset({"stub", "probe"})
+
+
+@dataclass(frozen=True)
+class Launch:
+    #: the arguments, without the program's name
+    argv: tuple[str, ...]
+    #: the installer file to read (``--installer`` overrides it)
+    installer: Path
+    #: the name the installer was started by
+    prog: str
+    #: the header's folder holding this program's copy, removed at exit; None if there is none
+    unpacked_dir: Path | None
+
+
+def read_launch(
+    argv: Sequence[str],
+    environ: Mapping[str, str] = os.environ,
+    *,
+    argv0: str | None = None,
+    executable: str | None = None,
+    frozen: bool | None = None,
+) -> Launch:
+    """The launch facts from the header's variables; the rest defaults to this process's."""
+    executable = sys.executable if executable is None else executable
+    frozen = bool(getattr(sys, "frozen", False)) if frozen is None else frozen
+    return Launch(
+        argv=tuple(argv),
+        installer=Path(environ.get(INSTALLER_ENV) or executable),
+        prog=environ.get(PROG_ENV) or Path(sys.argv[0] if argv0 is None else argv0).name,
+        unpacked_dir=header_folder(
+            environ.get(UNPACKED_DIR_ENV), executable=Path(executable), frozen=frozen
+        ),
+    )
+
+
+def header_folder(value: str | None, *, executable: Path, frozen: bool) -> Path | None:
+    """The folder ``value`` names if the header made it for this program, else None.
+
+    The header's folder is a ``lockship-XXXXXXXX`` holding only :data:`HEADER_FILES`, and a
+    frozen program runs from the ``stub`` in it (run from sources, the copy is a script).
+    """
+    if not value:
+        return None
+    folder = Path(value)
+    try:
+        names = {p.name for p in folder.iterdir()}
+        if not folder.name.startswith("lockship-") or "stub" not in names:
+            return None
+        if names - HEADER_FILES:
+            return None
+        if frozen and not executable.samefile(folder / "stub"):
+            return None
+    except OSError:
+        return None
+    return folder
+
+
+def remove_unpacked_folder(launch: Launch) -> None:
+    """Remove the header's folder (the program keeps running from its open file)."""
+    if launch.unpacked_dir is not None:
+        shutil.rmtree(launch.unpacked_dir, ignore_errors=True)

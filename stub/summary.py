@@ -1,0 +1,61 @@
+"""What an installer holds, as ``--info`` shows it: lines for people, a dict for ``--json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lockship.stub.manifest import Manifest
+from lockship.stub.payload import FORMAT_VERSION
+
+
+def text_summary(manifest: Manifest) -> str:
+    """The installer's name, platform and sizes, then one line per package."""
+    lines = [
+        f"{manifest.name} {manifest.version}",
+        f"platform:          {manifest.platform}",
+        f"environment:       {manifest.environment}",
+        f"built by:          lockship {manifest.lockship_version}",
+        f"payload format:    {FORMAT_VERSION}",
+        f"packages:          {len(manifest.packages)} "
+        f"({manifest.total_size / 1e6:.1f} MB download, "
+        f"{manifest.installed_size / 1e6:.1f} MB installed)",
+        "",
+    ]
+    width = max((len(p.name) for p in manifest.packages), default=4)
+    for p in sorted(manifest.packages, key=lambda p: p.name):
+        lines.append(f"  {p.name:<{width}}  {p.version:<12} {p.build:<20} {p.size:>12,d} B")
+    return "\n".join(lines)
+
+
+def json_summary(manifest: Manifest) -> dict[str, Any]:
+    """What ``--info --json`` prints."""
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "platform": manifest.platform,
+        "environment": manifest.environment,
+        "lockship_version": manifest.lockship_version,
+        "payload_format": FORMAT_VERSION,
+        "download_size": manifest.total_size,
+        "installed_size": manifest.installed_size,
+        "virtual_packages": list(manifest.virtual_packages),
+        "post_link_scripts": sorted(
+            p.name for p in manifest.packages if p.name in manifest.options.link_script_packages
+        ),
+        "link_scripts_enabled": manifest.options.link_scripts,
+        "pypi_wheels": list(manifest.options.wheels),
+        "license": manifest.options.license is not None,
+        "post_install": manifest.options.post_install is not None,
+        "packages": [
+            {
+                "name": p.name,
+                "version": p.version,
+                "build": p.build,
+                "subdir": p.subdir,
+                "size": p.size,
+                "sha256": p.sha256,
+                "url": p.url,
+            }
+            for p in sorted(manifest.packages, key=lambda p: p.name)
+        ],
+    }
