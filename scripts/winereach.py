@@ -442,7 +442,7 @@ def prepare_python(cache: Cache) -> bool:
         found = wine_python(
             cache,
             "-c",
-            "import platform, rattler, PyInstaller, zstandard; "
+            "import platform, rattler, PyInstaller; "
             "print(platform.python_version(), rattler.Subdir.current(), PyInstaller.__version__)",
             log=log,
         ).split()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import stat
 from pathlib import Path
 
 import pytest
@@ -18,26 +16,9 @@ from lockship.stub.snapshot import (
 from rattler import Channel, PrefixRecord, RepoData, RepoDataRecord
 
 from tests.factories import index_channel, write_conda_package
+from tests.trees import tree_state
 
 PLACEHOLDER = "/opt/lockship_placeholder_" + "x" * 40
-
-
-def tree_state(prefix: Path) -> dict[str, tuple[str, int, str]]:
-    """Every entry's kind, mode and content (sha256 or link target), snapshot folders aside."""
-    state: dict[str, tuple[str, int, str]] = {}
-    for path in sorted(prefix.rglob("*")):
-        relative = path.relative_to(prefix).as_posix()
-        if relative.split("/")[0].startswith(SNAPSHOT_NAME):
-            continue
-        info = path.lstat()
-        mode = stat.S_IMODE(info.st_mode)
-        if path.is_symlink():
-            state[relative] = ("link", 0, str(path.readlink()))
-        elif path.is_dir():
-            state[relative] = ("dir", mode, "")
-        else:
-            state[relative] = ("file", mode, hashlib.sha256(path.read_bytes()).hexdigest())
-    return state
 
 
 @pytest.fixture(scope="module")
