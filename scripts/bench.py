@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lockship.builder.stubs import host_platform  # noqa: E402
+from lockship.builder.paths import host_platform  # noqa: E402
 
 from tests.factories import (  # noqa: E402
     channel_records,
@@ -1167,10 +1167,14 @@ def find_stub(explicit: Path | None) -> Path:
         if not explicit.is_file():
             raise SystemExit(f"no stub at {explicit}")
         return explicit.resolve()
-    from lockship.builder.stubs import default_cache_dir, host_platform, resolve_stub
+    from lockship.builder.fetch import DEFAULT_TIMEOUT
+    from lockship.builder.network import NetworkOptions, make_client
+    from lockship.builder.paths import default_cache_dir
+    from lockship.builder.stubsource import find_stubs
 
     log("finding or freezing the installer stub (a first freeze takes about two minutes)...")
-    return resolve_stub(host_platform(), default_cache_dir(), on_freeze=log)
+    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
+    return find_stubs([PLATFORM], default_cache_dir(), client=client, on_freeze=log)[PLATFORM]
 
 
 def machine_info(stub: Path) -> dict[str, Any]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 from lockship import stub
 from lockship.builder.errors import StubError
-from lockship.builder.stubs import cached_stub_path
+from lockship.builder.network import NetworkOptions, make_client
+from lockship.builder.stubs import StubFacts, cached_stub_path, facts_path
 from lockship.builder.stubsource import MANIFEST_NAME, find_stubs
 
 from tests.conftest import DEMO_PLATFORM
@@ -16,6 +18,20 @@ from tests.factories import ChannelServer
 
 #: never this machine, so never frozen here
 PLATFORM = "osx-64" if DEMO_PLATFORM == "osx-arm64" else "osx-arm64"
+CLIENT = make_client(NetworkOptions(), timeout=10)
+
+
+def sidecar_for(data: bytes, platform: str = PLATFORM) -> str:
+    facts = StubFacts(
+        platform=platform,
+        glibc=None,
+        python="3.11.0",
+        pyinstaller="6.0",
+        stub="0-test",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    return json.dumps(facts.to_json())
 
 
 def publish(
@@ -26,6 +42,8 @@ def publish(
     lines = []
     for name, data in stubs.items():
         (release / name).write_bytes(data)
+        platform = name.removeprefix("lockship-stub-").removesuffix(".exe")
+        (release / f"{name}.json").write_text(sidecar_for((manifest or stubs)[name], platform))
         digest = hashlib.sha256((manifest or stubs)[name]).hexdigest()
         lines.append(f"{digest}  {name}\n")
     (release / MANIFEST_NAME).write_text("".join(lines))
@@ -37,11 +55,12 @@ def test_download_is_verified_and_cached(tmp_path: Path, monkeypatch: pytest.Mon
     root = publish(tmp_path / "releases", {f"lockship-stub-{PLATFORM}": data})
     with ChannelServer(root) as server:
         monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
-        found = find_stubs([PLATFORM], tmp_path / "cache")
+        found = find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
         assert found[PLATFORM] == cached_stub_path(tmp_path / "cache", PLATFORM)
         assert found[PLATFORM].read_bytes() == data
         requests = len(server.requests)
-        assert find_stubs([PLATFORM], tmp_path / "cache") == found  # from the cache now
+        # from the cache now
+        assert find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT) == found
         assert len(server.requests) == requests
 
 
@@ -51,7 +70,7 @@ def test_tampered_download_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     with ChannelServer(root) as server:
         monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
         with pytest.raises(StubError, match=f"the downloaded {name} has sha256"):
-            find_stubs([PLATFORM], tmp_path / "cache")
+            find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
     assert not cached_stub_path(tmp_path / "cache", PLATFORM).exists()
 
 
@@ -68,9 +87,11 @@ def test_order_explicit_then_folder_then_cache(
     cached = cached_stub_path(tmp_path / "cache", "linux-aarch64")
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"c")
+    facts_path(cached).write_text(sidecar_for(b"c", "linux-aarch64"))
     found = find_stubs(
         [PLATFORM, "win-64", "linux-aarch64"],
         tmp_path / "cache",
+        client=CLIENT,
         explicit={PLATFORM: explicit},
         stub_dir=folder,
     )
@@ -80,6 +101,5 @@ def test_order_explicit_then_folder_then_cache(
         "linux-aarch64": cached,
     }
     monkeypatch.setenv("LOCKSHIP_STUB_DIR", str(folder))
-    assert (
-        find_stubs([PLATFORM], tmp_path / "cache")[PLATFORM] == folder / f"lockship-stub-{PLATFORM}"
-    )
+    found = find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
+    assert found[PLATFORM] == folder / f"lockship-stub-{PLATFORM}"
