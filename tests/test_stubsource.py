@@ -14,7 +14,14 @@ from lockship.builder.stubs import StubFacts, cached_stub_path, facts_path
 from lockship.builder.stubsource import MANIFEST_NAME, find_stubs
 
 from tests.conftest import DEMO_PLATFORM
-from tests.factories import ChannelServer
+from tests.factories import (
+    ChannelServer,
+    channel_records,
+    index_channel,
+    write_conda_package,
+    write_pixi_lock,
+)
+from tests.runners import run_lockship
 
 #: never this machine, so never frozen here
 PLATFORM = "osx-64" if DEMO_PLATFORM == "osx-arm64" else "osx-arm64"
@@ -103,3 +110,37 @@ def test_order_explicit_then_folder_then_cache(
     monkeypatch.setenv("LOCKSHIP_STUB_DIR", str(folder))
     found = find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
     assert found[PLATFORM] == folder / f"lockship-stub-{PLATFORM}"
+
+
+def test_a_build_downloads_stubs_with_its_own_client(tmp_path: Path) -> None:
+    """--mirror (like --timeout, --config and --auth-file) applies to stub downloads too."""
+    root = tmp_path / "root"
+    mac = write_conda_package(
+        root / "channel", "mac-only", "1.0", subdir=PLATFORM, files={"m": "m"}
+    )
+    index_channel(root / "channel")
+    data = b"\xcf\xfa\xed\xfe stand-in mac stub"
+    publish(root / "releases", {f"lockship-stub-{PLATFORM}": data})
+    unreachable = "http://127.0.0.1:9/releases"  # nothing listens there
+    with ChannelServer(root) as server:
+        records = channel_records(root / "channel", f"{server.url}/channel", PLATFORM, ["mac-only"])
+        write_pixi_lock(tmp_path / "pixi.lock", {PLATFORM: records}, channel_url=server.url)
+        run = run_lockship(
+            "build",
+            tmp_path,
+            "-p",
+            PLATFORM,
+            "--mirror",
+            f"{unreachable}={server.url}/releases",
+            "--retries",
+            "0",
+            "--cache-dir",
+            tmp_path / "cache",
+            "-o",
+            tmp_path / "out",
+            env={"LOCKSHIP_STUB_URL": unreachable},
+        )
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.split()[-1]).name == f"default-0.0.0-{PLATFORM}.sh"
+    assert cached_stub_path(tmp_path / "cache", PLATFORM).read_bytes() == data
+    assert mac.name in {r.file_name for r in records}
