@@ -107,8 +107,9 @@ def _has_facts(stub_path: Path) -> bool:
 
 
 async def download_stub(platform: str, target: Path, client: Client, retries: int) -> Path:
-    """Download a published stub and its sidecar, check both against the published manifest,
-    and cache them (the sidecar first, so a cached stub always has one)."""
+    """Download a published stub and its sidecar, check both against the published manifest
+    (and the sidecar against the stub), and cache them (the sidecar first, so a cached stub
+    always has one)."""
     base, name = release_url(), stub_file_name(platform)
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,18 +117,27 @@ async def download_stub(platform: str, target: Path, client: Client, retries: in
         manifest = Path(tmp) / MANIFEST_NAME
         url = f"{base}/{MANIFEST_NAME}"
         await with_retries(lambda: download_url(client, url, manifest), retries)
-        expected = parse_checksums(manifest.read_text(encoding="utf-8")).get(name)
-    if expected is None:
-        raise StubError(f"{MANIFEST_NAME} lists no {name}")
+        sums = parse_checksums(manifest.read_text(encoding="utf-8"))
+    # the release lists each stub and its sidecar (.github/workflows/release.yml)
+    expected, expected_sidecar = sums.get(name), sums.get(f"{name}.json")
+    if expected is None or expected_sidecar is None:
+        missing = name if expected is None else f"{name}.json"
+        raise StubError(f"{MANIFEST_NAME} lists no {missing}")
 
     def place_sidecar(part: Path) -> tuple[Path, str]:
+        actual = file_sha256(part)
+        if actual != expected_sidecar:
+            raise StubError(
+                f"the downloaded {name}.json has sha256 {actual}, but {MANIFEST_NAME} says "
+                f"{expected_sidecar}"
+            )
         try:
             facts = StubFacts.from_json(json.loads(part.read_text(encoding="utf-8")))
         except ValueError as e:
             raise StubError(f"the published {name}.json is not a stub sidecar: {e}") from e
         if facts.sha256 != expected or facts.platform != platform:
             raise StubError(f"the published {name}.json describes another stub than {name}")
-        return facts_path(target), file_sha256(part)
+        return facts_path(target), actual
 
     def place_stub(part: Path) -> tuple[Path, str]:
         actual = file_sha256(part)

@@ -50,9 +50,11 @@ def publish(
     for name, data in stubs.items():
         (release / name).write_bytes(data)
         platform = name.removeprefix("lockship-stub-").removesuffix(".exe")
-        (release / f"{name}.json").write_text(sidecar_for((manifest or stubs)[name], platform))
+        sidecar = sidecar_for((manifest or stubs)[name], platform)
+        (release / f"{name}.json").write_text(sidecar)
         digest = hashlib.sha256((manifest or stubs)[name]).hexdigest()
         lines.append(f"{digest}  {name}\n")
+        lines.append(f"{hashlib.sha256(sidecar.encode()).hexdigest()}  {name}.json\n")
     (release / MANIFEST_NAME).write_text("".join(lines))
     return root
 
@@ -79,6 +81,19 @@ def test_tampered_download_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
         with pytest.raises(StubError, match=f"the downloaded {name} has sha256"):
             find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
     assert not cached_stub_path(tmp_path / "cache", PLATFORM).exists()
+
+
+def test_a_tampered_sidecar_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"lockship-stub-{PLATFORM}"
+    root = publish(tmp_path / "r", {name: b"the real stub"})
+    sidecar = root / f"v{stub.__version__}" / f"{name}.json"
+    sidecar.write_text(sidecar.read_text().replace('"glibc": null', '"glibc": "2.99"'))
+    with ChannelServer(root) as server:
+        monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
+        with pytest.raises(StubError, match=f"the downloaded {name}.json has sha256"):
+            find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
+    cached = cached_stub_path(tmp_path / "cache", PLATFORM)
+    assert not cached.exists() and not facts_path(cached).exists()
 
 
 def test_order_explicit_then_folder_then_cache(
