@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO
 
 from lockship.builder.checksums import update_checksums
 from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
@@ -15,28 +17,23 @@ from lockship.builder.fetch import (
     FetchedPackage,
     cache_path,
     fetch_packages,
-    hash_file,
 )
-from lockship.builder.inputs import (
-    PlatformEnvironment,
-    Source,
-    inject_packages,
-    open_source,
-    solve_specs,
-    spec_request,
-)
-from lockship.builder.installer import installer_file_name, write_installer
-from lockship.builder.lockfile import find_lockfile, read_locked_environment
+from lockship.builder.inputs import InputOptions, inject_packages, open_input
+from lockship.builder.installer import installer_file_name, write_installer_to
 from lockship.builder.network import NetworkOptions, make_client
 from lockship.builder.packages import (
     check_archive_safety,
     inspect_archives,
     virtual_package_requirements,
 )
+from lockship.builder.paths import host_platform
 from lockship.builder.pypi import fetch_wheels
-from lockship.builder.stubs import host_platform, stub_facts
+from lockship.builder.sources import PlatformEnvironment, Source
+from lockship.builder.specs import SpecRequest, solve_specs
+from lockship.builder.stubs import stub_facts
 from lockship.builder.stubsource import find_stubs
 from lockship.stub import __version__
+from lockship.stub.boundary import atomic_write, file_sha256
 from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
 from lockship.stub.progress import Reporter
 from rattler import Client, RepoDataRecord
@@ -115,86 +112,80 @@ def package_info(record: RepoDataRecord, fetched: FetchedPackage) -> PackageInfo
     )
 
 
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything resolved before anything is downloaded: the input, and per platform what to
+    build; the client every download of the build goes through."""
+
+    source: Source
+    installers: tuple[PlannedInstaller, ...]
+    client: Client
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the build leaves out, one line per platform (``--ignore-pypi-non-wheel``)."""
+        return [
+            f"leaving out PyPI packages that are not wheels ({p.environment.platform}): "
+            + ", ".join(p.environment.skipped)
+            for p in self.installers
+            if p.environment.skipped
+        ]
+
+
 def open_request_source(request: BuildRequest, client: Client) -> Source:
     """The request's input, solved first if it is made of specs."""
-    source = None
+    opened: Source | SpecRequest | None = None
     if request.lock_path is not None:
-        source = open_source(
+        opened = open_input(
             request.lock_path,
-            environment=request.environment,
-            categories=request.categories,
-            client=client,
-            cache_dir=request.cache_dir,
+            InputOptions(
+                cache_dir=request.cache_dir,
+                client=client,
+                environment=request.environment,
+                categories=request.categories,
+                ignore_non_wheels=request.ignore_pypi_non_wheel,
+                concurrency=request.concurrency,
+                retries=request.retries,
+            ),
         )
-    if source is not None and source.kind != "environment" and not request.specs:
-        return source
-    if source is not None and source.kind not in ("environment",):
-        raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
-    specs = spec_request(source, request.specs, request.channels)
+    if opened is not None and not isinstance(opened, SpecRequest):
+        if request.specs:
+            raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
+        return opened
+    specs = (opened or SpecRequest(None, (), ())).extended(request.specs, request.channels)
     platforms = request.platforms or (host_platform(),)
     name = request.name or specs.name or "env"
     version = request.version or "0.0.0"
     lock_path = request.output_dir / f"{name}-{version}.pixi.lock"
     if request.dry_run:
         lock_path = request.cache_dir / "dry-run" / lock_path.name
-    solved = solve_specs(
+    return solve_specs(
         specs, platforms, client=client, cache_dir=request.cache_dir, lock_path=lock_path
     )
-    solved.name = specs.name
-    return solved
-
-
-def skipped_non_wheels(request: BuildRequest) -> list[str]:
-    """With --ignore-pypi-non-wheel: what will be left out, per platform, for a warning."""
-    if not request.ignore_pypi_non_wheel or request.lock_path is None:
-        return []
-    try:
-        lock_path = find_lockfile(request.lock_path)
-    except LockfileError:
-        return []
-    warnings = []
-    for platform in request.platforms or (host_platform(),):
-        try:
-            locked = read_locked_environment(
-                lock_path, request.environment, platform, ignore_non_wheels=True
-            )
-        except LockfileError:
-            continue
-        if locked.skipped:
-            warnings.append(
-                f"leaving out PyPI packages that are not wheels ({platform}): "
-                + ", ".join(locked.skipped)
-            )
-    return warnings
 
 
 def choose_platforms(request: BuildRequest, source: Source) -> tuple[str, ...]:
     if request.all_platforms:
-        if not source.platforms:
+        if not source.platforms():
             raise LockfileError(f"{source.path} locks no platform for {request.environment!r}")
-        return source.platforms
+        return source.platforms()
     return request.platforms or (host_platform(),)
 
 
-def plan_builds(
-    request: BuildRequest, reporter: Reporter
-) -> tuple[Source, list[PlannedInstaller], Client]:
+def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
     client = make_client(request.network, timeout=request.timeout)
     source = open_request_source(request, client)
-    platforms = choose_platforms(request, source)
     name = request.name or source.name or source.environment
     version = request.version or source.version or "0.0.0"
     plans = []
-    for platform in platforms:
-        environment = source.for_platform(platform, ignore_non_wheels=request.ignore_pypi_non_wheel)
-        environment = inject_packages(request.inject, environment)
-        output = request.output_dir / installer_file_name(name, version, platform)
+    for platform in choose_platforms(request, source):
+        environment = inject_packages(request.inject, source.for_platform(platform))
         cached = [r for r in environment.records if cache_path(request.cache_dir, r).is_file()]
         plans.append(
             PlannedInstaller(
                 environment=environment,
-                output=output,
+                output=request.output_dir / installer_file_name(name, version, platform),
                 stub=None,
                 download_size=sum(r.size or 0 for r in environment.records),
                 cached=len(cached),
@@ -206,23 +197,45 @@ def plan_builds(
     stubs = find_stubs(
         [p.environment.platform for p in plans],
         request.cache_dir,
+        client=client,
         explicit=request.stubs,
         stub_dir=request.stub_dir,
+        retries=request.retries,
         on_freeze=reporter.message,
         dry_run=request.dry_run,
     )
     plans = [replace(p, stub=stubs.get(p.environment.platform)) for p in plans]
-    return source, plans, client
+    return BuildPlan(source, tuple(plans), client)
 
 
-def build_installers(request: BuildRequest, reporter: Reporter) -> list[BuildResult]:
-    source, plans, client = plan_builds(request, reporter)
+def build_installers(
+    request: BuildRequest, reporter: Reporter, plan: BuildPlan | None = None
+) -> list[BuildResult]:
+    """Build every planned installer; all or nothing.
+
+    Each installer is written to a temporary name; only when all of them are complete are
+    they renamed into place, and then ``SHA256SUMS`` is updated. A failure on any platform
+    leaves no installer of this build under its final name.
+    """
+    plan = plan or plan_builds(request, reporter)
     results = []
-    for plan in plans:
-        assert plan.stub is not None
-        results.append(build_one(request, source, plan, client, reporter))
+    with ExitStack() as outputs:
+        for planned in plan.installers:
+            out = _open_output(outputs, planned.output)
+            results.append(build_one(request, plan.source, planned, plan.client, reporter, out))
+        # leaving the block renames every installer into place
     update_checksums(request.output_dir, {r.installer: r.sha256 for r in results})
     return results
+
+
+def _open_output(outputs: ExitStack, output: Path) -> IO[bytes]:
+    """A new temporary file for ``output``, renamed into place when ``outputs`` closes
+    without an error (and removed otherwise)."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return outputs.enter_context(atomic_write(output, mode=0o755, durable=True))
+    except OSError as e:
+        raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
 
 
 def build_one(
@@ -231,7 +244,11 @@ def build_one(
     plan: PlannedInstaller,
     client: Client,
     reporter: Reporter,
+    out: IO[bytes],
 ) -> BuildResult:
+    """Fetch one platform's packages and write its installer into ``out``."""
+    if plan.stub is None:
+        raise BuildError(f"internal error: no stub was found for {plan.environment.platform}")
     environment = plan.environment
     platform = environment.platform
     records = sorted(environment.records, key=lambda r: (r.name.normalized, r.file_name))
@@ -259,7 +276,7 @@ def build_one(
     depends = [d for r in records for d in r.depends]
     extras = extra_entries(request, platform)
     entries = {key: entry for key, (entry, _) in extras.items()}
-    if source.solved_lock is not None:
+    if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
         entries["solved_lock"] = "lockship/pixi.lock"
     options = InstallerOptions(
@@ -289,9 +306,9 @@ def build_one(
         options=options,
     )
     reporter.message(f"Writing {plan.output}")
-    assert plan.stub is not None
     stub = stub_facts(plan.stub, verify=False)
-    layout = write_installer(
+    layout = write_installer_to(
+        out,
         plan.output,
         plan.stub,
         manifest,
@@ -338,7 +355,7 @@ def _with_sha256(fetched: FetchedPackage) -> FetchedPackage:
     """Cached files were verified when they entered the cache; records without a sha256 get one."""
     if fetched.sha256:
         return fetched
-    sha, _ = hash_file(fetched.path)
+    sha = file_sha256(fetched.path)
     if fetched.record.sha256 and fetched.record.sha256.hex() != sha:
         raise ChecksumMismatch(fetched.record.file_name, fetched.record.sha256.hex(), sha)
     return FetchedPackage(fetched.record, fetched.path, sha, fetched.from_cache)

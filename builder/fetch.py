@@ -1,8 +1,10 @@
-"""Download the locked archives through rattler into a shared cache, verified against the lock.
+"""Download archives through rattler into a shared cache, verified before they enter it.
 
-Cache layout: ``<cache>/pkgs/<sha256>/<file name>``. A file only appears under its final name
-after its hash was checked (download to a unique temporary name, verify, rename), so two builds
-sharing one cache never see a partial or unverified archive.
+Cache layout: ``<cache>/pkgs/<sha256>/<file name>``. Every download of the builder (locked
+packages, ``@EXPLICIT`` archives, PyPI wheels, published stubs) goes through
+:func:`download_verified`: to a new, unpredictable temporary name beside the cache entry, retried
+with backoff, checked, and only then renamed into place. Two builds sharing one cache never see a
+partial or unverified file.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import asyncio
 import hashlib
 import os
 import shutil
-import uuid
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError
+from lockship.stub.boundary import CHUNK_SIZE
 from rattler import Client, RepoDataRecord
 from rattler.package_streaming import download_to_path
 
@@ -25,6 +29,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 60
 DEFAULT_RETRIES = 3
 BACKOFF_SECONDS = 0.5
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,10 @@ def cache_path(cache_dir: Path, record: RepoDataRecord) -> Path:
 
 
 def hash_file(path: Path) -> tuple[str, str]:
-    """sha256 and md5 of a file, streamed."""
+    """sha256 and md5 of a file in one read (conda records may carry only an md5)."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
+        while chunk := f.read(CHUNK_SIZE):
             sha.update(chunk)
             md5.update(chunk)
     return sha.hexdigest(), md5.hexdigest()
@@ -67,11 +73,16 @@ def verify(record: RepoDataRecord, path: Path) -> str:
     return sha
 
 
-async def download_url(client: Client, url: str, target: Path) -> None:
-    """Download ``url`` (http(s) through rattler, or file://) to ``target``."""
+def local_path(url: str) -> Path | None:
+    """The file a ``file://`` URL names; None for other URLs."""
     parsed = urlparse(url)
-    if parsed.scheme == "file":
-        source = Path(unquote(parsed.path))
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+
+
+async def download_url(client: Client, url: str, target: Path) -> None:
+    """Download ``url`` (http(s) through rattler, or file://) to ``target``, once."""
+    source = local_path(url)
+    if source is not None:
         try:
             shutil.copyfile(source, target)
         except OSError as e:
@@ -85,22 +96,56 @@ async def download_url(client: Client, url: str, target: Path) -> None:
         raise FetchError(url, reason) from e
 
 
-async def _download(client: Client, record: RepoDataRecord, target: Path) -> None:
-    await download_url(client, record.url, target)
-
-
-async def _download_with_retries(
-    client: Client, record: RepoDataRecord, target: Path, retries: int
-) -> None:
-    for attempt in range(retries + 1):
+async def with_retries(attempt: Callable[[], Awaitable[T]], retries: int) -> T:
+    """Run ``attempt``; after a FetchError run it again, up to ``retries`` times, with
+    exponential backoff. Other errors (a checksum mismatch) are not retried."""
+    for n in range(retries):
         try:
-            await _download(client, record, target)
-            return
+            return await attempt()
         except FetchError:
-            target.unlink(missing_ok=True)
-            if attempt == retries:
-                raise
-            await asyncio.sleep(BACKOFF_SECONDS * 2**attempt)
+            await asyncio.sleep(BACKOFF_SECONDS * 2**n)
+    return await attempt()
+
+
+async def download_verified(
+    client: Client,
+    url: str,
+    folder: Path,
+    *,
+    retries: int,
+    place: Callable[[Path], tuple[Path, str]],
+) -> tuple[Path, str]:
+    """Download ``url`` to a new temporary file in ``folder``; ``place(temporary)`` checks it
+    and returns where it belongs and its sha256; it is renamed there. Returns the same pair.
+
+    ``folder`` must be on the file system of the final place (the cache's own folders are).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    name = unquote(urlparse(url).path).rsplit("/", 1)[-1] or "download"
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    os.close(fd)
+    part = Path(temporary)
+    try:
+        await with_retries(lambda: download_url(client, url, part), retries)
+        final, sha256 = await asyncio.to_thread(place, part)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part.chmod(0o644)
+        os.replace(part, final)
+    finally:
+        part.unlink(missing_ok=True)
+    return final, sha256
+
+
+async def gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
+    """All results in order; on the first failure the others are cancelled, then it is raised."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _fetch_one(
@@ -114,49 +159,25 @@ async def _fetch_one(
     final = cache_path(cache_dir, record)
     if final.is_file():
         result = FetchedPackage(record, final, record_sha256(record) or "", True)
-        on_done(result)
-        return result
-    async with semaphore:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        part = final.parent / f".{final.name}.{uuid.uuid4().hex}.part"
-        try:
-            await _download_with_retries(client, record, part, retries)
-            sha = await asyncio.to_thread(verify, record, part)
-            os.replace(part, final)
-        finally:
-            part.unlink(missing_ok=True)
-    result = FetchedPackage(record, final, sha, False)
+    else:
+        async with semaphore:
+            _, sha = await download_verified(
+                client,
+                record.url,
+                final.parent,
+                retries=retries,
+                place=lambda part: (final, verify(record, part)),
+            )
+        result = FetchedPackage(record, final, sha, False)
     on_done(result)
     return result
-
-
-async def _fetch_all(
-    records: Sequence[RepoDataRecord],
-    cache_dir: Path,
-    client: Client,
-    concurrency: int,
-    on_done: Callable[[FetchedPackage], None],
-    retries: int,
-) -> list[FetchedPackage]:
-    semaphore = asyncio.Semaphore(concurrency)
-    tasks = [
-        asyncio.ensure_future(_fetch_one(client, r, cache_dir, semaphore, on_done, retries))
-        for r in records
-    ]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def fetch_packages(
     records: Sequence[RepoDataRecord],
     cache_dir: Path,
     *,
-    client: Client | None = None,
+    client: Client,
     concurrency: int = DEFAULT_CONCURRENCY,
     retries: int = DEFAULT_RETRIES,
     on_done: Callable[[FetchedPackage], None] = lambda _: None,
@@ -166,6 +187,11 @@ def fetch_packages(
     A failed download is retried ``retries`` times with exponential backoff before it is
     reported with its URL; a checksum mismatch is reported at once.
     """
-    return asyncio.run(
-        _fetch_all(records, cache_dir, client or Client(), concurrency, on_done, retries)
-    )
+
+    async def run() -> list[FetchedPackage]:
+        semaphore = asyncio.Semaphore(concurrency)
+        return await gather_all(
+            [_fetch_one(client, r, cache_dir, semaphore, on_done, retries) for r in records]
+        )
+
+    return asyncio.run(run())

@@ -25,11 +25,12 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import jinja2
 from lockship.builder.errors import BuildError, ChecksumMismatch
-from lockship.stub.boundary import CHUNK_SIZE
+from lockship.builder.stubs import FREEZE_COMMAND
+from lockship.stub.boundary import CHUNK_SIZE, atomic_write, file_sha256
 from lockship.stub.manifest import Manifest
 from lockship.stub.payload import plan_payload
 
@@ -107,7 +108,37 @@ def write_installer(
     digests: Mapping[str, str] | None = None,
     stub_sha256: str | None = None,
 ) -> InstallerLayout:
-    """Write the installer to a temporary name next to ``output``, then rename it into place.
+    """Write the installer to a temporary name next to ``output``, then rename it into place
+    (one installer; ``lockship build`` renames all of a build's installers together)."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output, mode=0o755, durable=True) as out:
+            return write_installer_to(
+                out,
+                output,
+                stub_path,
+                manifest,
+                files,
+                glibc_min=glibc_min,
+                digests=digests,
+                stub_sha256=stub_sha256,
+            )
+    except OSError as e:
+        raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
+
+
+def write_installer_to(
+    out: IO[bytes],
+    output: Path,
+    stub_path: Path,
+    manifest: Manifest,
+    files: Iterable[tuple[str, Path]],
+    *,
+    glibc_min: str | None = None,
+    digests: Mapping[str, str] | None = None,
+    stub_sha256: str | None = None,
+) -> InstallerLayout:
+    """Write the installer that will be named ``output`` into ``out`` (a new, empty file).
 
     ``digests`` are the expected sha256 of entries whose hashes are already known (packages
     were verified when they entered the download cache), ``stub_sha256`` the stub's (from its
@@ -115,11 +146,6 @@ def write_installer(
     written in one pass that checks those hashes and hashes the whole installer on two helper
     threads. Files without a known hash are hashed before the pass.
     """
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
-    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
     known = dict(digests or {})
     try:
         stub_size = stub_path.stat().st_size
@@ -131,12 +157,12 @@ def write_installer(
         if is_windows:
             # the stub is split where its one-file archive starts; a whole-stub hash cannot
             # be checked in the stream, so check it first
-            if stub_sha256 and _hash_range(_Range(stub_path, 0, stub_size, None)) != stub_sha256:
+            if stub_sha256 and file_sha256(stub_path) != stub_sha256:
                 raise _stub_mismatch(stub_path)
             stub_sha256 = None
             archive_size = stub_size - archive_start
             entries.append(_Range(stub_path, archive_start, archive_size, None, ARCHIVE_ENTRY))
-        entries = [e if e.sha256 else replace(e, sha256=_hash_range(e)) for e in entries]
+        entries = [e if e.sha256 else replace(e, sha256=_range_sha256(e)) for e in entries]
         header = b""
         if not is_windows:
             header = render_header(manifest, output.name, stub_size, glibc_min)
@@ -152,28 +178,19 @@ def write_installer(
                 raise BuildError("internal error: the installer header changed length")
             header = final
         stub = _Range(stub_path, 0, archive_start, stub_sha256, "stub")
-        with open(partial, "wb") as out:
-            actual, sha256 = _stream(out, header, [stub, *entries], tail)
-            out.flush()
-            os.fsync(out.fileno())
-        if stub.sha256 and actual[0] != stub.sha256:
-            raise _stub_mismatch(stub_path)
-        for entry, source, digest in zip(planned, entries, actual[1:], strict=True):
-            if digest != entry.sha256:
-                raise BuildError(
-                    f"{source.path} does not have the sha256 it was checked with "
-                    f"({entry.sha256}; now {digest}): it was changed or damaged; "
-                    "delete it and build again"
-                )
-        _check_entries(manifest, {e.name: e.sha256 for e in planned})
-        partial.chmod(0o755)
-        os.replace(partial, output)
+        actual, sha256 = _stream(out, header, [stub, *entries], tail)
     except OSError as e:
-        _discard(partial)
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
-    except BaseException:
-        _discard(partial)
-        raise
+    if stub.sha256 and actual[0] != stub.sha256:
+        raise _stub_mismatch(stub_path)
+    for entry, source, digest in zip(planned, entries, actual[1:], strict=True):
+        if digest != entry.sha256:
+            raise BuildError(
+                f"{source.path} does not have the sha256 it was checked with "
+                f"({entry.sha256}; now {digest}): it was changed or damaged; "
+                "delete it and build again"
+            )
+    _check_entries(manifest, {e.name: e.sha256 for e in planned})
     return InstallerLayout(output, len(header), stub_size, total - payload_offset, sha256)
 
 
@@ -191,7 +208,7 @@ class _Range:
 def _stub_mismatch(stub_path: Path) -> BuildError:
     return BuildError(
         f"{stub_path} does not match the sha256 in its sidecar (it was changed after freezing); "
-        "freeze the stub again (scripts/freeze_stub.py)"
+        f"freeze the stub again ({FREEZE_COMMAND})"
     )
 
 
@@ -207,7 +224,10 @@ def _read_range(source: _Range) -> Iterator[bytes]:
             yield chunk
 
 
-def _hash_range(source: _Range) -> str:
+def _range_sha256(source: _Range) -> str:
+    """The sha256 of a file, or of the part of it ``source`` names."""
+    if source.offset == 0 and source.size == source.path.stat().st_size:
+        return file_sha256(source.path)
     digest = hashlib.sha256()
     for chunk in _read_range(source):
         digest.update(chunk)
@@ -215,7 +235,7 @@ def _hash_range(source: _Range) -> str:
 
 
 def _stream(
-    out: BinaryIO, header: bytes, sources: list[_Range], tail: bytes
+    out: IO[bytes], header: bytes, sources: list[_Range], tail: bytes
 ) -> tuple[list[str], str]:
     """Write header, sources and tail; return each source's sha256 and the whole file's.
 
@@ -282,12 +302,6 @@ FLUSH_EVERY = 64 * 1024 * 1024
 _QUEUE_CHUNKS = 16
 
 
-def _discard(path: Path) -> None:
-    """Remove a temporary file if it is there (a read-only folder refuses even that)."""
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
 def onefile_archive_start(stub_path: Path) -> int:
     """Where the PyInstaller archive of a one-file program begins (from its last cookie)."""
     size = stub_path.stat().st_size
@@ -311,7 +325,7 @@ def onefile_archive_start(stub_path: Path) -> int:
             tail = block[: COOKIE.size]
     raise BuildError(
         f"{stub_path} is not a PyInstaller one-file program (no archive cookie found); "
-        "use a stub frozen with scripts/freeze_stub.py"
+        f"use a stub frozen with {FREEZE_COMMAND}"
     )
 
 

@@ -1,17 +1,21 @@
-"""The rattler HTTP client the builder downloads with: authentication, mirrors, timeouts."""
+"""The rattler HTTP client the builder downloads with: authentication, mirrors, timeouts.
+
+Everything is handed to rattler as one configuration (``Client.from_config``): the auth file as
+``authentication-override-file``, the mirrors as ``[mirrors]``. Nothing is written into the
+process environment, so two clients in one process can use two auth files.
+"""
 
 from __future__ import annotations
 
-import os
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockship.builder.errors import UsageError
-from rattler import Client
-from rattler.networking import AuthenticationMiddleware, MirrorMiddleware
+from rattler import Client, Config
 
-#: the variable rattler (and pixi) read the authentication file from
+#: the variable rattler (and pixi) read the authentication file from when none is given
 AUTH_FILE_ENV = "RATTLER_AUTH_FILE"
 
 
@@ -49,18 +53,27 @@ def mirrors_from_config(path: Path) -> dict[str, list[str]]:
     }
 
 
-def make_client(options: NetworkOptions, *, timeout: int) -> Client:
+def rattler_config_toml(options: NetworkOptions) -> str:
+    """The rattler configuration for ``options`` (JSON strings are TOML basic strings)."""
     mirrors: dict[str, list[str]] = {}
     if options.config is not None:
         mirrors.update(mirrors_from_config(options.config))
     mirrors.update(options.mirrors)
+    lines = []
     if options.auth_file is not None:
         if not options.auth_file.is_file():
             raise UsageError(f"the auth file {options.auth_file} does not exist")
-        # rattler's authentication middleware reads the file named by this variable
-        os.environ[AUTH_FILE_ENV] = str(options.auth_file.resolve())
-    middlewares: list[MirrorMiddleware | AuthenticationMiddleware] = []
+        auth_file = json.dumps(str(options.auth_file.resolve()))
+        lines.append(f"authentication-override-file = {auth_file}")
     if mirrors:
-        middlewares.append(MirrorMiddleware(mirrors))
-    middlewares.append(AuthenticationMiddleware())
-    return Client(middlewares=middlewares, timeout=timeout)  # type: ignore[arg-type]
+        lines.append("[mirrors]")
+        lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in mirrors.items()]
+    return "".join(line + "\n" for line in lines)
+
+
+def make_client(options: NetworkOptions, *, timeout: int) -> Client:
+    """A client with these options; without an auth file, rattler reads ``$RATTLER_AUTH_FILE``
+    or its default credential stores. rattler's own retries are off: the builder retries
+    (``--retries``) and reports each URL it gave up on."""
+    config = Config.from_toml(rattler_config_toml(options))
+    return Client.from_config(config, max_retries=0, timeout=timeout)

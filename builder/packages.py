@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lockship.builder.errors import BuildError
+from lockship.stub.boundary import write_text_atomically
 from rattler import FileMode, PathsJson
 from rattler.package_streaming import PackageArchive
 
@@ -67,17 +68,9 @@ def _cached_facts(path: Path) -> tuple[int, int | None, bool, int]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     facts = _facts_of(path)
-    partial = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.part")
-    try:
-        partial.write_text(
-            json.dumps(
-                dict(zip(("installed", "shortest", "script", "deepest"), facts, strict=True))
-            ),
-            encoding="utf-8",
-        )
-        partial.replace(sidecar)
-    except OSError:
-        partial.unlink(missing_ok=True)
+    keys = ("installed", "shortest", "script", "deepest")
+    with contextlib.suppress(OSError):  # a read-only cache still builds, just slower
+        write_text_atomically(sidecar, json.dumps(dict(zip(keys, facts, strict=True))))
     return facts
 
 

@@ -1,4 +1,10 @@
-"""PyPI wheels locked in a pixi.lock: fetched at build time, verified, carried in the payload."""
+"""PyPI wheels locked in a pixi.lock: fetched at build time, verified, carried in the payload.
+
+Cache layout: ``<cache>/wheels/<sha256>/<file name>``. A local wheel (a path, or a ``file://``
+URL) is read and hashed at every build, so a rebuilt ``dist/app-1.0-py3-none-any.whl`` is the
+one shipped; only the content of what it hashes to is cached. A remote wheel is cached by its
+locked sha256, or, locked without one, by its URL (nothing to check it against).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError
-from lockship.builder.fetch import BACKOFF_SECONDS, download_url, hash_file
+from lockship.builder.fetch import download_verified, gather_all, local_path
 from lockship.builder.lockfile import LockedWheel
+from lockship.stub.boundary import file_sha256
 from rattler import Client
 
 
@@ -30,31 +37,35 @@ def wheel_source(wheel: LockedWheel, base: Path) -> str:
     return (path if path.is_absolute() else (base / path)).resolve().as_uri()
 
 
+def _checked(name: str, path: Path, expected: str | None) -> str:
+    actual = file_sha256(path)
+    if expected and actual != expected:
+        raise ChecksumMismatch(name, expected, actual)
+    return actual
+
+
 async def _fetch(
     wheel: LockedWheel, cache_dir: Path, base: Path, client: Client, retries: int
 ) -> FetchedWheel:
     url = wheel_source(wheel, base)
-    key = wheel.sha256 or hashlib.sha256(url.encode()).hexdigest()
-    target = cache_dir / "wheels" / key / wheel.file_name
-    if target.is_file():
-        return FetchedWheel(wheel, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.name}.{id(target)}.part")
-    try:
-        for attempt in range(retries + 1):
-            try:
-                await download_url(client, url, part)
-                break
-            except FetchError:
-                if attempt == retries:
-                    raise
-                await asyncio.sleep(BACKOFF_SECONDS * 2**attempt)
-        actual = hash_file(part)[0]
-        if wheel.sha256 and actual != wheel.sha256:
-            raise ChecksumMismatch(wheel.file_name, wheel.sha256, actual)
-        part.replace(target)
-    finally:
-        part.unlink(missing_ok=True)
+    folder = cache_dir / "wheels"
+    local = local_path(url)
+    expected = wheel.sha256
+    if local is not None:
+        try:
+            expected = await asyncio.to_thread(_checked, wheel.file_name, local, expected)
+        except OSError as e:
+            raise FetchError(url, e.strerror or str(e)) from e
+    key = expected or hashlib.sha256(url.encode()).hexdigest()
+    target = folder / key / wheel.file_name
+    if not target.is_file():
+        await download_verified(
+            client,
+            url,
+            folder,
+            retries=retries,
+            place=lambda part: (target, _checked(wheel.file_name, part, expected)),
+        )
     return FetchedWheel(wheel, target)
 
 
@@ -65,8 +76,6 @@ def fetch_wheels(
         return []
 
     async def run() -> list[FetchedWheel]:
-        return list(
-            await asyncio.gather(*(_fetch(w, cache_dir, base, client, retries) for w in wheels))
-        )
+        return await gather_all([_fetch(w, cache_dir, base, client, retries) for w in wheels])
 
     return asyncio.run(run())

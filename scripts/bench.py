@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lockship.builder.stubs import host_platform  # noqa: E402
+from lockship.builder.paths import host_platform  # noqa: E402
 
 from tests.factories import (  # noqa: E402
     channel_records,
@@ -1163,14 +1163,28 @@ def print_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
 
 
 def find_stub(explicit: Path | None) -> Path:
-    if explicit is not None:
-        if not explicit.is_file():
-            raise SystemExit(f"no stub at {explicit}")
-        return explicit.resolve()
-    from lockship.builder.stubs import default_cache_dir, host_platform, resolve_stub
+    """The stub ``lockship build`` would use here (``--stub``, the stub folder, the cache, or
+    a fresh freeze): the builder's own lookup."""
+    from lockship.builder.errors import StubError
+    from lockship.builder.fetch import DEFAULT_TIMEOUT
+    from lockship.builder.network import NetworkOptions, make_client
+    from lockship.builder.paths import default_cache_dir
+    from lockship.builder.stubsource import find_stubs
 
-    log("finding or freezing the installer stub (a first freeze takes about two minutes)...")
-    return resolve_stub(host_platform(), default_cache_dir(), on_freeze=log)
+    if explicit is None:
+        log("finding or freezing the installer stub (a first freeze takes about two minutes)...")
+    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
+    try:
+        found = find_stubs(
+            [PLATFORM],
+            default_cache_dir(),
+            client=client,
+            explicit={PLATFORM: explicit} if explicit is not None else None,
+            on_freeze=log,
+        )
+    except StubError as e:
+        raise SystemExit(str(e)) from e
+    return found[PLATFORM].resolve()
 
 
 def machine_info(stub: Path) -> dict[str, Any]:

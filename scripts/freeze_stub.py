@@ -2,17 +2,15 @@
 
 Usage: python scripts/freeze_stub.py -o OUTPUT [--compress]
 
-Progress goes to stderr; the stub's facts (the sidecar's content) go to stdout as JSON.
+The same as ``lockship freeze-stub -o OUTPUT [--compress]`` (which pip users have), runnable
+from a checkout without installing it. Progress goes to stderr; the stub's facts (the sidecar's
+content) go to stdout as JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
-import os
 import sys
-import time
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,53 +41,11 @@ def import_checkout() -> None:
         setattr(namespace, name, module)
 
 
-import_checkout()
-
-from lockship.builder.errors import StubError  # noqa: E402
-from lockship.builder.stubs import (  # noqa: E402
-    facts_path,
-    freeze_stub,
-    host_platform,
-    stub_facts,
-    stub_file_name,
-)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help=f"the stub file to write, or a folder (DIR/) for {stub_file_name(host_platform())}",
-    )
-    parser.add_argument(
-        "--compress",
-        action="store_true",
-        help="compress the archive: a stub less than half the size that starts ~0.4 s slower",
-    )
-    args = parser.parse_args(argv)
-    output = Path(args.output)
-    if args.output.endswith(("/", os.sep)) or output.is_dir():
-        output = output / stub_file_name(host_platform())
-    started = time.monotonic()
-    try:
-        freeze_stub(
-            output,
-            on_line=lambda line: print(line, file=sys.stderr, flush=True),
-            compress=args.compress,
-        )
-        facts = stub_facts(output)
-    except StubError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    if facts is None:  # freeze_stub always writes the sidecar
-        print(f"ERROR: {facts_path(output)} is missing", file=sys.stderr)
-        return 1
-    took = time.monotonic() - started
-    print(f"Took {took:.0f} s; facts in {facts_path(output)}", file=sys.stderr)
-    print(json.dumps(facts.to_json(), indent=2))
-    return 0
+    import_checkout()
+    from lockship.builder.cli import main as lockship_main
+
+    return lockship_main(["freeze-stub", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -72,10 +72,9 @@ def current_stub_version() -> str:
     """``stub.__version__``-digest of the stub sources: what a fresh freeze records as "stub"."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from lockship import stub
-    from lockship.builder.stubs import stub_source_digest
+    from lockship.builder.stubs import stub_identity
 
-    return f"{stub.__version__}-{stub_source_digest()}"
+    return stub_identity()
 
 
 def copy_repo_files(names: Sequence[str], target: Path) -> None:

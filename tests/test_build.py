@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
     ChannelServer,
     channel_records,
+    index_channel,
     write_conda_package,
     write_pixi_lock,
 )
@@ -291,7 +293,9 @@ def test_stub_changed_after_freezing_is_refused(
     sidecar.write_text(json.dumps({**facts, "size": size, "sha256": "0" * 64, "glibc": None}))
     code, _, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o")
     assert code == 1
-    assert "does not match the sha256 in its sidecar" in one_error(stderr)
+    line = one_error(stderr)
+    assert "does not match the sha256 in its sidecar" in line
+    assert "freeze the stub again (lockship freeze-stub -o PATH)" in line
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.sh"))
 
 
@@ -315,3 +319,61 @@ def test_teardown_cannot_change_the_exit_code(tmp_path: Path, demo_lock: Path) -
     )
     assert run.returncode == 1, run.stderr
     assert "is built for win-64" in one_error(run.stderr)
+
+
+def test_a_failure_on_a_later_platform_leaves_no_installer(
+    tmp_path: Path, demo_channel: Path, stand_in_stub: Path
+) -> None:
+    """All or nothing: the first platform's installer is complete when the second fails, and
+    still none is left under its final name, nor a SHA256SUMS line for it."""
+    other = "osx-arm64"
+    channel = tmp_path / "channel"
+    shutil.copytree(demo_channel, channel)
+    mac = write_conda_package(channel, "mac-only", "1.0", subdir=other, files={"m.txt": "m"})
+    index_channel(channel)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "SHA256SUMS").write_text(f"{'0' * 64}  kept-0.1-{PLATFORM}.sh\n")
+    with ChannelServer(channel) as server:
+        records = {
+            PLATFORM: channel_records(channel, server.url, PLATFORM),
+            other: channel_records(channel, server.url, other, ["mac-only"]),
+        }
+        write_pixi_lock(tmp_path / "pixi.lock", records, channel_url=server.url)
+        server.content_overrides[f"{other}/{mac.name}"] = b"not the locked archive"
+        run = run_lockship(
+            "build",
+            tmp_path,
+            "-p",
+            PLATFORM,
+            "-p",
+            other,
+            "--stub",
+            f"{PLATFORM}={stand_in_stub}",
+            "--stub",
+            f"{other}={stand_in_stub}",
+            "--cache-dir",
+            tmp_path / "cache",
+            "-o",
+            out,
+        )
+    assert run.returncode == 1, run.stderr
+    assert f"{mac.name} does not match the lockfile" in one_error(run.stderr)
+    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS"]
+    assert (out / "SHA256SUMS").read_text() == f"{'0' * 64}  kept-0.1-{PLATFORM}.sh\n"
+
+
+def test_errors_name_a_freeze_command_pip_users_have(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
+    sidecar = stand_in_stub.with_name(stand_in_stub.name + ".json")
+    size = stand_in_stub.stat().st_size
+    facts = {"platform": PLATFORM, "python": "3.11", "pyinstaller": "6", "stub": "0"}
+    sidecar.write_text(json.dumps({**facts, "size": size + 1, "sha256": "0" * 64, "glibc": None}))
+    code, _, stderr = build(demo_lock, stub=stand_in_stub, cache=tmp_path / "c", out=tmp_path / "o")
+    assert code == 1
+    line = one_error(stderr)
+    assert "describes another binary" in line and "(lockship freeze-stub -o PATH)" in line
+    help_run = run_lockship("freeze-stub", "--help")
+    assert help_run.returncode == 0, help_run.stderr
+    assert "-o PATH, --output PATH" in help_run.stdout

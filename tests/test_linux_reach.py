@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lockship.builder.stubs import required_glibc
+from lockship.builder.stubs import stub_facts
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
@@ -443,7 +443,8 @@ def test_installer_with_bullseye_stub_installs_on_glibc_2_31(
 def test_installer_with_this_machines_stub_refuses_on_glibc_2_31(
     bullseye: Chroot, demo_installer: Path, frozen_stub: Path
 ) -> None:
-    needs = required_glibc(frozen_stub)
+    facts = stub_facts(frozen_stub)
+    needs = facts.glibc if facts else None
     if needs is None or glibc_tuple(needs) <= (2, 31):
         pytest.skip(f"this machine's stub needs glibc {needs}, which bullseye has")
     installer = bullseye.copy_in(demo_installer)
