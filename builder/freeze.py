@@ -122,6 +122,10 @@ def freeze_stub(
     return facts
 
 
+#: the time recorded in a frozen stub where PyInstaller records one (1980-01-01, zip's epoch)
+REPRODUCIBLE_EPOCH = 315532800
+
+
 def _facts_json(facts: StubFacts) -> str:
     return json.dumps(facts.to_json(), indent=2) + "\n"
 
@@ -137,9 +141,18 @@ def _run_pyinstaller(work: Path, *, compress: bool) -> Path:
         f"--workpath={work / 'build'}",
         str(_write_spec(work, compress=compress)),
     ]
-    # PyInstaller reads one zlib level for the archive and for the PYZ's modules, which are
-    # read in place: stored, they need no inflating at import either (-15 ms, +3 MB)
-    env = os.environ if compress else {**os.environ, "PYINSTALLER_ZLIB_COMPRESSION_LEVEL": "0"}
+    env = {
+        **os.environ,
+        # the same sources and toolchain give the same bytes: PyInstaller lists the modules of
+        # base_library.zip in set order (random per process unless the hash seed is fixed) and
+        # stamps the Windows executable with the build time unless SOURCE_DATE_EPOCH is set
+        "PYTHONHASHSEED": "0",
+        "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", str(REPRODUCIBLE_EPOCH)),
+    }
+    if not compress:
+        # PyInstaller reads one zlib level for the archive and for the PYZ's modules, which are
+        # read in place: stored, they need no inflating at import either (-15 ms, +3 MB)
+        env["PYINSTALLER_ZLIB_COMPRESSION_LEVEL"] = "0"
     try:
         process = subprocess.run(
             command,

@@ -48,3 +48,11 @@ def test_a_failing_pyinstaller_names_its_last_line(
     monkeypatch.setattr(freeze.subprocess, "run", only_pyinstaller(run))
     with pytest.raises(StubError, match=r"with PyInstaller failed: SyntaxError: oops$"):
         freeze.freeze_stub(tmp_path / "stub")
+
+
+@pytest.mark.e2e
+def test_two_freezes_of_the_same_sources_are_byte_identical(tmp_path: Path) -> None:
+    first = freeze.freeze_stub(tmp_path / "one" / "stub")
+    second = freeze.freeze_stub(tmp_path / "two" / "stub")
+    assert (tmp_path / "one" / "stub").read_bytes() == (tmp_path / "two" / "stub").read_bytes()
+    assert first == second
