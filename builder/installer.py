@@ -31,8 +31,8 @@ import jinja2
 from lockship.builder.errors import BuildError, ChecksumMismatch
 from lockship.builder.stubs import FREEZE_COMMAND
 from lockship.stub.boundary import CHUNK_SIZE, atomic_write, file_sha256
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import plan_payload
+from lockship.stub.manifest import Manifest, Region
+from lockship.stub.payload import Entry, plan_payload, range_sha256, signature_fields
 
 UNAME_PATTERNS = {
     "linux-64": '"Linux x86_64"',
@@ -166,17 +166,28 @@ def write_installer_to(
         header = b""
         if not is_windows:
             header = render_header(manifest, output.name, stub_size, glibc_min)
+            stub_sha256 = stub_sha256 or file_sha256(stub_path)
         payload_offset = len(header) + archive_start
-        planned, tail = plan_payload(
-            payload_offset, [(e.name, e.size, e.sha256 or "") for e in entries], manifest.to_dict()
-        )
+        program = _program_region(stub_path, len(header), archive_start, stub_sha256)
+        listed = [(e.name, e.size, e.sha256 or "") for e in entries]
+
+        def plan(header_sha256: str) -> tuple[list[Entry], bytes]:
+            regions = [Region(_HEADER, 0, len(header), header_sha256)] if header else []
+            described = replace(manifest, regions=(*regions, program))
+            return plan_payload(payload_offset, listed, described.to_dict())
+
+        # the header states the file's final size (so it can refuse a truncated copy) and the
+        # index records the header's sha256: a sha256 has one length, so the sizes agree
+        planned, tail = plan("0" * 64)
         total = payload_offset + sum(e.size for e in entries) + len(tail)
         if header:
-            # the header states the file's final size so it can refuse a truncated copy
             final = render_header(manifest, output.name, stub_size, glibc_min, total)
             if len(final) != len(header):
                 raise BuildError("internal error: the installer header changed length")
             header = final
+            planned, tail = plan(hashlib.sha256(header).hexdigest())
+            if payload_offset + sum(e.size for e in entries) + len(tail) != total:
+                raise BuildError("internal error: the installer index changed length")
         stub = _Range(stub_path, 0, archive_start, stub_sha256, "stub")
         actual, sha256 = _stream(out, header, [stub, *entries], tail)
     except OSError as e:
@@ -203,6 +214,20 @@ class _Range:
     size: int
     sha256: str | None
     name: str = ""
+
+
+_HEADER = "the installer's header"
+_PROGRAM = "the installer's program"
+
+
+def _program_region(stub_path: Path, offset: int, size: int, sha256: str | None) -> Region:
+    """The stub's bytes in the installer: all of it after a shell header, or on Windows the
+    bootloader before its archive (the archive is an entry), signature fields zeroed."""
+    if offset:  # after a shell header: the whole stub, whose sha256 is known
+        return Region(_PROGRAM, offset, size, sha256 or file_sha256(stub_path))
+    with open(stub_path, "rb") as f:
+        zeroed = signature_fields(f.read(4096))
+    return Region(_PROGRAM, 0, size, range_sha256(stub_path, 0, size, zeroed), zeroed)
 
 
 def _stub_mismatch(stub_path: Path) -> BuildError:

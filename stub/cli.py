@@ -29,6 +29,7 @@ from lockship.stub.boundary import (
     parse_checksums,
     report_error,
 )
+from lockship.stub.check import verify_installer
 from lockship.stub.errors import InstallError, PlatformMismatch, UsageError
 from lockship.stub.interaction import (
     Interaction,
@@ -38,7 +39,7 @@ from lockship.stub.interaction import (
 )
 from lockship.stub.launch import Launch, read_launch, remove_unpacked_folder
 from lockship.stub.manifest import Manifest
-from lockship.stub.payload import Payload, PayloadError, iter_entry, read_payload, verify_payload
+from lockship.stub.payload import Payload, PayloadError, iter_entry, read_payload
 from lockship.stub.prefix import normalize_prefix
 from lockship.stub.progress import LineReporter, Reporter, TqdmReporter
 from lockship.stub.signals import install_handlers
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace, launch: Launch) -> int:
     if args.info:
         return show_info(manifest, as_json=args.json)
     if args.check:
-        return check_installer(payload)
+        return check_installer(payload, manifest)
     if args.extract:
         return extract(payload, manifest, args.extract)
     return install_interactively(payload, manifest, args, launch)
@@ -181,10 +182,10 @@ def show_info(manifest: Manifest, *, as_json: bool) -> int:
     return 0
 
 
-def check_installer(payload: Payload) -> int:
-    """Verify every entry, then the whole file against a ``SHA256SUMS`` beside it, if any."""
-    verify_payload(payload)
-    print(f"OK: {payload.path.name} is complete ({len(payload.entries)} entries verified)")
+def check_installer(payload: Payload, manifest: Manifest) -> int:
+    """Verify every byte, then the whole file against a ``SHA256SUMS`` beside it, if any."""
+    parts = verify_installer(payload, manifest)
+    print(f"OK: {payload.path.name} is complete (every byte verified: {parts} parts)")
     listed = _listed_sha256(payload.path)
     if listed is None:
         return 0

@@ -26,6 +26,31 @@ class PackageInfo:
 
 
 @dataclass(frozen=True)
+class Region:
+    """Bytes of the installer before its payload (the shell header, the program), hashed when
+    the installer was built, so ``--check`` verifies every byte of the file."""
+
+    #: what the user is told is damaged: "the installer's header", "the installer's program"
+    name: str
+    offset: int
+    size: int
+    sha256: str
+    #: ``(offset, length)`` ranges, relative to the file, hashed as zeros: the fields of a
+    #: Windows executable's header that Authenticode signing rewrites
+    zeroed: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Region:
+        return cls(
+            name=str(data["name"]),
+            offset=int(data["offset"]),
+            size=int(data["size"]),
+            sha256=str(data["sha256"]),
+            zeroed=tuple((int(a), int(b)) for a, b in data.get("zeroed", ())),
+        )
+
+
+@dataclass(frozen=True)
 class InstallerOptions:
     """How the installer installs, as chosen at build time (payload entries are named)."""
 
@@ -83,6 +108,8 @@ class Manifest:
     #: virtual packages (e.g. "__glibc >=2.17") the packages depend on
     virtual_packages: tuple[str, ...] = ()
     options: InstallerOptions = field(default_factory=InstallerOptions)
+    #: every byte before the payload, hashed (empty in installers of older builders)
+    regions: tuple[Region, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +130,7 @@ class Manifest:
                 max_path_length=int(data.get("max_path_length", 0)),
                 virtual_packages=tuple(data.get("virtual_packages", ())),
                 options=InstallerOptions.from_dict(data.get("options", {})),
+                regions=tuple(Region.from_dict(r) for r in data.get("regions", ())),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PayloadError(

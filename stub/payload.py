@@ -214,6 +214,34 @@ _PE_DIRECTORIES = {0x10B: 96, 0x20B: 112}
 _PE_SECURITY = 4  # the certificate table's index among the data directories
 
 
+def _pe_optional_header(head: bytes) -> tuple[int, int] | None:
+    """Where a PE file's optional header and its data directories begin (None: not a PE)."""
+    if len(head) < 0x40 or head[:2] != b"MZ":
+        return None
+    (pe,) = struct.unpack_from("<I", head, 0x3C)
+    if pe + 24 + 2 > len(head) or head[pe : pe + 4] != b"PE\0\0":
+        return None
+    optional = pe + 24
+    (magic,) = struct.unpack_from("<H", head, optional)
+    directories = _PE_DIRECTORIES.get(magic)
+    if directories is None:
+        return None
+    (count,) = struct.unpack_from("<I", head, optional + directories - 4)
+    if count <= _PE_SECURITY or optional + directories + 8 * (_PE_SECURITY + 1) > len(head):
+        return None
+    return optional, optional + directories
+
+
+def signature_fields(head: bytes) -> tuple[tuple[int, int], ...]:
+    """The ``(offset, length)`` of the PE header fields Authenticode signing rewrites: the
+    checksum and the certificate table's directory entry (nothing for other files)."""
+    found = _pe_optional_header(head)
+    if found is None:
+        return ()
+    optional, directories = found
+    return ((optional + 64, 4), (directories + 8 * _PE_SECURITY, 8))
+
+
 def payload_end(f: BinaryIO, file_size: int) -> int:
     """Where the payload's trailer ends: the end of the file, or, in a signed Windows ``.exe``,
     where its Authenticode certificate table begins.
@@ -224,26 +252,37 @@ def payload_end(f: BinaryIO, file_size: int) -> int:
     """
     f.seek(0)
     head = f.read(4096)
-    if len(head) < 0x40 or head[:2] != b"MZ":
+    found = _pe_optional_header(head)
+    if found is None:
         return file_size
-    (pe,) = struct.unpack_from("<I", head, 0x3C)
-    if pe + 24 + 2 > len(head) or head[pe : pe + 4] != b"PE\0\0":
-        return file_size
-    optional = pe + 24
-    (magic,) = struct.unpack_from("<H", head, optional)
-    directories = _PE_DIRECTORIES.get(magic)
-    if directories is None:
-        return file_size
-    (count,) = struct.unpack_from("<I", head, optional + directories - 4)
-    at = optional + directories + 8 * _PE_SECURITY
-    if count <= _PE_SECURITY or at + 8 > len(head):
-        return file_size
-    table, size = (int(n) for n in struct.unpack_from("<II", head, at))
+    table, size = (int(n) for n in struct.unpack_from("<II", head, found[1] + 8 * _PE_SECURITY))
     if not table or table + size != file_size or table < _TAIL.size:
         return file_size
     f.seek(table - 8)
     before = f.read(8)  # the padding to the table's 8-byte alignment is zeros
     return table - (len(before) - len(before.rstrip(b"\0")))
+
+
+def range_sha256(path: Path, offset: int, size: int, zeroed: Iterable[tuple[int, int]] = ()) -> str:
+    """The sha256 of ``size`` bytes of ``path`` at ``offset``, the ``zeroed`` ranges (file
+    offsets) counted as zeros."""
+    digest = hashlib.sha256()
+    holes = sorted(zeroed)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        position, end = offset, offset + size
+        while position < end:
+            chunk = f.read(min(CHUNK_SIZE, end - position))
+            if not chunk:
+                raise PayloadError(f"{path} ends before byte {end:,}; download it again")
+            data = bytearray(chunk)
+            for start, length in holes:
+                lo, hi = max(start, position), min(start + length, position + len(data))
+                if lo < hi:
+                    data[lo - position : hi - position] = bytes(hi - lo)
+            digest.update(data)
+            position += len(chunk)
+    return digest.hexdigest()
 
 
 def _read(f: BinaryIO, path: Path, file_size: int) -> Payload:
