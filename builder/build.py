@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,12 +29,13 @@ from lockship.builder.packages import (
 )
 from lockship.builder.paths import host_platform
 from lockship.builder.pypi import fetch_wheels
+from lockship.builder.signing import sign_installer
 from lockship.builder.sources import PlatformEnvironment, Source
 from lockship.builder.specs import SpecRequest, solve_specs
 from lockship.builder.stubs import stub_facts
 from lockship.builder.stubsource import find_stubs
 from lockship.stub import __version__
-from lockship.stub.boundary import atomic_write, file_sha256
+from lockship.stub.boundary import atomic_path, file_sha256
 from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
 from lockship.stub.progress import Reporter
 from rattler import Client, RepoDataRecord
@@ -60,6 +62,8 @@ class BuildRequest:
     license: Path | None = None
     post_install: Path | None = None
     link_scripts: bool = True
+    #: when set, only these packages may carry post-link scripts (``--link-scripts allow=``)
+    allowed_link_scripts: tuple[str, ...] | None = None
     pyc: bool = True
     categories: tuple[str, ...] = ("main",)
     specs: tuple[str, ...] = ()
@@ -68,6 +72,8 @@ class BuildRequest:
     ignore_pypi_non_wheel: bool = False
     network: NetworkOptions = field(default_factory=NetworkOptions)
     dry_run: bool = False
+    #: a command signing each Windows installer, ``{file}`` standing for its path
+    sign_command: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,19 +227,27 @@ def build_installers(
     results = []
     with ExitStack() as outputs:
         for planned in plan.installers:
-            out = _open_output(outputs, planned.output)
-            results.append(build_one(request, plan.source, planned, plan.client, reporter, out))
+            partial = _open_output(outputs, planned.output)
+            with open(partial, "wb") as out:
+                result = build_one(request, plan.source, planned, plan.client, reporter, out)
+                out.flush()
+                os.fsync(out.fileno())
+            if request.sign_command and planned.output.suffix == ".exe":
+                reporter.message(f"Signing {planned.output.name}")
+                sha256 = sign_installer(request.sign_command, partial, planned.output.name)
+                result = replace(result, sha256=sha256)
+            results.append(result)
         # leaving the block renames every installer into place
     update_checksums(request.output_dir, {r.installer: r.sha256 for r in results})
     return results
 
 
-def _open_output(outputs: ExitStack, output: Path) -> IO[bytes]:
+def _open_output(outputs: ExitStack, output: Path) -> Path:
     """A new temporary file for ``output``, renamed into place when ``outputs`` closes
     without an error (and removed otherwise)."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        return outputs.enter_context(atomic_write(output, mode=0o755, durable=True))
+        return outputs.enter_context(atomic_path(output, mode=0o755))
     except OSError as e:
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
 
@@ -279,14 +293,14 @@ def build_one(
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
         entries["solved_lock"] = "lockship/pixi.lock"
+    with_scripts = sorted(
+        f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
+    )
+    check_link_script_policy(request, with_scripts, platform)
     options = InstallerOptions(
         link_scripts=request.link_scripts,
         pyc=request.pyc,
-        link_script_packages=tuple(
-            sorted(
-                f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
-            )
-        ),
+        link_script_packages=tuple(with_scripts),
         wheels=tuple(f"pypi/{w.path.name}" for w in wheels),
         license=entries.get("license"),
         post_install=entries.get("post_install"),
@@ -327,6 +341,22 @@ def build_one(
         downloaded=sum(not f.from_cache for f in fetched),
         from_cache=sum(f.from_cache for f in fetched),
         sha256=layout.sha256,
+    )
+
+
+def check_link_script_policy(request: BuildRequest, with_scripts: list[str], platform: str) -> None:
+    """With an allow-list, a package outside it that carries a post-link script fails the
+    build (all such packages named in one line)."""
+    if request.allowed_link_scripts is None or not request.link_scripts:
+        return
+    refused = [n for n in with_scripts if n not in request.allowed_link_scripts]
+    if not refused:
+        return
+    folder, suffix = ("Scripts", "bat") if platform.startswith("win-") else ("bin", "sh")
+    scripts = ", ".join(f"{n} ({folder}/.{n}-post-link.{suffix})" for n in refused)
+    raise BuildError(
+        f"post-link scripts not allowed by --link-scripts allow=: {scripts}; add the packages "
+        "to the list, or build with --no-link-scripts"
     )
 
 

@@ -229,7 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run packages' post-link scripts at install time (the installer says so)",
     )
     build.add_argument(
+        "--link-scripts",
+        metavar="allow=NAME[,NAME]",
+        type=_allow_list,
+        help="only these packages may carry post-link scripts: the build fails, naming them, "
+        "if any other locked package has one",
+    )
+    build.add_argument(
         "--no-pyc", action="store_true", help="do not compile .pyc files at install time"
+    )
+    build.add_argument(
+        "--sign-command",
+        metavar="COMMAND",
+        help="sign each Windows installer with COMMAND before it is moved into place and "
+        "SHA256SUMS is written; {file} stands for the installer (e.g. 'signtool sign /fd "
+        "SHA256 /a {file}'); runs through the shell",
     )
     freeze = commands.add_parser(
         "freeze-stub",
@@ -269,6 +283,13 @@ def _stubs(values: Sequence[str], platforms: Sequence[str]) -> dict[str, Path]:
             raise UsageError("with several platforms, give stubs as --stub PLATFORM=PATH")
         stubs[targets[0]] = Path(value)
     return stubs
+
+
+def _allow_list(text: str) -> tuple[str, ...]:
+    kind, _, names = text.partition("=")
+    if kind != "allow" or not names.strip(","):
+        raise argparse.ArgumentTypeError(f"takes allow=NAME[,NAME...], not {text!r}")
+    return tuple(sorted({n.strip().lower() for n in names.split(",") if n.strip()}))
 
 
 def run(argv: Sequence[str]) -> int:
@@ -322,6 +343,7 @@ def build_command(args: argparse.Namespace) -> int:
         license=args.license,
         post_install=args.post_install,
         link_scripts=not args.no_link_scripts,
+        allowed_link_scripts=args.link_scripts,
         pyc=not args.no_pyc,
         categories=tuple(args.categories) or ("main",),
         specs=tuple(args.specs),
@@ -330,6 +352,7 @@ def build_command(args: argparse.Namespace) -> int:
         ignore_pypi_non_wheel=args.ignore_pypi_non_wheel,
         network=NetworkOptions(auth_file=args.auth_file, mirrors=mirrors, config=args.config),
         dry_run=args.dry_run,
+        sign_command=args.sign_command,
     )
     reporter = _reporter(sys.stderr)
     plan = plan_builds(request, reporter)

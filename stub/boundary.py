@@ -40,27 +40,34 @@ def file_sha256(path: Path) -> str:
 
 
 @contextmanager
-def atomic_write(path: Path, *, mode: int = 0o644, durable: bool = False) -> Iterator[IO[bytes]]:
-    """Write ``path`` through a new temporary file beside it, renamed into place on success.
+def atomic_path(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
+    """A new, empty temporary file beside ``path`` (for tools that want a file name), renamed
+    to ``path`` when the body succeeds, removed when it fails.
 
     The temporary name is unpredictable and created exclusively (``mkstemp``), so concurrent
-    writers never share one and a reader sees the old file or the whole new one. ``durable``
-    fsyncs before the rename. On any failure the temporary file is removed.
+    writers never share one and a reader sees the old file or the whole new one.
     """
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
     partial = Path(name)
     try:
-        with open(fd, "wb") as f:
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
+        yield partial
         partial.chmod(mode)
         os.replace(partial, path)
     except BaseException:
         with suppress(OSError):
             partial.unlink()
         raise
+
+
+@contextmanager
+def atomic_write(path: Path, *, mode: int = 0o644, durable: bool = False) -> Iterator[IO[bytes]]:
+    """Write ``path`` through :func:`atomic_path`; ``durable`` fsyncs before the rename."""
+    with atomic_path(path, mode=mode) as partial, open(partial, "wb") as f:
+        yield f
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
 
 
 def write_text_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 from lockship.stub.manifest import Manifest
@@ -19,12 +20,32 @@ def text_summary(manifest: Manifest) -> str:
         f"packages:          {len(manifest.packages)} "
         f"({manifest.total_size / 1e6:.1f} MB download, "
         f"{manifest.installed_size / 1e6:.1f} MB installed)",
+        f"post-link scripts: {link_scripts_line(manifest)}",
         "",
     ]
-    width = max((len(p.name) for p in manifest.packages), default=4)
+    wheels = [wheel_name_version(entry) for entry in manifest.options.wheels]
+    width = max((len(name) for name in [*(p.name for p in manifest.packages), *wheels]), default=4)
     for p in sorted(manifest.packages, key=lambda p: p.name):
         lines.append(f"  {p.name:<{width}}  {p.version:<12} {p.build:<20} {p.size:>12,d} B")
+    for name, version in sorted(wheels):
+        lines.append(f"  {name:<{width}}  {version:<12} (PyPI)")
     return "\n".join(lines)
+
+
+def link_scripts_line(manifest: Manifest) -> str:
+    """Which packages' post-link scripts run, for the summary shown before installing."""
+    names = sorted(manifest.options.link_script_packages)
+    if not names:
+        return "none"
+    if not manifest.options.link_scripts:
+        return f"{', '.join(names)} (they will not run: built with --no-link-scripts)"
+    return f"{', '.join(names)} (they run while installing)"
+
+
+def wheel_name_version(entry: str) -> tuple[str, str]:
+    """``("hello", "2.0")`` for the payload entry ``pypi/hello-2.0-py3-none-any.whl``."""
+    name, version = PurePosixPath(entry).name.split("-")[:2]
+    return name, version
 
 
 def json_summary(manifest: Manifest) -> dict[str, Any]:

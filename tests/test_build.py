@@ -377,3 +377,37 @@ def test_errors_name_a_freeze_command_pip_users_have(
     help_run = run_lockship("freeze-stub", "--help")
     assert help_run.returncode == 0, help_run.stderr
     assert "-o PATH, --output PATH" in help_run.stdout
+
+
+def test_link_scripts_allow_list(tmp_path: Path, demo_channel: Path, stand_in_stub: Path) -> None:
+    channel = tmp_path / "channel"
+    shutil.copytree(demo_channel, channel)
+    for name in ("allowed-script", "other-script"):
+        write_conda_package(
+            channel, name, "1.0", files={f"bin/.{name}-post-link.sh": "echo linked\n"}
+        )
+    index_channel(channel)
+    with ChannelServer(channel) as server:
+        records = channel_records(channel, server.url, PLATFORM)
+        write_pixi_lock(tmp_path / "pixi.lock", {PLATFORM: records}, channel_url=server.url)
+        common = {"stub": stand_in_stub, "cache": tmp_path / "cache"}
+        refused = build(
+            tmp_path, "--link-scripts", "allow=allowed-script", out=tmp_path / "o1", **common
+        )
+        allowed = build(
+            tmp_path,
+            "--link-scripts",
+            "allow=allowed-script,other-script",
+            out=tmp_path / "o2",
+            **common,
+        )
+    assert refused[0] == 1
+    assert one_error(refused[2]).startswith(
+        "ERROR: post-link scripts not allowed by --link-scripts allow=: other-script "
+        "(bin/.other-script-post-link.sh); add the packages to the list, or build with "
+        "--no-link-scripts (details: "
+    )
+    assert not list((tmp_path / "o1").glob("*.sh"))
+    assert allowed[0] == 0, allowed[2]
+    manifest = Manifest.from_dict(read_payload(Path(allowed[1].split()[-1])).metadata)
+    assert manifest.options.link_script_packages == ("allowed-script", "other-script")

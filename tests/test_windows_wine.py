@@ -9,6 +9,7 @@ every test here skips with a one-line reason. Wine is not Windows: see docs/wind
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -302,6 +303,84 @@ def test_never_unpacks_into_temp(wine: Wine, installer: Path) -> None:
     finally:
         for folder in default:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A throw-away self-signed code-signing certificate and its key."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", "/CN=lockship test signer", "-keyout", key, "-out", cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return cert, key
+
+
+def _verify(installer: Path, cert: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["osslsigncode", "verify", "-CAfile", str(cert), "-in", str(installer)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_signed_installer_verifies_checks_and_installs(
+    wine: Wine, installer: Path, tmp_path: Path, download_cache: Path
+) -> None:
+    cert, key = _certificate(tmp_path)
+    sign = (
+        f"osslsigncode sign -certs {cert} -key {key} -n lswin -in {{file}} -out {{file}}.signed"
+        " && mv {file}.signed {file}"
+    )
+    workspace = installer.parent.parent / "workspace"
+    out = tmp_path / "signed"
+    built = run_lockship(
+        "build",
+        workspace,
+        "-p",
+        "win-64",
+        "--stub",
+        f"win-64={CACHE.stub()}",
+        "-o",
+        out,
+        "--cache-dir",
+        download_cache,
+        "--sign-command",
+        sign,
+    )
+    assert built.returncode == 0, built.stderr
+    signed = Path(built.stdout.strip().splitlines()[-1])
+    assert signed.stat().st_size > installer.stat().st_size  # the certificate table
+    verified = _verify(signed, cert)
+    assert "Signature verification: ok" in verified.stdout, verified.stdout + verified.stderr
+    # SHA256SUMS lists the signed bytes
+    listed = (out / "SHA256SUMS").read_text().split()
+    assert listed == [hashlib.sha256(signed.read_bytes()).hexdigest(), signed.name]
+    checked = ok(wine.run(signed, "--check")).stdout
+    assert "OK: " in checked and "matches SHA256SUMS" in checked
+    prefix = wine.base / "signed-env"
+    ok(wine.run(signed, "--prefix", wine.windows(prefix), "-b"))
+    assert_installed(wine, prefix)
+
+    # a byte flipped in the payload after signing: both checks fail
+    from lockship.stub.payload import read_payload
+
+    entry = read_payload(signed).entries[0]
+    data = bytearray(signed.read_bytes())
+    data[entry.offset + entry.size // 2] ^= 0x01
+    damaged = tmp_path / "damaged" / signed.name
+    damaged.parent.mkdir()
+    damaged.write_bytes(bytes(data))
+    assert "Signature verification: ok" not in _verify(damaged, cert).stdout
+    refused = wine.run(damaged, "--check")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"{entry.name} is corrupt inside the installer" in refused.error_lines[0]
 
 
 def test_nothing_left_in_temporary_folders(
