@@ -187,6 +187,22 @@ def test_action_offers_the_documented_inputs_and_outputs(action: dict[str, Any])
     assert action["inputs"]["upload"]["default"] == "false"
 
 
+def test_action_attests_only_when_asked(action: dict[str, Any]) -> None:
+    (step,) = [s for s in action["runs"]["steps"] if "attest" in str(s.get("uses", ""))]
+    assert action["inputs"]["attest"]["default"] == "false"
+    assert step["if"] == "inputs.attest == 'true'"
+    assert step["uses"].startswith("actions/attest-build-provenance@")
+    subjects = step["with"]["subject-path"].split()
+    assert subjects == [
+        "${{",
+        "steps.build.outputs.files",
+        "}}",
+        "${{",
+        "steps.build.outputs.checksums",
+        "}}",
+    ]
+
+
 def test_every_input_and_step_output_the_action_uses_exists(action: dict[str, Any]) -> None:
     inputs = set(action["inputs"])
     steps = {s["id"]: s for s in action["runs"]["steps"] if "id" in s}
