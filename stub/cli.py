@@ -229,11 +229,11 @@ def run(argv: Sequence[str], prog: str) -> int:
         batch=args.batch, stdin_tty=stdin_is_terminal(), owns_console=_owns_console()
     )
     interactive = interaction.ask
-    from lockship.stub.install import (
-        InstallRequest,
-        install,
-        preflight,
-    )  # late: rattler is slow to import
+    # late: rattler is slow to import
+    from lockship.stub.destination import PrefixDestination
+    from lockship.stub.install import install
+    from lockship.stub.preflight import InstallRequest, preflight
+    from lockship.stub.source import PayloadSource
 
     request = InstallRequest(
         prefix=prefix,
@@ -243,7 +243,7 @@ def run(argv: Sequence[str], prog: str) -> int:
         unattended=not interactive,
         installer_name=prog,
     )
-    preflight(manifest, request)
+    plan = preflight(manifest, request)
     license_entry = manifest.options.license
     if license_entry and not args.batch:
         if not interactive:
@@ -282,7 +282,7 @@ def run(argv: Sequence[str], prog: str) -> int:
         f"{verb} {manifest.name} {manifest.version} ({len(manifest.packages)} packages) "
         f"into {prefix}"
     )
-    install(payload, manifest, request, reporter)
+    install(PayloadSource(payload, manifest), PrefixDestination(plan), reporter)
     windows = manifest.platform.startswith("win-")
     activate = prefix / ("activate.bat" if windows else "activate.sh")
     how = str(activate) if windows else f"source {activate}"
