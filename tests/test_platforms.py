@@ -29,8 +29,8 @@ from lockship.stub.console import (
     restore_environment,
     temporary_base,
 )
-from lockship.stub.errors import PrefixError
 from lockship.stub.destination import PrefixDestination
+from lockship.stub.errors import PrefixError
 from lockship.stub.install import install
 from lockship.stub.manifest import Manifest, PackageInfo
 from lockship.stub.payload import iter_entry, read_payload
