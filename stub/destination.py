@@ -4,7 +4,7 @@ seam, and :class:`PrefixDestination`, a conda prefix on this machine linked by r
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -17,7 +17,7 @@ from lockship.stub.prefix import INCOMPLETE_NAME, STAGE_NAME, prefix_transaction
 from lockship.stub.preflight import InstallPlan
 from lockship.stub.progress import Reporter
 from lockship.stub.pyc import compile_pyc
-from lockship.stub.source import PackageSource
+from lockship.stub.source import PackageSource, write_entry
 from lockship.stub.staging import StagedPackages, choose_stager, discarding
 
 
@@ -42,15 +42,15 @@ class EnvironmentDestination(Protocol):
     def finalize(self) -> None:
         """Write the environment's metadata, activation scripts and uninstaller."""
 
-    def install_wheel(self, name: str, wheel: Iterable[bytes]) -> list[Path]:
-        """Install one wheel; return the .py files written."""
+    def install_wheel(self, source: PackageSource, name: str) -> list[Path]:
+        """Install the source's wheel ``name``; return the .py files written."""
 
     def record_wheels(self, names: Sequence[str]) -> None: ...
 
     def compile_pyc(self, extra: Sequence[Path], reporter: Reporter) -> None: ...
 
-    def run_post_install(self, name: str, script: Iterable[bytes], reporter: Reporter) -> None:
-        """Run the post-install script ``name``; raise if it fails."""
+    def run_post_install(self, source: PackageSource, name: str, reporter: Reporter) -> None:
+        """Run the source's post-install script ``name``; raise if it fails."""
 
 
 class FileSystemError(InstallError):
@@ -124,10 +124,10 @@ class PrefixDestination:
             self.prefix, self.plan.manifest, installer_name=self.plan.request.installer_name
         )
 
-    def install_wheel(self, name: str, wheel: Iterable[bytes]) -> list[Path]:
+    def install_wheel(self, source: PackageSource, name: str) -> list[Path]:
         from lockship.stub.wheels import install_wheel  # late: its imports take 50 ms
 
-        path = self._write("wheels", name, wheel)
+        path = self._write(source, "wheels", name)
         return install_wheel(path, self.prefix, self.plan.manifest)
 
     def record_wheels(self, names: Sequence[str]) -> None:
@@ -138,25 +138,19 @@ class PrefixDestination:
     def compile_pyc(self, extra: Sequence[Path], reporter: Reporter) -> None:
         compile_pyc(self.prefix, self.plan.manifest, reporter, extra=extra)
 
-    def run_post_install(self, name: str, script: Iterable[bytes], reporter: Reporter) -> None:
+    def run_post_install(self, source: PackageSource, name: str, reporter: Reporter) -> None:
         from lockship.stub.postinstall import run_post_install
 
-        path = self._write("scripts", name, script)
+        path = self._write(source, "scripts", name)
         request = self.plan.request
         run_post_install(
             path, self.prefix, self.plan.manifest, unattended=request.unattended, reporter=reporter
         )
 
-    def _write(self, kind: str, name: str, chunks: Iterable[bytes]) -> Path:
-        """Write an entry's verified bytes to a new file in the staging folder."""
+    def _write(self, source: PackageSource, kind: str, name: str) -> Path:
+        """Write an entry, verified, to a new file in the staging folder."""
         folder = self.folder / kind
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / PurePosixPath(name).name
-        try:
-            with open(path, "xb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        write_entry(source, name, path)
         return path

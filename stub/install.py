@@ -33,7 +33,7 @@ def install(source: PackageSource, destination: EnvironmentDestination, reporter
                 wheels = manifest.options.wheels
                 reporter.start("Installing wheels", len(wheels), unit="wheel")
                 for name in wheels:
-                    written += destination.install_wheel(name, source.read(name))
+                    written += destination.install_wheel(source, name)
                     reporter.advance(1)
                 reporter.finish()
                 destination.record_wheels(wheels)
@@ -43,4 +43,4 @@ def install(source: PackageSource, destination: EnvironmentDestination, reporter
             if script and not request.run_post_install:
                 reporter.message("Skipping the post-install script (--no-post-install)")
             elif script:
-                destination.run_post_install(script, source.read(script), reporter)
+                destination.run_post_install(source, script, reporter)

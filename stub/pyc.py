@@ -36,25 +36,25 @@ def compile_pyc(
     if not sources:
         return 0
     reporter.start("Compiling .pyc", len(sources), unit="file")
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [str(python), "-Wi", "-m", "compileall", "-l", "-i", "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    # an interpreter that exits at once (e.g. it needs a newer glibc) closes the pipe early
-    with contextlib.suppress(BrokenPipeError):
-        process.stdin.write("\n".join(str(s) for s in sources) + "\n")
-        process.stdin.close()
-    output = []
-    for line in process.stdout:
-        if line.startswith("Compiling "):
-            reporter.advance(1)
-        else:
-            output.append(line.rstrip())
-    code = process.wait()
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        # an interpreter that exits at once (e.g. it needs a newer glibc) closes the pipe early
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write("\n".join(str(s) for s in sources) + "\n")
+            process.stdin.close()
+        output = []
+        for line in process.stdout:
+            if line.startswith("Compiling "):
+                reporter.advance(1)
+            else:
+                output.append(line.rstrip())
+    code = process.returncode
     reporter.finish()
     if code != 0:
         reporter.message(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Protocol
 
 from lockship.stub.errors import InstallError
@@ -58,3 +59,14 @@ class PayloadSource:
 
     def read(self, name: str) -> Iterator[bytes]:
         return iter_entry(self.payload, self.entry(name))
+
+
+def write_entry(source: PackageSource, name: str, target: Path) -> None:
+    """Write entry ``name`` to ``target`` (a new file), verified; remove it on any failure."""
+    try:
+        with open(target, "xb") as out:
+            for chunk in source.read(name):
+                out.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise

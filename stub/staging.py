@@ -31,7 +31,7 @@ from typing import Protocol
 from lockship.stub.channel import locked_records
 from lockship.stub.manifest import PackageInfo
 from lockship.stub.progress import Reporter
-from lockship.stub.source import PackageSource, PayloadSource
+from lockship.stub.source import PackageSource, PayloadSource, write_entry
 from lockship.stub.unpack import UnpackJob, WorkersUnavailable, layer_cache, unpack_archives
 from rattler import RepoDataRecord
 from rattler.package_cache import PackageCache
@@ -138,18 +138,11 @@ def copy_entries(
     """Write each package's entry to its target (new files), verified, in a few threads.
 
     On the first failure the copies not yet begun are dropped and the ones under way are
-    finished (or fail) before this raises, so a rollback never races with a writer; a target
-    whose bytes did not match is removed.
+    finished (or fail) before this raises, so a rollback never races with a writer.
     """
 
     def work(package: PackageInfo, target: Path) -> int:
-        try:
-            with open(target, "xb") as out:
-                for chunk in source.read(package.entry):
-                    out.write(chunk)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+        write_entry(source, package.entry, target)
         return package.size
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="copy") as pool:

@@ -27,6 +27,7 @@ from tests.factories import (
     core_manifest,
     locked_package,
     write_conda_package,
+    write_wheel,
 )
 
 PLACEHOLDER = "/opt/placeholder_" + "x" * 40
@@ -259,3 +260,35 @@ def test_a_plan_for_another_manifest_is_refused_before_anything_is_written(
     with pytest.raises(InstallError, match=r"^the install plan was made for another installer$"):
         install(source, destination(other, prefix), RecordingReporter())
     assert not prefix.exists()
+
+
+def test_wheels_are_installed_with_the_environment_python_and_compiled(tmp_path: Path) -> None:
+    python = write_conda_package(
+        tmp_path / "channel",
+        "python",
+        "3.11.0",
+        build="h0",
+        files={"bin/python3.11": f'#!/bin/sh\nexec {sys.executable} "$@"\n'},
+    )
+    wheel = write_wheel(
+        tmp_path / "wheels",
+        "hello-wheel",
+        "1.0",
+        modules={"hello_wheel.py": "def main():\n    print('hi')\n"},
+        console_scripts={"hello": "hello_wheel:main"},
+    )
+    entry = f"lockship/wheels/{wheel.name}"
+    options = InstallerOptions(wheels=(entry,))
+    source = source_for([locked_package(python)], options, {entry: wheel.read_bytes()})
+    prefix = tmp_path / "env"
+    reporter = RecordingReporter()
+    install(source, destination(source.manifest, prefix), reporter)
+    site = prefix / "lib" / "python3.11" / "site-packages"
+    assert (site / "hello_wheel.py").is_file()
+    script = (prefix / "bin" / "hello").read_text()
+    assert script.startswith(f"#!{prefix / 'bin' / 'python3.11'}\n")
+    assert json.loads((prefix / "conda-meta" / "lockship-wheels").read_text()) == [wheel.name]
+    assert reporter.stages == ["Unpacking", "Linking", "Installing wheels", "Compiling .pyc"]
+    assert [p.name for p in (site / "__pycache__").iterdir()] == [
+        f"hello_wheel.{sys.implementation.cache_tag}.pyc"
+    ]
