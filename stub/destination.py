@@ -29,7 +29,8 @@ class EnvironmentDestination(Protocol):
         """What preflight checked: the manifest, the request, the staging route."""
 
     def transaction(self) -> AbstractContextManager[None]:
-        """Everything happens inside: on failure the environment is left as it was found."""
+        """Everything happens inside; on failure a new environment is removed again and an
+        existing one is marked incomplete."""
 
     def stage(self, source: PackageSource, reporter: Reporter) -> StagedPackages:
         """Get the source's packages, verified, to where they are linked from."""

@@ -8,6 +8,8 @@ post-install script. The destination's transaction rolls everything back if any 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lockship.stub.destination import EnvironmentDestination
 from lockship.stub.errors import InstallError
 from lockship.stub.progress import Reporter
@@ -28,7 +30,7 @@ def install(source: PackageSource, destination: EnvironmentDestination, reporter
         destination.link(staged, reporter)
         with destination.discard(staged):
             destination.finalize()
-            written = []
+            written: list[Path] = []
             if manifest.options.wheels:
                 wheels = manifest.options.wheels
                 reporter.start("Installing wheels", len(wheels), unit="wheel")
