@@ -228,7 +228,11 @@ def install_interactively(
         prefix, manifest.max_path_length, windows=windows, long_paths=long_paths_enabled()
     )
     interactive = _interaction(batch=args.batch).ask
-    from lockship.stub.install import InstallRequest, install, preflight  # late: rattler is slow
+    # late: rattler is slow to import
+    from lockship.stub.destination import PrefixDestination
+    from lockship.stub.install import install
+    from lockship.stub.preflight import InstallRequest, preflight
+    from lockship.stub.source import PayloadSource
 
     request = InstallRequest(
         prefix=prefix,
@@ -238,7 +242,7 @@ def install_interactively(
         unattended=not interactive,
         installer_name=launch.prog,
     )
-    preflight(manifest, request)
+    plan = preflight(manifest, request)
     if not args.batch and not _license_accepted(payload, manifest, interactive=interactive):
         return 1
     if interactive and not _install_confirmed(manifest, prefix):
@@ -251,7 +255,7 @@ def install_interactively(
         return relaunch_next_to_prefix(base, launch.argv)
     verb = "Updating" if args.update and prefix.exists() else "Installing"
     reporter.message(f"{verb} {_what(manifest)} ({len(manifest.packages)} packages) into {prefix}")
-    install(payload, manifest, request, reporter)
+    install(PayloadSource(payload, manifest), PrefixDestination(plan), reporter)
     activate = prefix / ("activate.bat" if windows else "activate.sh")
     how = str(activate) if windows else f"source {activate}"
     print(f"Installed {_what(manifest)} into {prefix} (activate: {how})")

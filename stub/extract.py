@@ -4,12 +4,11 @@ conda or pixi (the fallback pixi-pack users know)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
+from lockship.stub.channel import by_subdir, write_repodata
 from lockship.stub.errors import InstallError
-from lockship.stub.install import write_repodata
-from lockship.stub.manifest import Manifest, PackageInfo
+from lockship.stub.manifest import Manifest
 from lockship.stub.payload import Payload, copy_entry
 from lockship.stub.progress import Reporter
 from rattler import Channel, LockFile, LockPlatform, RepoData
@@ -20,13 +19,11 @@ def extract_channel(payload: Payload, manifest: Manifest, target: Path, reporter
     channel_dir = target / "channel"
     if channel_dir.exists() and any(channel_dir.iterdir()):
         raise InstallError(f"{channel_dir} already exists and is not empty; choose another folder")
-    by_subdir: dict[str, list[PackageInfo]] = defaultdict(list)
-    for package in manifest.packages:
-        by_subdir[package.subdir].append(package)
+    groups = by_subdir(manifest.packages)
     reporter.start("Extracting", manifest.total_size, unit="B")
-    for subdir in sorted({*by_subdir, "noarch"}):
+    for subdir in sorted({*groups, "noarch"}):
         (channel_dir / subdir).mkdir(parents=True, exist_ok=True)
-        write_repodata(channel_dir / subdir / "repodata.json", subdir, by_subdir.get(subdir, []))
+        write_repodata(channel_dir / subdir / "repodata.json", subdir, groups.get(subdir, []))
     for package in manifest.packages:
         entry = payload.entry(package.entry)
         copy_entry(payload, entry, channel_dir / package.subdir / package.file_name)

@@ -12,7 +12,6 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -21,13 +20,6 @@ from lockship.stub.errors import PrefixError
 LOCK_NAME = ".lockship.lock"
 INCOMPLETE_NAME = "LOCKSHIP-INCOMPLETE.txt"
 STAGE_NAME = ".lockship-stage"
-
-
-@dataclass(frozen=True)
-class PrefixState:
-    path: Path
-    existed: bool
-    created_dirs: tuple[Path, ...]  # created by us, outermost first
 
 
 def normalize_prefix(raw: str) -> Path:
@@ -155,7 +147,7 @@ def _remove_created(created: tuple[Path, ...]) -> None:
 
 
 @contextmanager
-def prefix_transaction(prefix: Path, *, recover_hint: str) -> Iterator[PrefixState]:
+def prefix_transaction(prefix: Path, *, recover_hint: str) -> Iterator[None]:
     """Create (if needed) and lock the prefix; roll back if the body raises.
 
     ``recover_hint`` is written into the incomplete marker of an existing prefix.
@@ -175,7 +167,7 @@ def prefix_transaction(prefix: Path, *, recover_hint: str) -> Iterator[PrefixSta
                 f"incomplete.\nTo recover: {recover_hint}\n",
                 encoding="utf-8",
             )
-        yield PrefixState(prefix, existed, created)
+        yield
         ok = True
     finally:
         shutil.rmtree(prefix / STAGE_NAME, ignore_errors=True)

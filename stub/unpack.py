@@ -13,7 +13,8 @@ Nothing but the unpacked folders is written: no copy of an archive.
 Processes, not threads: py-rattler's ``extract`` holds the GIL, so threads would unpack one
 archive at a time. The workers are forked before any other thread of the installer starts, so
 they start in milliseconds with rattler already imported. ``fork`` is only safe to rely on on
-Linux; elsewhere :func:`worker_count` is 0 and rattler unpacks verified copies itself.
+Linux; elsewhere ``stub.preflight.worker_count`` is 0 and rattler unpacks verified copies
+(``stub.staging``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import multiprocessing
 import os
 import re
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,9 +40,6 @@ from lockship.stub.signals import deferred
 from rattler.package_cache import PackageCache, ValidationMode
 from rattler.package_streaming import extract
 
-#: ``LOCKSHIP_UNPACK_WORKERS=N`` sets the number of worker processes; 0 lets rattler unpack
-WORKERS_ENV = "LOCKSHIP_UNPACK_WORKERS"
-MAX_WORKERS = 8
 F_SETPIPE_SZ = 1031  # Linux; not in Python 3.11's fcntl module
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 PIPE_SIZE = 1024 * 1024  # the default is 64 KiB: 16 times more wake-ups
@@ -59,22 +56,6 @@ class UnpackJob:
     entry: Entry
     pipe: Path
     folder: Path
-
-
-def worker_count() -> int:
-    """How many worker processes unpack archives (0: let rattler unpack them)."""
-    configured = os.environ.get(WORKERS_ENV)
-    if configured is not None:
-        try:
-            count = int(configured)
-        except ValueError:
-            count = -1
-        if not 0 <= count <= 64:
-            raise InstallError(f"{WORKERS_ENV} must be a number from 0 to 64, not {configured!r}")
-        return count if sys.platform.startswith("linux") else 0
-    if not sys.platform.startswith("linux"):
-        return 0
-    return min(os.cpu_count() or 1, MAX_WORKERS)
 
 
 def unpack_archives(

@@ -65,8 +65,8 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -74,19 +74,26 @@ from urllib.parse import unquote, urlsplit
 
 import rattler
 import zstandard
+from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
+from lockship.stub.payload import EntryChecksumMismatch
+from lockship.stub.source import MissingEntry
 from rattler.index import index_fs
 
 __all__ = [
     "DEMO_RECIPES",
     "REPO_ROOT",
     "ChannelServer",
+    "MemorySource",
+    "RecordingReporter",
     "RequestRecord",
     "archive_members",
     "build_demo_channel",
     "build_recipe",
     "channel_records",
+    "core_manifest",
     "demo_recipe_order",
     "index_channel",
+    "locked_package",
     "package_info",
     "write_conda_package",
     "write_pixi_lock",
@@ -887,3 +894,118 @@ def add_pypi_packages(
             text += f"  sha256: {sha256}\n"
     lock_path.write_text(text)
     return lock_path
+
+
+# --------------------------------------------------------------------------------------------
+# The install core's inputs, in process: locked package entries and an in-memory source
+# --------------------------------------------------------------------------------------------
+
+
+def locked_package(
+    archive: Path, *, channel: str = "https://conda.example.invalid/demo"
+) -> tuple[PackageInfo, bytes]:
+    """A manifest entry for ``archive`` as the builder makes one (locked at ``channel``),
+    and the archive's bytes."""
+    record = asyncio.run(rattler.RepoDataRecord.from_package_archive(archive))
+    data = json.loads(record.to_json())
+    for key in ("fn", "url", "channel"):
+        data.pop(key, None)
+    blob = archive.read_bytes()
+    subdir = str(record.subdir)
+    info = PackageInfo(
+        entry=f"{subdir}/{archive.name}",
+        file_name=archive.name,
+        name=record.name.normalized,
+        version=str(record.version),
+        build=str(record.build),
+        subdir=subdir,
+        url=f"{channel}/{subdir}/{archive.name}",
+        channel=channel,
+        sha256=_sha256(blob),
+        size=len(blob),
+        record=data,
+    )
+    return info, blob
+
+
+def core_manifest(
+    packages: Sequence[PackageInfo],
+    *,
+    platform: str | None = None,
+    options: InstallerOptions | None = None,
+    name: str = "coredemo",
+) -> Manifest:
+    return Manifest(
+        name=name,
+        version="1.0",
+        platform=platform or str(rattler.Subdir.current()),
+        environment="default",
+        lockship_version="0.1.0",
+        packages=tuple(packages),
+        installed_size=sum(p.size for p in packages) * 4,
+        options=options or InstallerOptions(),
+    )
+
+
+@dataclass(frozen=True)
+class MemorySource:
+    """A package source held in memory (the install core's in-process tests).
+
+    ``entries`` maps entry names to bytes; ``sha256`` overrides what an entry must hash to
+    (the manifest's sha256 for packages, the bytes' own for the rest).
+    """
+
+    manifest: Manifest
+    entries: dict[str, bytes]
+    sha256: dict[str, str] = field(default_factory=dict)
+    chunk_size: int = 64 * 1024
+
+    def size(self, name: str) -> int:
+        return len(self._data(name))
+
+    def read(self, name: str) -> Iterator[bytes]:
+        data = self._data(name)
+        expected = self.sha256.get(name) or next(
+            (p.sha256 for p in self.manifest.packages if p.entry == name), _sha256(data)
+        )
+        return self._stream(name, data, expected)
+
+    def _data(self, name: str) -> bytes:
+        if name not in self.entries:
+            raise MissingEntry(name)
+        return self.entries[name]
+
+    def _stream(self, name: str, data: bytes, expected: str) -> Iterator[bytes]:
+        chunks = [data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)]
+        yield from chunks[:-1]
+        actual = _sha256(data)
+        if actual != expected:
+            raise EntryChecksumMismatch(name, expected, actual)
+        yield from chunks[-1:]
+
+
+class RecordingReporter:
+    """A reporter that remembers its stages and messages, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def start(self, description: str, total: int, unit: str = "it") -> None:
+        self.events.append(("start", description))
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.events.append(("finish", ""))
+
+    def message(self, text: str) -> None:
+        self.events.append(("message", text))
+
+    @property
+    def stages(self) -> list[str]:
+        return [text for kind, text in self.events if kind == "start"]
+
+    @property
+    def messages(self) -> list[str]:
+        return [text for kind, text in self.events if kind == "message"]

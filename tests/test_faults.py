@@ -283,6 +283,40 @@ def test_disk_fills_up_mid_install(
     assert shutil.disk_usage(small).used < 100_000  # the space was released
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers unpack on Linux")
+def test_the_disk_budget_counts_what_the_route_writes(
+    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, mount_tmpfs: object
+) -> None:
+    """Workers write no archive copies, so they need the unpacked size only; copies need both."""
+    channel = installer_factory.channel_with(
+        demo_channel,
+        {"name": "big", "version": "1.0", "files": {"share/big.bin": os.urandom(3_000_000)}},
+    )
+    installer = installer_factory.build(channel)
+    roomy = mount_tmpfs("6m")  # type: ignore[operator]
+    copies = run_installer(
+        installer, "-b", "-p", roomy / "copies", env={"LOCKSHIP_UNPACK_WORKERS": "0"}
+    )
+    assert f"not enough free disk space for {roomy / 'copies'}: needs " in one_error(copies)
+    assert list(roomy.iterdir()) == []
+    workers = run_installer(
+        installer, "-b", "-p", roomy / "workers", env={"LOCKSHIP_UNPACK_WORKERS": "2"}
+    )
+    assert workers.returncode == 0, workers.stderr
+    assert (roomy / "workers" / "share" / "big.bin").stat().st_size == 3_000_000
+
+
+def test_a_bad_worker_count_fails_before_the_prefix_exists(
+    tmp_path: Path, demo_installer: Path
+) -> None:
+    prefix = tmp_path / "env"
+    run = run_installer(demo_installer, "-b", "-p", prefix, env={"LOCKSHIP_UNPACK_WORKERS": "x"})
+    line = one_error(run)
+    message = "LOCKSHIP_UNPACK_WORKERS must be a number from 0 to 64, not 'x'"
+    assert line.startswith(f"ERROR: {message} (details: ")
+    assert not prefix.exists()
+
+
 # --- 8-9: signals and concurrency ------------------------------------------------------------
 
 SLOW_POST_LINK = 'touch "$PREFIX/.slow-started"\nsleep 4\n'

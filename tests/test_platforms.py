@@ -21,12 +21,15 @@ from lockship.builder.installer import (
     render_header,
     write_installer,
 )
+from lockship.stub.destination import PrefixDestination
 from lockship.stub.errors import PrefixError
-from lockship.stub.install import InstallRequest, finish_prefix, link_packages, stage_packages
+from lockship.stub.install import install
 from lockship.stub.interaction import decide_interaction
 from lockship.stub.manifest import Manifest, PackageInfo
 from lockship.stub.payload import iter_entry, read_payload
+from lockship.stub.preflight import InstallRequest, preflight
 from lockship.stub.progress import SilentReporter
+from lockship.stub.source import PayloadSource
 from lockship.stub.windows import (
     LOG_DIR_ENV,
     REAL_LOCALAPPDATA,
@@ -245,7 +248,7 @@ def test_windows_default_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def install_for(tmp_path: Path, platform: str, packages: list[tuple[PackageInfo, Path]]) -> Path:
-    """The installer's own install steps, with the payload replaced by the archives."""
+    """The installer's own install core, over a payload of just these archives."""
     from lockship.stub.payload import write_payload
 
     manifest = manifest_for(platform, [p for p, _ in packages])
@@ -254,11 +257,8 @@ def install_for(tmp_path: Path, platform: str, packages: list[tuple[PackageInfo,
         write_payload(out, [(p.entry, a) for p, a in packages], manifest.to_dict())
     payload = read_payload(blob)
     prefix = tmp_path / "prefix"
-    prefix.mkdir()
-    reporter = SilentReporter()
-    records, _ = stage_packages(payload, manifest, tmp_path / "stage", reporter)
-    link_packages(records, prefix, tmp_path / "stage" / "cache", manifest, reporter)
-    finish_prefix(prefix, manifest, InstallRequest(prefix=prefix))
+    plan = preflight(manifest, InstallRequest(prefix=prefix))
+    install(PayloadSource(payload, manifest), PrefixDestination(plan), SilentReporter())
     return prefix
 
 

@@ -1,0 +1,157 @@
+"""Where an installation goes, seen by the install core: the :class:`EnvironmentDestination`
+seam, and :class:`PrefixDestination`, a conda prefix on this machine linked by rattler."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from lockship.stub.errors import InstallError
+from lockship.stub.finish import finish_prefix
+from lockship.stub.linking import installed_records, link_packages, restore_locked_urls
+from lockship.stub.prefix import INCOMPLETE_NAME, STAGE_NAME, prefix_transaction
+from lockship.stub.preflight import InstallPlan
+from lockship.stub.progress import Reporter
+from lockship.stub.pyc import compile_pyc
+from lockship.stub.source import PackageSource, write_entry
+from lockship.stub.staging import StagedPackages, choose_stager, discarding
+
+
+class EnvironmentDestination(Protocol):
+    """An environment being installed, step by step, as :func:`stub.install.install` asks."""
+
+    @property
+    def plan(self) -> InstallPlan:
+        """What preflight checked: the manifest, the request, the staging route."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Everything happens inside; on failure a new environment is removed again and an
+        existing one is marked incomplete."""
+
+    def stage(self, source: PackageSource, reporter: Reporter) -> StagedPackages:
+        """Get the source's packages, verified, to where they are linked from."""
+
+    def link(self, staged: StagedPackages, reporter: Reporter) -> None: ...
+
+    def discard(self, staged: StagedPackages) -> AbstractContextManager[None]:
+        """Remove what staging wrote while the body runs."""
+
+    def finalize(self) -> None:
+        """Write the environment's metadata, activation scripts and uninstaller."""
+
+    def install_wheel(self, source: PackageSource, name: str) -> list[Path]:
+        """Install the source's wheel ``name``; return the .py files written."""
+
+    def record_wheels(self, names: Sequence[str]) -> None: ...
+
+    def compile_pyc(self, extra: Sequence[Path], reporter: Reporter) -> None: ...
+
+    def run_post_install(self, source: PackageSource, name: str, reporter: Reporter) -> None:
+        """Run the source's post-install script ``name``; raise if it fails."""
+
+
+class FileSystemError(InstallError):
+    def __init__(self, prefix: Path, error: OSError, *, existed: bool) -> None:
+        where = f" ({error.filename})" if error.filename else ""
+        advice = (
+            "free some space and run the installer again"
+            if error.errno == errno.ENOSPC
+            else ("check the folder's permissions and free space")
+        )
+        state = (
+            f"{prefix} may be incomplete (see {prefix / INCOMPLETE_NAME})"
+            if existed
+            else "nothing was left behind"
+        )
+        super().__init__(
+            f"writing the environment failed: {error.strerror or error}{where}; {state}; {advice}"
+        )
+
+
+@dataclass(frozen=True)
+class PrefixDestination:
+    """A conda prefix on this machine, staged in ``<prefix>/.lockship-stage``.
+
+    Staging inside the prefix keeps rattler's package cache on the prefix's filesystem, so it
+    can hardlink.
+    """
+
+    plan: InstallPlan
+
+    @property
+    def prefix(self) -> Path:
+        return self.plan.request.prefix
+
+    @property
+    def folder(self) -> Path:
+        return self.prefix / STAGE_NAME
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        request = self.plan.request
+        hint = f"run the installer again with -f -p {self.prefix}, or delete the folder"
+        try:
+            with prefix_transaction(self.prefix, recover_hint=hint):
+                yield
+        except OSError as e:
+            raise FileSystemError(self.prefix, e, existed=request.update or request.force) from e
+
+    def stage(self, source: PackageSource, reporter: Reporter) -> StagedPackages:
+        return choose_stager(source, self.plan.workers).stage(self.folder, reporter)
+
+    def link(self, staged: StagedPackages, reporter: Reporter) -> None:
+        request, manifest = self.plan.request, self.plan.manifest
+        installed = installed_records(self.prefix) if request.update or request.force else []
+        link_packages(
+            staged,
+            self.prefix,
+            manifest.platform,
+            reporter,
+            link_scripts=manifest.options.link_scripts,
+            installed=installed,
+        )
+        if staged.relocated:
+            restore_locked_urls(self.prefix, manifest.packages)
+
+    def discard(self, staged: StagedPackages) -> AbstractContextManager[None]:
+        return discarding(staged)
+
+    def finalize(self) -> None:
+        finish_prefix(
+            self.prefix, self.plan.manifest, installer_name=self.plan.request.installer_name
+        )
+
+    def install_wheel(self, source: PackageSource, name: str) -> list[Path]:
+        from lockship.stub.wheels import install_wheel  # late: its imports take 50 ms
+
+        path = self._write(source, "wheels", name)
+        return install_wheel(path, self.prefix, self.plan.manifest)
+
+    def record_wheels(self, names: Sequence[str]) -> None:
+        from lockship.stub.wheels import record_wheels
+
+        record_wheels(self.prefix, names)
+
+    def compile_pyc(self, extra: Sequence[Path], reporter: Reporter) -> None:
+        compile_pyc(self.prefix, self.plan.manifest, reporter, extra=extra)
+
+    def run_post_install(self, source: PackageSource, name: str, reporter: Reporter) -> None:
+        from lockship.stub.postinstall import run_post_install
+
+        path = self._write(source, "scripts", name)
+        request = self.plan.request
+        run_post_install(
+            path, self.prefix, self.plan.manifest, unattended=request.unattended, reporter=reporter
+        )
+
+    def _write(self, source: PackageSource, kind: str, name: str) -> Path:
+        """Write an entry, verified, to a new file in the staging folder."""
+        folder = self.folder / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / PurePosixPath(name).name
+        write_entry(source, name, path)
+        return path

@@ -1,0 +1,67 @@
+"""What makes an installed prefix look like conda made it, and remember which installer did:
+the conda history, the lockship marker, activation scripts and the uninstaller."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+from lockship.stub import __version__
+from lockship.stub.activation import write_activation_scripts
+from lockship.stub.manifest import Manifest
+from lockship.stub.uninstaller import write_uninstaller
+
+# no .json suffix: conda, mamba and rattler read every conda-meta/*.json as a package record
+MARKER = Path("conda-meta") / "lockship"
+
+
+def finish_prefix(prefix: Path, manifest: Manifest, *, installer_name: str) -> None:
+    """Write the history, activation scripts, uninstaller and marker into a linked prefix."""
+    write_history(prefix, manifest, installer_name=installer_name)
+    write_activation_scripts(prefix, manifest.platform)
+    write_uninstaller(prefix, manifest)
+    write_marker(prefix, manifest)
+    # rattler tags the prefix as a cache (seen with py-rattler 0.28); an installed environment
+    # should be backed up
+    (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
+
+
+def write_history(prefix: Path, manifest: Manifest, *, installer_name: str) -> None:
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    lines = [
+        f"==> {now} <==",
+        f"# cmd: {installer_name} --prefix {prefix}",
+        f"# lockship version: {__version__}",
+        f"# installer: {manifest.name} {manifest.version} ({manifest.platform})",
+    ]
+    for p in sorted(manifest.packages, key=lambda p: p.name):
+        channel = p.channel.rstrip("/").rsplit("/", 1)[-1] or p.channel
+        lines.append(f"+{channel}/{p.subdir}::{p.name}-{p.version}-{p.build}")
+    lines.append(f"# update specs: {json.dumps(sorted(p.name for p in manifest.packages))}")
+    history = prefix / "conda-meta" / "history"
+    with open(history, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def write_marker(prefix: Path, manifest: Manifest) -> None:
+    """Record which installer made this prefix (``-u`` checks it)."""
+    data = {
+        "name": manifest.name,
+        "version": manifest.version,
+        "platform": manifest.platform,
+        "environment": manifest.environment,
+        "lockship_version": manifest.lockship_version,
+        "packages": sorted(p.file_name for p in manifest.packages),
+    }
+    (prefix / MARKER).write_text(
+        json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+
+
+def read_marker(prefix: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((prefix / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,119 @@
+"""The prefix transaction in process: what is left after success and after failure, for a
+prefix that the installer creates, one that exists empty and one that exists with files."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from lockship.stub.errors import PrefixError
+from lockship.stub.prefix import (
+    INCOMPLETE_NAME,
+    LOCK_NAME,
+    STAGE_NAME,
+    check_prefix,
+    prefix_transaction,
+)
+
+HINT = "run it again"
+
+
+class Boom(Exception):
+    pass
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def run(prefix: Path, *, fail: bool) -> None:
+    """A transaction whose body writes a file and a staging folder, then fails if asked."""
+    with prefix_transaction(prefix, recover_hint=HINT):
+        assert (prefix / LOCK_NAME).is_file()
+        (prefix / STAGE_NAME / "cache").mkdir(parents=True)
+        (prefix / "new.txt").write_text("new")
+        if fail:
+            raise Boom
+
+
+def test_created_ok(tmp_path: Path) -> None:
+    run(tmp_path / "a" / "b" / "env", fail=False)
+    assert listing(tmp_path) == ["a", "a/b", "a/b/env", "a/b/env/new.txt"]
+
+
+def test_created_failed_removes_the_folders_it_made(tmp_path: Path) -> None:
+    with pytest.raises(Boom):
+        run(tmp_path / "a" / "b" / "env", fail=True)
+    assert listing(tmp_path) == []
+
+
+def test_existed_empty_ok(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    run(tmp_path / "env", fail=False)
+    assert listing(tmp_path) == ["env", "env/new.txt"]
+
+
+def test_existed_empty_failed_empties_it_again(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    with pytest.raises(Boom):
+        run(tmp_path / "env", fail=True)
+    assert listing(tmp_path) == ["env"]
+
+
+def test_existed_with_files_ok_keeps_them(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "old.txt").write_text("old")
+    run(tmp_path / "env", fail=False)
+    assert listing(tmp_path) == ["env", "env/new.txt", "env/old.txt"]
+
+
+def test_existed_with_files_failed_is_marked_incomplete(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "old.txt").write_text("old")
+    with pytest.raises(Boom):
+        run(tmp_path / "env", fail=True)
+    assert listing(tmp_path) == ["env", f"env/{INCOMPLETE_NAME}", "env/new.txt", "env/old.txt"]
+    assert (tmp_path / "env" / INCOMPLETE_NAME).read_text() == (
+        "An installation into this folder did not finish, so what is here may be "
+        f"incomplete.\nTo recover: {HINT}\n"
+    )
+
+
+def test_a_second_transaction_on_a_locked_prefix_is_refused(tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    with prefix_transaction(prefix, recover_hint=HINT):
+        busy = f"another installer is installing into {prefix} right now; wait for it to finish"
+        with (
+            pytest.raises(PrefixError, match=f"^{re.escape(busy)}$"),
+            prefix_transaction(prefix, recover_hint=HINT),
+        ):
+            pass
+        with pytest.raises(PrefixError, match=f"^{re.escape(busy)}$"):
+            check_prefix(prefix, force=True)
+    assert listing(tmp_path) == ["env"]
+
+
+def test_check_prefix_refusals(tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PrefixError, match="exists and is not empty; choose another prefix, or"):
+        check_prefix(tmp_path / "full", force=False)
+    check_prefix(tmp_path / "full", force=True)
+    check_prefix(tmp_path / "full", force=False, update=True)
+    with pytest.raises(PrefixError, match="is a file; choose a folder path"):
+        check_prefix(tmp_path / "file", force=True)
+    long = tmp_path / ("p" * 50)
+    with pytest.raises(PrefixError, match=f"is {len(str(long))} characters long, but packages"):
+        check_prefix(long, force=False, max_length=len(str(long)) - 1)
+    check_prefix(long, force=False, max_length=len(str(long)))
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_check_prefix_in_a_read_only_folder(tmp_path: Path) -> None:
+    parent = tmp_path / "ro"
+    parent.mkdir(mode=0o555)
+    with pytest.raises(PrefixError, match="no permission to write in"):
+        check_prefix(parent / "env", force=False)
