@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockship.stub.boundary import write_text_atomically
 from rattler import Subdir
 from rattler.shell import ActivationVariables, PathModificationBehavior, Shell, activate
 
@@ -69,8 +70,9 @@ def write_activation_scripts(prefix: Path, platform: str) -> list[Path]:
         path = prefix / target.file_name
         # rattler already ends cmd.exe lines with CRLF: normalise, or newline= doubles the CR
         text = activation_script(prefix, target, platform).replace("\r\n", "\n")
-        newline = "\r\n" if target.shell == Shell.cmd_exe else "\n"
-        with open(path, "w", encoding="utf-8", newline=newline) as f:
-            f.write(text)
+        if target.shell == Shell.cmd_exe:
+            text = text.replace("\n", "\r\n")
+        # replaced, never rewritten in place: an update's snapshot shares the old file's inode
+        write_text_atomically(path, text)
         written.append(path)
     return written

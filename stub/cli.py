@@ -40,7 +40,7 @@ from lockship.stub.interaction import (
 from lockship.stub.launch import Launch, read_launch, remove_unpacked_folder
 from lockship.stub.manifest import Manifest
 from lockship.stub.payload import Payload, PayloadError, iter_entry, read_payload
-from lockship.stub.prefix import normalize_prefix
+from lockship.stub.prefix import normalize_prefix, recover_interrupted
 from lockship.stub.progress import LineReporter, Reporter, TqdmReporter
 from lockship.stub.signals import install_handlers
 from lockship.stub.summary import json_summary, text_summary
@@ -109,6 +109,12 @@ def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentPars
         action="store_true",
         help="do not run the post-install script the installer carries",
     )
+    add(
+        "--recover",
+        action="store_true",
+        help="only restore PREFIX where an update was interrupted (killed, power loss); every "
+        "run against PREFIX does this first",
+    )
     add("--version", action="store_true", help=f"print the version of {name} and of lockship")
     add("--installer", help=argparse.SUPPRESS)
     return parser
@@ -156,7 +162,30 @@ def run(args: argparse.Namespace, launch: Launch) -> int:
         return check_installer(payload, manifest)
     if args.extract:
         return extract(payload, manifest, args.extract)
+    if args.recover:
+        return recover(manifest, args)
     return install_interactively(payload, manifest, args, launch)
+
+
+def recover(manifest: Manifest, args: argparse.Namespace) -> int:
+    """``--recover``: restore an interrupted update of the prefix, and nothing else."""
+    prefix = normalize_prefix(args.prefix or _default_prefix(manifest))
+    if not _recover(prefix, _reporter()):
+        print(f"Nothing to recover: no interrupted update in {prefix}")
+    return 0
+
+
+def _recover(prefix: Path, reporter: Reporter) -> bool:
+    """Restore ``prefix`` if an update of it was killed outright; say so. True if it was."""
+    journal = recover_interrupted(prefix)
+    if journal is None:
+        return False
+    before = " ".join(str(journal[k]) for k in ("name", "version") if journal.get(k))
+    reporter.message(
+        f"An update of {prefix} was interrupted; restored the environment as it was before it"
+        + (f" ({before})" if before else "")
+    )
+    return True
 
 
 def show_help(prog: str, installer: Path) -> int:
@@ -228,6 +257,8 @@ def install_interactively(
         prefix, manifest.max_path_length, windows=windows, long_paths=long_paths_enabled()
     )
     interactive = _interaction(batch=args.batch).ask
+    reporter = _reporter()
+    _recover(prefix, reporter)
     # late: rattler is slow to import
     from lockship.stub.destination import PrefixDestination
     from lockship.stub.install import install
@@ -247,7 +278,6 @@ def install_interactively(
         return 1
     if interactive and not _install_confirmed(manifest, prefix):
         return 1
-    reporter = _reporter()
     if not manifest.options.link_scripts:
         reporter.message(NO_LINK_SCRIPTS)
     base = _temporary_base(prefix, windows=windows)

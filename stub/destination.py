@@ -8,17 +8,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lockship.stub.errors import InstallError
-from lockship.stub.finish import finish_prefix
+from lockship.stub.finish import finish_prefix, read_marker
 from lockship.stub.linking import installed_records, link_packages, restore_locked_urls
-from lockship.stub.prefix import INCOMPLETE_NAME, STAGE_NAME, prefix_transaction
+from lockship.stub.prefix import STAGE_NAME, Transaction, prefix_transaction
 from lockship.stub.preflight import InstallPlan
 from lockship.stub.progress import Reporter
 from lockship.stub.pyc import compile_pyc
 from lockship.stub.source import PackageSource, write_entry
 from lockship.stub.staging import StagedPackages, choose_stager, discarding
+
+if TYPE_CHECKING:  # the wheels module imports pypa/installer: only when there are wheels
+    from lockship.stub.wheels import InstalledWheel
 
 
 class EnvironmentDestination(Protocol):
@@ -43,10 +46,19 @@ class EnvironmentDestination(Protocol):
     def finalize(self) -> None:
         """Write the environment's metadata, activation scripts and uninstaller."""
 
-    def install_wheel(self, source: PackageSource, name: str) -> list[Path]:
-        """Install the source's wheel ``name``; return the .py files written."""
+    def installed_wheels(self) -> dict[str, InstalledWheel]:
+        """The wheels an earlier install put there, by file name."""
 
-    def record_wheels(self, names: Sequence[str]) -> None: ...
+    def remove_wheel(self, wheel: InstalledWheel) -> None:
+        """Remove an earlier install's wheel by its RECORD."""
+
+    def install_wheel(self, source: PackageSource, name: str) -> InstalledWheel:
+        """Install the source's wheel ``name``."""
+
+    def wheel_sources(self, wheel: InstalledWheel) -> list[Path]:
+        """The .py files a wheel installed."""
+
+    def record_wheels(self, wheels: Sequence[InstalledWheel]) -> None: ...
 
     def compile_pyc(self, extra: Sequence[Path], reporter: Reporter) -> None: ...
 
@@ -55,21 +67,25 @@ class EnvironmentDestination(Protocol):
 
 
 class FileSystemError(InstallError):
-    def __init__(self, prefix: Path, error: OSError, *, existed: bool) -> None:
+    def __init__(self, error: OSError, *, existed: bool) -> None:
         where = f" ({error.filename})" if error.filename else ""
         advice = (
             "free some space and run the installer again"
             if error.errno == errno.ENOSPC
             else ("check the folder's permissions and free space")
         )
-        state = (
-            f"{prefix} may be incomplete (see {prefix / INCOMPLETE_NAME})"
-            if existed
-            else "nothing was left behind"
-        )
+        state = "" if existed else "; nothing was left behind"
         super().__init__(
-            f"writing the environment failed: {error.strerror or error}{where}; {state}; {advice}"
+            f"writing the environment failed: {error.strerror or error}{where}{state}; {advice}"
         )
+
+
+class RolledBack(InstallError):
+    """An update or reinstall failed and the prefix was restored from its snapshot."""
+
+    def __init__(self, error: InstallError, prefix: Path) -> None:
+        self.error, self.exit_code = error, error.exit_code
+        super().__init__(f"{error}; the environment at {prefix} is unchanged")
 
 
 @dataclass(frozen=True)
@@ -93,12 +109,24 @@ class PrefixDestination:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         request = self.plan.request
-        hint = f"run the installer again with -f -p {self.prefix}, or delete the folder"
+        state = Transaction()
         try:
-            with prefix_transaction(self.prefix, recover_hint=hint):
+            with prefix_transaction(self.prefix, journal=self._journal()) as state:
                 yield
         except OSError as e:
-            raise FileSystemError(self.prefix, e, existed=request.update or request.force) from e
+            error = FileSystemError(e, existed=request.update or request.force)
+            if not state.restored:
+                raise error from e
+            raise RolledBack(error, self.prefix) from e
+        except InstallError as e:
+            if not state.restored:
+                raise
+            raise RolledBack(e, self.prefix) from e
+
+    def _journal(self) -> dict[str, object]:
+        """What the prefix holds now, for the message of a restore after a kill."""
+        marker = read_marker(self.prefix) or {}
+        return {"name": marker.get("name"), "version": marker.get("version")}
 
     def stage(self, source: PackageSource, reporter: Reporter) -> StagedPackages:
         return choose_stager(source, self.plan.workers).stage(self.folder, reporter)
@@ -125,16 +153,31 @@ class PrefixDestination:
             self.prefix, self.plan.manifest, installer_name=self.plan.request.installer_name
         )
 
-    def install_wheel(self, source: PackageSource, name: str) -> list[Path]:
+    def installed_wheels(self) -> dict[str, InstalledWheel]:
+        from lockship.stub.wheels import read_wheels
+
+        return read_wheels(self.prefix)
+
+    def remove_wheel(self, wheel: InstalledWheel) -> None:
+        from lockship.stub.wheels import remove_wheel
+
+        remove_wheel(self.prefix, wheel)
+
+    def install_wheel(self, source: PackageSource, name: str) -> InstalledWheel:
         from lockship.stub.wheels import install_wheel  # late: its imports take 50 ms
 
         path = self._write(source, "wheels", name)
-        return install_wheel(path, self.prefix, self.plan.manifest)
+        return install_wheel(path, source.digest(name), self.prefix, self.plan.manifest)
 
-    def record_wheels(self, names: Sequence[str]) -> None:
+    def wheel_sources(self, wheel: InstalledWheel) -> list[Path]:
+        from lockship.stub.wheels import python_files
+
+        return python_files(self.prefix, wheel)
+
+    def record_wheels(self, wheels: Sequence[InstalledWheel]) -> None:
         from lockship.stub.wheels import record_wheels
 
-        record_wheels(self.prefix, names)
+        record_wheels(self.prefix, wheels)
 
     def compile_pyc(self, extra: Sequence[Path], reporter: Reporter) -> None:
         compile_pyc(self.prefix, self.plan.manifest, reporter, extra=extra)

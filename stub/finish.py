@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lockship.stub import __version__
 from lockship.stub.activation import write_activation_scripts
+from lockship.stub.boundary import write_text_atomically
 from lockship.stub.manifest import Manifest
 from lockship.stub.uninstaller import write_uninstaller
 
@@ -40,8 +41,12 @@ def write_history(prefix: Path, manifest: Manifest, *, installer_name: str) -> N
         lines.append(f"+{channel}/{p.subdir}::{p.name}-{p.version}-{p.build}")
     lines.append(f"# update specs: {json.dumps(sorted(p.name for p in manifest.packages))}")
     history = prefix / "conda-meta" / "history"
-    with open(history, "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    try:
+        before = history.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        before = ""
+    # appended by writing a new file: an update's snapshot shares the old file's inode
+    write_text_atomically(history, before + "\n".join(lines) + "\n")
 
 
 def write_marker(prefix: Path, manifest: Manifest) -> None:
@@ -54,9 +59,7 @@ def write_marker(prefix: Path, manifest: Manifest) -> None:
         "lockship_version": manifest.lockship_version,
         "packages": sorted(p.file_name for p in manifest.packages),
     }
-    (prefix / MARKER).write_text(
-        json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    write_text_atomically(prefix / MARKER, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_marker(prefix: Path) -> dict[str, object] | None:

@@ -8,7 +8,7 @@ post-install script. The destination's transaction rolls everything back if any 
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from lockship.stub.destination import EnvironmentDestination
 from lockship.stub.errors import InstallError
@@ -30,15 +30,7 @@ def install(source: PackageSource, destination: EnvironmentDestination, reporter
         destination.link(staged, reporter)
         with destination.discard(staged):
             destination.finalize()
-            written: list[Path] = []
-            if manifest.options.wheels:
-                wheels = manifest.options.wheels
-                reporter.start("Installing wheels", len(wheels), unit="wheel")
-                for name in wheels:
-                    written += destination.install_wheel(source, name)
-                    reporter.advance(1)
-                reporter.finish()
-                destination.record_wheels(wheels)
+            written = _install_wheels(source, destination, reporter)
             if manifest.options.pyc:
                 destination.compile_pyc(written, reporter)
             script = manifest.options.post_install
@@ -46,3 +38,41 @@ def install(source: PackageSource, destination: EnvironmentDestination, reporter
                 reporter.message("Skipping the post-install script (--no-post-install)")
             elif script:
                 destination.run_post_install(source, script, reporter)
+
+
+def _install_wheels(
+    source: PackageSource, destination: EnvironmentDestination, reporter: Reporter
+) -> list[Path]:
+    """Replace the previous install's wheels with the source's; return the .py files written.
+
+    An update (``-u``) leaves a wheel that is unchanged (same file, same sha256) alone and
+    removes the others by their RECORD, also those the lock no longer has; a reinstall
+    (``-f``) replaces them all.
+    """
+    names = source.manifest.options.wheels
+    request = destination.plan.request
+    previous = destination.installed_wheels() if request.update or request.force else {}
+    if not names and not previous:
+        return []
+    force = request.force
+    wanted = {PurePosixPath(name).name: source.digest(name) for name in names}
+    kept = {
+        file_name: wheel
+        for file_name, wheel in previous.items()
+        if not force and wanted.get(file_name) == wheel.sha256
+    }
+    for file_name, wheel in previous.items():
+        if file_name not in kept:
+            destination.remove_wheel(wheel)
+    installed = list(kept.values())
+    written: list[Path] = []
+    reporter.start("Installing wheels", len(names), unit="wheel")
+    for name in names:
+        if PurePosixPath(name).name not in kept:
+            wheel = destination.install_wheel(source, name)
+            installed.append(wheel)
+            written += destination.wheel_sources(wheel)
+        reporter.advance(1)
+    reporter.finish()
+    destination.record_wheels(installed)
+    return written

@@ -1,8 +1,8 @@
 """The target prefix: checks before anything is written, a lock, and rollback on failure.
 
 An installation either completes or leaves the machine as it found it: a prefix the installer
-created is removed again (with any parent folders it created); an existing prefix that was
-installed into with ``--force`` is marked incomplete by a file that says how to recover.
+created is removed again (with any parent folders it created); an existing prefix (``-u``,
+``-f``) is restored from its snapshot, every file as it was.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from lockship.stub.errors import PrefixError
+from lockship.stub.snapshot import Snapshot, find_interrupted, take_snapshot
 
 LOCK_NAME = ".lockship.lock"
 INCOMPLETE_NAME = "LOCKSHIP-INCOMPLETE.txt"
@@ -146,43 +148,91 @@ def _remove_created(created: tuple[Path, ...]) -> None:
         shutil.rmtree(created[0], ignore_errors=True)
 
 
+@dataclass
+class Transaction:
+    """What :func:`prefix_transaction` did to an existing prefix: the snapshot it took (and,
+    after a failure, restored)."""
+
+    snapshot: Snapshot | None = None
+    restored: bool = False
+
+
 @contextmanager
-def prefix_transaction(prefix: Path, *, recover_hint: str) -> Iterator[None]:
+def prefix_transaction(
+    prefix: Path, *, journal: dict[str, Any] | None = None
+) -> Iterator[Transaction]:
     """Create (if needed) and lock the prefix; roll back if the body raises.
 
-    ``recover_hint`` is written into the incomplete marker of an existing prefix.
+    A prefix the body creates or fills from empty is removed again. A prefix that held
+    something is snapshotted first (``stub.snapshot``, ``journal`` describing what it held)
+    and restored exactly as it was; the snapshot is the journal that lets the next run finish
+    the restore should this process be killed.
     """
     existed, created = _create(prefix)
     was_empty = existed and not _entries(prefix)
-    lock_file = open(prefix / LOCK_NAME, "a+b")  # noqa: SIM115 - held for the whole body
-    if not _try_lock(lock_file):
-        lock_file.close()
-        raise _busy(prefix)
-    marker = prefix / INCOMPLETE_NAME
+    lock_file = _lock(prefix)
+    state = Transaction()
     ok = False
     try:
         if existed and not was_empty:
-            marker.write_text(
-                "An installation into this folder did not finish, so what is here may be "
-                f"incomplete.\nTo recover: {recover_hint}\n",
-                encoding="utf-8",
-            )
-        yield
+            state.snapshot = take_snapshot(prefix, keep_out=KEEP_OUT, journal=journal)
+        yield state
         ok = True
     finally:
         shutil.rmtree(prefix / STAGE_NAME, ignore_errors=True)
         if not ok and was_empty:
-            for name in _entries(prefix):
-                path = prefix / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-        if ok:
-            marker.unlink(missing_ok=True)
+            _empty(prefix)
+        if state.snapshot is not None:
+            if ok:
+                state.snapshot.discard()
+            else:
+                state.snapshot.restore()
+                state.restored = True
         _unlock(lock_file)
         lock_file.close()
         if ok or existed:
             (prefix / LOCK_NAME).unlink(missing_ok=True)
         elif created:
             _remove_created(created)
+
+
+#: the installer's own names at the top of a prefix, never part of its snapshot
+KEEP_OUT = (LOCK_NAME, STAGE_NAME)
+
+
+def recover_interrupted(prefix: Path) -> dict[str, Any] | None:
+    """Finish the restore of an update that was killed outright; its journal, or None.
+
+    Under the prefix's lock, so a live installer's snapshot is never taken for a dead one's.
+    """
+    if not prefix.is_dir() or find_interrupted(prefix) is None:
+        return None
+    lock_file = _lock(prefix)
+    try:
+        snapshot = find_interrupted(prefix)
+        if snapshot is None:
+            return None
+        shutil.rmtree(prefix / STAGE_NAME, ignore_errors=True)
+        snapshot.restore()
+        return snapshot.journal
+    finally:
+        _unlock(lock_file)
+        lock_file.close()
+        (prefix / LOCK_NAME).unlink(missing_ok=True)
+
+
+def _lock(prefix: Path) -> IO[bytes]:
+    lock_file = open(prefix / LOCK_NAME, "a+b")  # noqa: SIM115 - the caller closes it
+    if not _try_lock(lock_file):
+        lock_file.close()
+        raise _busy(prefix)
+    return lock_file
+
+
+def _empty(prefix: Path) -> None:
+    for name in _entries(prefix):
+        path = prefix / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -36,6 +36,9 @@ class PackageSource(Protocol):
     def read(self, name: str) -> Iterator[bytes]:
         """Entry ``name``'s bytes, verified (the last chunk comes only once they matched)."""
 
+    def digest(self, name: str) -> str:
+        """The sha256 entry ``name`` has (its bytes are verified against it)."""
+
 
 @dataclass(frozen=True)
 class PayloadSource:
@@ -59,6 +62,9 @@ class PayloadSource:
 
     def read(self, name: str) -> Iterator[bytes]:
         return iter_entry(self.payload, self.entry(name))
+
+    def digest(self, name: str) -> str:
+        return self.entry(name).sha256
 
 
 def write_entry(source: PackageSource, name: str, target: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lockship.stub.boundary import write_text_atomically
 from lockship.stub.manifest import Manifest
 
 UNINSTALL_SH = """\
@@ -29,6 +30,9 @@ if [ "$batch" = 0 ]; then
   answer=
   read -r answer || true
   case $answer in y|Y|yes|YES) ;; *) echo "Nothing removed."; exit 1 ;; esac
+fi
+if [ -d "$prefix/.lockship-snapshot" ]; then
+  echo "An update of $prefix was interrupted; its saved previous state is removed with it"
 fi
 cd /
 rm -rf -- "$prefix"
@@ -61,10 +65,9 @@ start "" /b cmd /c rmdir /s /q "%PREFIX%" ^& echo Removed %PREFIX%
 def write_uninstaller(prefix: Path, manifest: Manifest) -> Path:
     if manifest.platform.startswith("win-"):
         path = prefix / "uninstall.bat"
-        with open(path, "w", encoding="utf-8", newline="\r\n") as f:
-            f.write(UNINSTALL_BAT.format(name=manifest.name))
+        text = UNINSTALL_BAT.format(name=manifest.name).replace("\n", "\r\n")
+        write_text_atomically(path, text)
     else:
         path = prefix / "uninstall.sh"
-        path.write_text(UNINSTALL_SH.format(name=manifest.name), encoding="utf-8")
-        path.chmod(0o755)
+        write_text_atomically(path, UNINSTALL_SH.format(name=manifest.name), mode=0o755)
     return path

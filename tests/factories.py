@@ -964,11 +964,14 @@ class MemorySource:
         return len(self._data(name))
 
     def read(self, name: str) -> Iterator[bytes]:
+        return self._stream(name, self._data(name), self.digest(name))
+
+    def digest(self, name: str) -> str:
+        """What entry ``name`` must hash to."""
         data = self._data(name)
-        expected = self.sha256.get(name) or next(
+        return self.sha256.get(name) or next(
             (p.sha256 for p in self.manifest.packages if p.entry == name), _sha256(data)
         )
-        return self._stream(name, data, expected)
 
     def _data(self, name: str) -> bytes:
         if name not in self.entries:

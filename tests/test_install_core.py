@@ -11,13 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from lockship.stub.destination import PrefixDestination
+from lockship.stub.destination import PrefixDestination, RolledBack
 from lockship.stub.errors import InstallError, LinkError
 from lockship.stub.install import install
 from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
 from lockship.stub.payload import EntryChecksumMismatch, read_payload, write_payload
 from lockship.stub.postinstall import PostInstallError
-from lockship.stub.prefix import INCOMPLETE_NAME
 from lockship.stub.preflight import InstallRequest, preflight
 from lockship.stub.source import MissingEntry, PayloadSource
 
@@ -29,6 +28,7 @@ from tests.factories import (
     write_conda_package,
     write_wheel,
 )
+from tests.trees import tree_state
 
 PLACEHOLDER = "/opt/placeholder_" + "x" * 40
 NO_DISK_CHECK = {"LOCKSHIP_SKIP_DISK_CHECK": "1"}
@@ -199,23 +199,20 @@ def test_a_failing_post_link_script_fails_and_rolls_back(tmp_path: Path) -> None
     assert not prefix.exists()
 
 
-def test_a_failure_in_a_forced_prefix_marks_it_incomplete(tmp_path: Path) -> None:
+def test_a_failure_in_a_forced_prefix_restores_it_exactly(tmp_path: Path) -> None:
     prefix = tmp_path / "env"
-    prefix.mkdir()
+    (prefix / "sub").mkdir(parents=True)
     (prefix / "mine.txt").write_text("keep")
+    (prefix / "sub" / "link").symlink_to("../mine.txt")
+    before = tree_state(prefix)
     options = InstallerOptions(post_install="lockship/post-install.sh")
     source = source_for(packages(tmp_path), options, {"lockship/post-install.sh": b"exit 1\n"})
-    with pytest.raises(PostInstallError):
+    with pytest.raises(RolledBack) as raised:
         install(source, destination(source.manifest, prefix, force=True), RecordingReporter())
-    assert (prefix / "mine.txt").read_text() == "keep"
-    assert (
-        (prefix / INCOMPLETE_NAME)
-        .read_text()
-        .endswith(
-            f"To recover: run the installer again with -f -p {prefix}, or delete the folder\n"
-        )
-    )
-    assert not (prefix / ".lockship-stage").exists() and not (prefix / ".lockship.lock").exists()
+    assert isinstance(raised.value.error, PostInstallError)
+    assert str(raised.value).endswith(f"; the environment at {prefix} is unchanged")
+    assert tree_state(prefix) == before
+    assert sorted(p.name for p in prefix.iterdir()) == ["mine.txt", "sub"]
 
 
 def test_post_install_runs_last_or_is_skipped(tmp_path: Path) -> None:
@@ -287,8 +284,76 @@ def test_wheels_are_installed_with_the_environment_python_and_compiled(tmp_path:
     assert (site / "hello_wheel.py").is_file()
     script = (prefix / "bin" / "hello").read_text()
     assert script.startswith(f"#!{prefix / 'bin' / 'python3.11'}\n")
-    assert json.loads((prefix / "conda-meta" / "lockship-wheels").read_text()) == [wheel.name]
+    (recorded,) = json.loads((prefix / "conda-meta" / "lockship-wheels").read_text())["wheels"]
+    assert recorded == {
+        "file_name": wheel.name,
+        "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        "dist_info": "lib/python3.11/site-packages/hello_wheel-1.0.dist-info",
+    }
     assert reporter.stages == ["Unpacking", "Linking", "Installing wheels", "Compiling .pyc"]
     assert [p.name for p in (site / "__pycache__").iterdir()] == [
         f"hello_wheel.{sys.implementation.cache_tag}.pyc"
     ]
+
+
+def test_an_update_replaces_changed_wheels_removes_dropped_ones_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    python = locked_package(
+        write_conda_package(
+            tmp_path / "channel",
+            "python",
+            "3.11.0",
+            files={"bin/python3.11": f'#!/bin/sh\nexec {sys.executable} "$@"\n'},
+        )
+    )
+    folder = tmp_path / "wheels"
+    wheels = {
+        "hello-1": write_wheel(
+            folder / "1",
+            "hello",
+            "1.0",
+            modules={"hello/__init__.py": "V = 1\n"},
+            console_scripts={"hello": "hello:main"},
+        ),
+        "hello-2": write_wheel(
+            folder / "2", "hello", "2.0", modules={"hello/__init__.py": "V = 2\n"}
+        ),
+        "gone": write_wheel(
+            folder,
+            "gone",
+            "1.0",
+            modules={"gone.py": "G = 1\n"},
+            console_scripts={"gone": "gone:m"},
+        ),
+        "same": write_wheel(folder, "same", "1.0", modules={"same.py": "S = 1\n"}),
+    }
+
+    def version(*names: str) -> MemorySource:
+        entries = {f"pypi/{wheels[n].name}": wheels[n].read_bytes() for n in names}
+        return source_for([python], InstallerOptions(wheels=tuple(entries)), entries)
+
+    prefix = tmp_path / "env"
+    site = prefix / "lib" / "python3.11" / "site-packages"
+    v1 = version("hello-1", "gone", "same")
+    install(v1, destination(v1.manifest, prefix), RecordingReporter())
+    assert (prefix / "bin" / "gone").is_file() and (site / "gone.py").is_file()
+    same_inode = (site / "same.py").stat().st_ino
+
+    v2 = version("hello-2", "same")
+    install(v2, destination(v2.manifest, prefix, update=True), RecordingReporter())
+
+    assert (site / "hello" / "__init__.py").read_text() == "V = 2\n"
+    assert not (site / "hello-1.0.dist-info").exists()
+    assert not (prefix / "bin" / "hello").exists()  # 2.0 has no console script
+    assert not (site / "gone.py").exists() and not (prefix / "bin" / "gone").exists()
+    assert not list(site.glob("gone*")) and not list(site.glob("__pycache__/gone.*"))
+    assert (site / "same.py").stat().st_ino == same_inode
+    recorded = json.loads((prefix / "conda-meta" / "lockship-wheels").read_text())["wheels"]
+    assert [w["file_name"] for w in recorded] == [wheels["hello-2"].name, wheels["same"].name]
+    assert (prefix / "bin").is_dir() and site.is_dir()
+
+    # -f: everything reinstalled, the unchanged wheel too
+    install(v2, destination(v2.manifest, prefix, force=True), RecordingReporter())
+    assert (site / "same.py").stat().st_ino != same_inode
+    assert (site / "hello" / "__init__.py").read_text() == "V = 2\n"

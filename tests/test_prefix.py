@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from lockship.stub.errors import PrefixError
 from lockship.stub.prefix import (
-    INCOMPLETE_NAME,
     LOCK_NAME,
     STAGE_NAME,
     check_prefix,
     prefix_transaction,
+    recover_interrupted,
 )
-
-HINT = "run it again"
+from lockship.stub.snapshot import SNAPSHOT_NAME
 
 
 class Boom(Exception):
@@ -30,7 +32,7 @@ def listing(folder: Path) -> list[str]:
 
 def run(prefix: Path, *, fail: bool) -> None:
     """A transaction whose body writes a file and a staging folder, then fails if asked."""
-    with prefix_transaction(prefix, recover_hint=HINT):
+    with prefix_transaction(prefix):
         assert (prefix / LOCK_NAME).is_file()
         (prefix / STAGE_NAME / "cache").mkdir(parents=True)
         (prefix / "new.txt").write_text("new")
@@ -69,25 +71,62 @@ def test_existed_with_files_ok_keeps_them(tmp_path: Path) -> None:
     assert listing(tmp_path) == ["env", "env/new.txt", "env/old.txt"]
 
 
-def test_existed_with_files_failed_is_marked_incomplete(tmp_path: Path) -> None:
+def test_existed_with_files_failed_is_restored(tmp_path: Path) -> None:
     (tmp_path / "env").mkdir()
     (tmp_path / "env" / "old.txt").write_text("old")
     with pytest.raises(Boom):
         run(tmp_path / "env", fail=True)
-    assert listing(tmp_path) == ["env", f"env/{INCOMPLETE_NAME}", "env/new.txt", "env/old.txt"]
-    assert (tmp_path / "env" / INCOMPLETE_NAME).read_text() == (
-        "An installation into this folder did not finish, so what is here may be "
-        f"incomplete.\nTo recover: {HINT}\n"
-    )
+    assert listing(tmp_path) == ["env", "env/old.txt"]
+    assert (tmp_path / "env" / "old.txt").read_text() == "old"
+
+
+KILLED = """
+import os, signal, sys
+from pathlib import Path
+from lockship.stub.prefix import prefix_transaction
+prefix = Path(sys.argv[1])
+with prefix_transaction(prefix, journal={"name": "app", "version": "1"}):
+    (prefix / "new.txt").write_text("new")
+    (prefix / "old.txt").unlink()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_transaction_killed_outright_is_recovered_by_the_next_run(tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    (prefix / "old.txt").write_text("old")
+    killed = subprocess.run([sys.executable, "-c", KILLED, prefix], check=False, timeout=60)
+    assert killed.returncode == -9
+    assert sorted(p.name for p in prefix.iterdir()) == [SNAPSHOT_NAME, LOCK_NAME, "new.txt"]
+    assert recover_interrupted(prefix) == {
+        "name": "app",
+        "version": "1",
+        "keep_out": sorted([LOCK_NAME, STAGE_NAME]),
+        "started": pytest.approx(time.time(), abs=60),
+    }
+    assert listing(prefix) == ["old.txt"]
+    assert recover_interrupted(prefix) is None
+
+
+def test_a_live_installers_snapshot_is_never_restored(tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    (prefix / "old.txt").write_text("old")
+    with prefix_transaction(prefix):
+        (prefix / "new.txt").write_text("new")
+        with pytest.raises(PrefixError, match="another installer is installing into"):
+            recover_interrupted(prefix)
+        assert (prefix / "new.txt").exists()
 
 
 def test_a_second_transaction_on_a_locked_prefix_is_refused(tmp_path: Path) -> None:
     prefix = tmp_path / "env"
-    with prefix_transaction(prefix, recover_hint=HINT):
+    with prefix_transaction(prefix):
         busy = f"another installer is installing into {prefix} right now; wait for it to finish"
         with (
             pytest.raises(PrefixError, match=f"^{re.escape(busy)}$"),
-            prefix_transaction(prefix, recover_hint=HINT),
+            prefix_transaction(prefix),
         ):
             pass
         with pytest.raises(PrefixError, match=f"^{re.escape(busy)}$"):
