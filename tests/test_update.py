@@ -248,8 +248,14 @@ def start_update(installer: Path, prefix: Path) -> subprocess.Popen[str]:
     return process
 
 
-def test_sigterm_during_an_update_rolls_it_back(
-    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, wheels: dict[str, Path]
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_an_update_rolls_it_back(
+    tmp_path: Path,
+    demo_channel: Path,
+    installer_factory: InstallerFactory,
+    wheels: dict[str, Path],
+    sig: signal.Signals,
+    code: int,
 ) -> None:
     channel = installer_factory.channel_with(demo_channel, sleeping_post_link(30))
     v1 = build(tmp_path, installer_factory, channel, "1", BASE, [wheels["hello-1"]])
@@ -258,9 +264,9 @@ def test_sigterm_during_an_update_rolls_it_back(
     ok(run_installer(v1, "-b", "-p", prefix))
     before = tree_state(prefix)
     process = start_update(v2, prefix)
-    os.killpg(process.pid, signal.SIGTERM)
+    os.kill(process.pid, sig)  # the installer only, as a terminal's Ctrl-C or a kill would
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr
+    assert process.returncode == code, stderr
     assert f"the environment at {prefix} is unchanged" in stderr
     assert tree_state(prefix) == before
     still_works(prefix)
@@ -299,3 +305,34 @@ def test_an_update_killed_outright_is_restored_by_the_next_run(
     else:
         assert hello_says(prefix) == "hello 2.0"
     still_works(prefix)
+
+
+def test_a_disk_full_during_an_update_leaves_the_environment_unchanged(
+    tmp_path: Path,
+    demo_channel: Path,
+    installer_factory: InstallerFactory,
+    wheels: dict[str, Path],
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    big = package("big", files={"share/big.bin": os.urandom(24 * 1024 * 1024)})
+    channel = installer_factory.channel_with(demo_channel, big)
+    v1 = build(tmp_path, installer_factory, channel, "1", BASE, [wheels["hello-1"]])
+    v2 = build(tmp_path, installer_factory, channel, "2", [*BASE, "big"], [wheels["hello-2"]])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", disk], check=True)
+    try:
+        prefix = disk / "env"
+        ok(run_installer(v1, "-b", "-p", prefix))
+        before = tree_state(prefix)
+        # past the free-space check, so the disk really fills up while writing
+        run = run_installer(v2, "-b", "-u", "-p", prefix, env={"LOCKSHIP_SKIP_DISK_CHECK": "1"})
+        assert run.returncode == 1, run.stdout + run.stderr
+        (line,) = run.error_lines
+        assert "No space left on device" in line, line
+        assert f"; the environment at {prefix} is unchanged (details: " in line, line
+        assert tree_state(prefix) == before
+        still_works(prefix)
+    finally:
+        subprocess.run(["umount", "-l", disk], check=False)
