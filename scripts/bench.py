@@ -86,6 +86,7 @@ TARGETS = {
     "peak_rss_mb": 150.0,  # process tree, 1 GB payload
     "size_ratio": 1.01,  # installer / (archives + stub)
     "build_ratio": 2.0,  # warm-cache build / plain copy
+    "update_ratio": 0.5,  # update changing 1 package (-u) / fresh install of the same env
 }
 
 
@@ -980,6 +981,89 @@ class Bench:
         self.results.setdefault("install", {})[env.spec.name] = result
         return result
 
+    # -- update ------------------------------------------------------------------------
+    def measure_update(self, env: Env, installer: Path) -> dict[str, Any]:
+        """Fresh install of v1, then ``-u`` to a v2 that changes the smallest package, in
+        turns: the update's time against the fresh install's (and the snapshot's share)."""
+        v2 = self._one_package_changed(env)
+        fresh: list[float] = []
+        update: list[float] = []
+        snapshot: list[float] = []
+        for i in range(self.repeat):
+            log(f"[{env.spec.name}] update {i + 1}/{self.repeat}: fresh install, then -u...")
+            run, prefix = self.run_installer(env, installer, f"update-{i}")
+            fresh.append(run.seconds)
+            drop_dirty_pages()
+            command = ["bash", str(v2), "-b", "-u", "-p", str(prefix)]
+            updated = timed_run(command, sample_interval=None, env=self.installer_env)
+            if updated.returncode != 0:
+                raise SystemExit(f"the update failed ({updated.returncode}):\n{updated.tail()}")
+            update.append(updated.seconds)
+            snapshot.append(_snapshot_seconds(prefix))
+            shutil.rmtree(prefix.parent)
+        result = {
+            "fresh_s": fresh,
+            "update_s": update,
+            "snapshot_s": snapshot,
+            "fresh_median_s": median(fresh),
+            "update_median_s": median(update),
+            "snapshot_median_s": median(snapshot),
+            "ratio": median(update) / median(fresh),
+            "changed_packages": 1,
+            "packages": env.stats["packages"],
+        }
+        self.results["update"] = result
+        return result
+
+    def measure_snapshot(self, env: Env, installer: Path) -> None:
+        """What an update's snapshot costs on an installed ``env`` (taken, then discarded)."""
+        seconds = []
+        _, prefix = self.run_installer(env, installer, "snapshot")
+        for _ in range(self.repeat):
+            drop_dirty_pages()
+            seconds.append(_snapshot_seconds(prefix))
+        shutil.rmtree(prefix.parent)
+        self.results.setdefault("snapshot", {})[env.spec.name] = {
+            "seconds": seconds,
+            "median_s": median(seconds),
+            "files": env.stats["files"],
+        }
+
+    def _one_package_changed(self, env: Env) -> Path:
+        """An installer of ``env`` whose smallest package has a new version."""
+        root = fresh_dir(self.work / "update" / env.spec.name)
+        records = channel_records(env.channel, env.channel.as_uri(), PLATFORM)
+        smallest = min(records, key=lambda r: r.size or 0)
+        name = smallest.name.normalized
+        changed = root / "channel"
+        write_conda_package(changed, name, "99.0", files={f"share/{name}/changed.txt": "v2\n"})
+        index_channel(changed)
+        (new,) = channel_records(changed, changed.as_uri(), PLATFORM, [name])
+        workspace = root / "workspace"
+        others = [r for r in records if r.name.normalized != name]
+        write_pixi_lock(
+            workspace / "pixi.lock", {PLATFORM: [*others, new]}, channel_url=env.channel.as_uri()
+        )
+        (workspace / "pixi.toml").write_text(
+            f'[workspace]\nname = "bench-{env.spec.name}"\nversion = "2.0"\n'
+        )
+        cache = self.work / "build-cache" / env.spec.name
+        command = [sys.executable, "-m", "lockship.builder.cli", "build", str(workspace)]
+        command += ["-o", str(root), "--cache-dir", str(cache), "--stub", str(self.stub)]
+        run = timed_run(command, sample_interval=None, cwd=REPO)
+        if run.returncode != 0:
+            raise SystemExit(f"lockship build (v2) failed ({run.returncode}):\n{run.tail()}")
+        return Path(next(t for _, s, t in reversed(run.lines) if s == "out" and t))
+
+
+def _snapshot_seconds(prefix: Path) -> float:
+    """What taking (and discarding) the update's snapshot of ``prefix`` costs."""
+    from lockship.stub.snapshot import take_snapshot
+
+    t0 = time.perf_counter()
+    take_snapshot(prefix).discard()
+    return time.perf_counter() - t0
+
 
 # =============================================================================================
 # Report
@@ -1116,6 +1200,25 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None,
         }
     )
+    update = results.get("update")
+    if update is not None:
+        rows.append(
+            {
+                "measure": f"update 1 of {update['packages']} packages (main)",
+                "lockship": _fmt(update["update_median_s"], "s"),
+                "reference": f"fresh install {_fmt(update['fresh_median_s'], 's')} (snapshot "
+                f"{_fmt(update['snapshot_median_s'], 's', 3)}"
+                + (
+                    f"; 1 GB env {_fmt(results['snapshot']['1gb']['median_s'], 's', 3)}"
+                    if "1gb" in results.get("snapshot", {})
+                    else ""
+                )
+                + ")",
+                "ratio": update["ratio"],
+                "target": f"<= {TARGETS['update_ratio']:.2f}x",
+                "met": update["ratio"] <= TARGETS["update_ratio"],
+            }
+        )
     return rows
 
 
@@ -1285,6 +1388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def main_env() -> None:
         installers["main"] = bench.measure_build(envs["main"])
         bench.measure_install(envs["main"], installers["main"], with_bare=True)
+        bench.measure_update(envs["main"], installers["main"])
 
     def small_env() -> None:
         installers["1mb"] = bench.build_only(envs["1mb"])
@@ -1293,6 +1397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def big_env() -> None:
         installers["1gb"] = bench.build_only(envs["1gb"])
         bench.measure_install(envs["1gb"], installers["1gb"], with_bare=True)
+        bench.measure_snapshot(envs["1gb"], installers["1gb"])
 
     steps: list[tuple[str, Callable[[], None]]] = [("main", main_env), ("1mb", small_env)]
     if not args.skip_1gb:

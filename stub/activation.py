@@ -6,8 +6,6 @@ PATH reference so the user's PATH at activation time follows the prefix's paths.
 
 from __future__ import annotations
 
-import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,21 +33,6 @@ WINDOWS_TARGETS = (
     ShellTarget(Shell.powershell, "activate.ps1", "$Env:PATH"),
 )
 
-_EXPORT = re.compile(r"^export (?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>[^\"'].*)$")
-_SOURCE = re.compile(r"^\. (?P<path>[^\"'].*)$")
-
-
-def _quote_posix(script: str) -> str:
-    """Quote the unquoted values and sourced paths rattler emits, so prefixes with spaces work."""
-    lines = []
-    for line in script.splitlines():
-        if m := _EXPORT.match(line):
-            line = f"export {m['name']}={shlex.quote(m['value'])}"
-        elif m := _SOURCE.match(line):
-            line = f". {shlex.quote(m['path'])}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
 
 def activation_script(prefix: Path, target: ShellTarget, platform: str) -> str:
     variables = ActivationVariables(
@@ -57,8 +40,6 @@ def activation_script(prefix: Path, target: ShellTarget, platform: str) -> str:
         path_modification_behavior=PathModificationBehavior.Replace,
     )
     script: str = activate(prefix, variables, target.shell, platform=Subdir(platform)).script
-    if target.shell in (Shell.bash, Shell.zsh):
-        script = _quote_posix(script)
     return script
 
 

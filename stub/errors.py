@@ -35,13 +35,3 @@ class Interrupted(InstallError):
 
 class LinkError(InstallError):
     """rattler failed to link the packages into the prefix."""
-
-
-def one_line(error: Exception) -> str:
-    """Shorten rattler's error chains ("X\nCaused by: Y") to their first and last lines."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    if len(lines) == 1:
-        return lines[0]
-    return f"{lines[0]}: {lines[-1].removeprefix('Caused by:').strip()}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from lockship.stub import __version__
 from lockship.stub.activation import write_activation_scripts
 from lockship.stub.boundary import write_text_atomically
+from lockship.stub.compat import remove_cache_tag
 from lockship.stub.manifest import Manifest
 from lockship.stub.uninstaller import write_uninstaller
 
@@ -23,9 +24,7 @@ def finish_prefix(prefix: Path, manifest: Manifest, *, installer_name: str) -> N
     write_activation_scripts(prefix, manifest.platform)
     write_uninstaller(prefix, manifest)
     write_marker(prefix, manifest)
-    # rattler tags the prefix as a cache (seen with py-rattler 0.28); an installed environment
-    # should be backed up
-    (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
+    remove_cache_tag(prefix)
 
 
 def write_history(prefix: Path, manifest: Manifest, *, installer_name: str) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import rattler
-from lockship.stub.errors import InstallError, LinkError, one_line
+from lockship.stub.compat import one_line
+from lockship.stub.errors import InstallError, LinkError
 from lockship.stub.manifest import PackageInfo
 from lockship.stub.progress import Reporter
 from lockship.stub.signals import deferred

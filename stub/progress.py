@@ -42,10 +42,10 @@ class TqdmReporter:
         self._bar: Any = None
 
     def start(self, description: str, total: int, unit: str = "it") -> None:
+        from lockship.stub.compat import without_tqdm_monitor
         from tqdm import tqdm
 
-        # no monitor thread: the Linux installer forks its unpacking workers while a bar is open
-        tqdm.monitor_interval = 0
+        without_tqdm_monitor()
         self._bar = tqdm(
             total=total,
             desc=description,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
-import re
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -34,7 +33,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lockship.stub.boundary import CHUNK_SIZE
-from lockship.stub.errors import InstallError, one_line
+from lockship.stub.compat import disk_error, one_line
+from lockship.stub.errors import InstallError
 from lockship.stub.payload import Entry, EntryChecksumMismatch, Payload, iter_entry
 from lockship.stub.signals import deferred
 from rattler.package_cache import PackageCache, ValidationMode
@@ -139,25 +139,8 @@ def _unpack(job: UnpackJob) -> tuple[str, OSError | str | None]:
     try:
         sha256, _md5 = extract(job.pipe, job.folder)
     except Exception as e:  # rattler's own error types carry the cause in their message
-        return "", _disk_error(e) or one_line(e)
+        return "", disk_error(e) or one_line(e)
     return sha256.hex(), None
-
-
-def _disk_error(error: Exception) -> OSError | None:
-    """The disk error behind a failed extraction, if that is what it was.
-
-    rattler raises OSError for unreadable archives too; a disk error carries its errno only in
-    its text ("... No space left on device (os error 28)").
-    """
-    if not isinstance(error, OSError):
-        return None
-    if error.errno is not None:
-        return error
-    found = re.search(r"\(os error (\d+)\)", str(error))
-    if found is None:
-        return None
-    number = int(found[1])
-    return OSError(number, os.strerror(number))
 
 
 class _Feeder:

@@ -1,0 +1,96 @@
+"""Each workaround in ``stub/compat.py`` against the behaviour it works around: when a release
+of rattler or tqdm fixes one, its test here fails, and the workaround can go."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from pathlib import Path
+
+import rattler
+import tqdm as tqdm_module
+from lockship.stub.compat import (
+    disk_error,
+    one_line,
+    remove_cache_tag,
+)
+from rattler import Channel, RepoData, Subdir
+from rattler.package_streaming import extract
+from rattler.shell import ActivationVariables, PathModificationBehavior, Shell, activate
+
+from tests.factories import index_channel, write_conda_package
+
+
+def _records(channel: Path) -> list[rattler.RepoDataRecord]:
+    index_channel(channel)
+    repodata = RepoData.from_path(channel / "noarch" / "repodata.json")
+    return list(repodata.into_repo_data(Channel(channel.as_uri())))
+
+
+def test_rattler_errors_still_come_as_chains(tmp_path: Path) -> None:
+    archive = write_conda_package(tmp_path / "channel", "gone", "1.0", files={"a.txt": "a"})
+    records = _records(tmp_path / "channel")
+    archive.unlink()
+    try:
+        asyncio.run(rattler.install(records, tmp_path / "env", cache_dir=tmp_path / "cache"))
+    except Exception as e:
+        raised = e
+    else:
+        raise AssertionError("installing a missing archive succeeded")
+    assert "\nCaused by: " in str(raised)  # the workaround's reason
+    assert one_line(raised) == (
+        "failed to fetch gone-1.0-0.conda: No such file or directory (os error 2)"
+    )
+
+
+def test_rattler_disk_errors_still_lose_their_errno(tmp_path: Path) -> None:
+    archive = write_conda_package(tmp_path / "channel", "a", "1.0", files={"a.txt": "a"})
+    (tmp_path / "file").write_text("not a folder")
+    try:
+        extract(archive, tmp_path / "file" / "unpacked")
+    except OSError as e:
+        raised = e
+    else:
+        raise AssertionError("extracting below a file succeeded")
+    assert raised.errno is None and "(os error 20)" in str(raised)
+    rebuilt = disk_error(raised)
+    assert rebuilt is not None and rebuilt.errno == errno.ENOTDIR
+
+
+def test_rattler_still_tags_an_installed_prefix_as_a_cache(tmp_path: Path) -> None:
+    write_conda_package(tmp_path / "channel", "a", "1.0", files={"a.txt": "a"})
+    prefix = tmp_path / "env"
+    asyncio.run(rattler.install(_records(tmp_path / "channel"), prefix, cache_dir=tmp_path / "c"))
+    assert (prefix / "CACHEDIR.TAG").is_file()
+    remove_cache_tag(prefix)
+    assert not (prefix / "CACHEDIR.TAG").exists()
+
+
+def test_rattler_quotes_activation_values_itself(tmp_path: Path) -> None:
+    """Earlier lockship quoted rattler's bash activation lines; py-rattler 0.28 quotes a
+    prefix with a space itself, so that workaround went. This keeps it gone only while true."""
+    prefix = tmp_path / "my env"
+    (prefix / "etc" / "conda" / "activate.d").mkdir(parents=True)
+    (prefix / "etc" / "conda" / "activate.d" / "hook.sh").write_text("true\n")
+    variables = ActivationVariables(
+        current_path=["${PATH}"], path_modification_behavior=PathModificationBehavior.Replace
+    )
+    lines = activate(prefix, variables, Shell.bash, platform=Subdir("linux-64")).script
+    assert f"export CONDA_PREFIX='{prefix}'" in lines.splitlines()
+    assert f". '{prefix}/etc/conda/activate.d/hook.sh'" in lines.splitlines()
+
+
+def test_tqdm_still_starts_a_monitor_thread() -> None:
+    before = {t.name for t in threading.enumerate()}
+    saved = tqdm_module.tqdm.monitor_interval
+    tqdm_module.tqdm.monitor_interval = 10
+    try:
+        with open("/dev/null", "w") as sink, tqdm_module.tqdm(total=1, file=sink):
+            started = {t.name for t in threading.enumerate()} - before
+    finally:
+        if tqdm_module.tqdm.monitor is not None:
+            tqdm_module.tqdm.monitor.exit()
+            tqdm_module.tqdm.monitor = None
+        tqdm_module.tqdm.monitor_interval = saved
+    assert started, "tqdm no longer starts a monitor thread"
