@@ -120,34 +120,6 @@ def _check_entry_name(name: str) -> None:
         raise PayloadError(f"the installer index holds an unsafe entry name {name!r}")
 
 
-def write_payload(
-    out: BinaryIO, files: Iterable[tuple[str, Path]], metadata: dict[str, Any]
-) -> list[Entry]:
-    """Append a payload to ``out`` (positioned at its end) and return the entries written.
-
-    ``files`` are ``(entry name, source path)`` pairs; each source is streamed and hashed.
-    """
-    payload_offset = out.tell()
-    entries: list[Entry] = []
-    seen: set[str] = set()
-    for name, source in files:
-        _check_entry_name(name)
-        if name in seen:
-            raise PayloadError(f"two payload entries are named {name!r}")
-        seen.add(name)
-        offset = out.tell()
-        digest = hashlib.sha256()
-        size = 0
-        with open(source, "rb") as f:
-            while chunk := f.read(CHUNK_SIZE):
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        entries.append(Entry(name, offset, size, digest.hexdigest()))
-    out.write(payload_tail(payload_offset, out.tell(), entries, metadata))
-    return entries
-
-
 def plan_payload(
     payload_offset: int, files: Iterable[tuple[str, int, str]], metadata: dict[str, Any]
 ) -> tuple[list[Entry], bytes]:

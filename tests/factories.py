@@ -65,17 +65,17 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import rattler
 import zstandard
 from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
-from lockship.stub.payload import EntryChecksumMismatch
+from lockship.stub.payload import Entry, EntryChecksumMismatch
 from lockship.stub.source import MissingEntry
 from rattler.index import index_fs
 
@@ -1012,3 +1012,23 @@ class RecordingReporter:
     @property
     def messages(self) -> list[str]:
         return [text for kind, text in self.events if kind == "message"]
+
+
+def write_payload(
+    out: BinaryIO, files: Iterable[tuple[str, Path]], metadata: dict[str, Any]
+) -> list[Entry]:
+    """Append a payload of ``files`` (``(entry name, path)``) to ``out``, laid out by the
+    product's own :func:`lockship.stub.payload.plan_payload`; return its entries."""
+    from lockship.stub.payload import plan_payload
+
+    pairs = list(files)
+    blobs = [path.read_bytes() for _, path in pairs]
+    listed = [
+        (name, len(b), hashlib.sha256(b).hexdigest())
+        for (name, _), b in zip(pairs, blobs, strict=True)
+    ]
+    entries, tail = plan_payload(out.tell(), listed, metadata)
+    for blob in blobs:
+        out.write(blob)
+    out.write(tail)
+    return entries

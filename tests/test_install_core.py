@@ -15,7 +15,7 @@ from lockship.stub.destination import PrefixDestination, RolledBack
 from lockship.stub.errors import InstallError, LinkError
 from lockship.stub.install import install
 from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
-from lockship.stub.payload import EntryChecksumMismatch, read_payload, write_payload
+from lockship.stub.payload import EntryChecksumMismatch, read_payload
 from lockship.stub.postinstall import PostInstallError
 from lockship.stub.preflight import InstallRequest, preflight
 from lockship.stub.source import MissingEntry, PayloadSource
@@ -26,6 +26,7 @@ from tests.factories import (
     core_manifest,
     locked_package,
     write_conda_package,
+    write_payload,
     write_wheel,
 )
 from tests.trees import tree_state

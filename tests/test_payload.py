@@ -21,8 +21,9 @@ from lockship.stub.payload import (
     iter_entry,
     read_payload,
     verify_payload,
-    write_payload,
 )
+
+from tests.factories import write_payload
 
 
 def make_installer(
@@ -217,3 +218,13 @@ def test_data_appended_without_a_signature_is_still_refused(tmp_path: Path) -> N
         f.write(b"\0" * 8 + b"junk after the trailer")
     with pytest.raises(PayloadError, match="is not a complete lockship installer"):
         read_payload(installer)
+
+
+def test_the_format_page_is_the_modules_docstring() -> None:
+    """docs/payload-format.md says it holds stub/payload.py's docstring: keep that true."""
+    import lockship.stub.payload as module
+
+    page = (Path(__file__).parents[1] / "docs" / "payload-format.md").read_text(encoding="utf-8")
+    block = page.split("```\n", 2)[1]
+    assert module.__doc__ is not None
+    assert block.strip() == module.__doc__.strip()

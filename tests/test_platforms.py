@@ -249,7 +249,7 @@ def test_windows_default_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def install_for(tmp_path: Path, platform: str, packages: list[tuple[PackageInfo, Path]]) -> Path:
     """The installer's own install core, over a payload of just these archives."""
-    from lockship.stub.payload import write_payload
+    from tests.factories import write_payload
 
     manifest = manifest_for(platform, [p for p, _ in packages])
     blob = tmp_path / "payload.bin"

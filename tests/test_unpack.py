@@ -20,7 +20,6 @@ from lockship.stub.payload import (
     Payload,
     PayloadError,
     read_payload,
-    write_payload,
 )
 from lockship.stub.unpack import (
     UnpackJob,
@@ -31,7 +30,7 @@ from lockship.stub.unpack import (
 )
 from rattler import Channel, RepoData
 
-from tests.factories import index_channel, write_conda_package
+from tests.factories import index_channel, write_conda_package, write_payload
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="worker processes unpack on Linux only"
