@@ -411,3 +411,18 @@ def test_link_scripts_allow_list(tmp_path: Path, demo_channel: Path, stand_in_st
     assert allowed[0] == 0, allowed[2]
     manifest = Manifest.from_dict(read_payload(Path(allowed[1].split()[-1])).metadata)
     assert manifest.options.link_script_packages == ("allowed-script", "other-script")
+
+
+@pytest.mark.e2e
+def test_two_builds_from_empty_caches_are_byte_identical(tmp_path: Path, demo_lock: Path) -> None:
+    """Same lock, two empty caches: each build downloads everything and freezes its own stub,
+    and the two installers are the same bytes."""
+    built = []
+    for name in ("one", "two"):
+        result = run_lockship(
+            "build", demo_lock, "--cache-dir", tmp_path / name / "cache", "-o", tmp_path / name
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Freezing the installer stub" in result.stderr
+        built.append(Path(result.stdout.strip().splitlines()[-1]))
+    assert built[0].read_bytes() == built[1].read_bytes()
