@@ -18,7 +18,7 @@ def text_summary(manifest: Manifest) -> str:
         f"built by:          lockship {manifest.lockship_version}",
         f"payload format:    {FORMAT_VERSION}",
         f"packages:          {len(manifest.packages)} "
-        f"({manifest.total_size / 1e6:.1f} MB download, "
+        f"({manifest.carried_size / 1e6:.1f} MB download, "
         f"{manifest.installed_size / 1e6:.1f} MB installed)",
         f"post-link scripts: {link_scripts_line(manifest)}",
         *([f"update of:         {delta_line(manifest)}"] if manifest.delta else []),
