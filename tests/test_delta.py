@@ -8,15 +8,21 @@ import shutil
 from pathlib import Path
 
 import pytest
-
+from lockship.builder.delta import OldEnvironment, plan_delta, read_old
+from lockship.builder.errors import UsageError
+from lockship.builder.fetch import DEFAULT_TIMEOUT
+from lockship.builder.inputs import InputOptions
+from lockship.builder.network import NetworkOptions, make_client
+from lockship.stub.delta import BaseMismatch, check_delta_base
+from lockship.stub.finish import write_marker
+from lockship.stub.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
 from lockship.stub.payload import read_payload
+
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
 from tests.factories import write_wheel
 from tests.runners import Run, run_installer
 from tests.test_update import BASE, build, hello_says, hello_wheel, ok, package, still_works
 from tests.trees import tree_state
-
-pytestmark = pytest.mark.e2e
 
 V1 = [*BASE, "changing ==1.0"]
 V2 = [*BASE, "changing ==2.0", "add-me"]
@@ -76,6 +82,7 @@ def carried(installer: Path) -> set[str]:
     return {e for e in payload_entries(installer) if not e.startswith("lockship/")}
 
 
+@pytest.mark.e2e
 def test_a_delta_gives_the_prefix_the_full_installer_gives(
     tmp_path: Path, channel: Path, installer_factory: InstallerFactory, wheels: dict[str, Path]
 ) -> None:
@@ -129,6 +136,7 @@ def test_a_delta_gives_the_prefix_the_full_installer_gives(
     still_works(prefix)
 
 
+@pytest.mark.e2e
 def test_a_delta_refuses_any_prefix_but_its_base(
     tmp_path: Path, channel: Path, installer_factory: InstallerFactory, wheels: dict[str, Path]
 ) -> None:
@@ -179,3 +187,161 @@ def test_a_delta_refuses_any_prefix_but_its_base(
     # the base it names is the one it takes
     ok(run_installer(v1, "-b", "-p", tmp_path / "base"))
     ok(run_installer(delta, "-b", "-p", tmp_path / "base"))
+
+
+# --- the builder's choice and the stub's check, in process ------------------------------------
+
+
+def info(name: str, version: str, sha256: str, **record: object) -> PackageInfo:
+    file_name = f"{name}-{version}-0.conda"
+    return PackageInfo(
+        entry=f"noarch/{file_name}",
+        file_name=file_name,
+        name=name,
+        version=version,
+        build="0",
+        subdir="noarch",
+        url=f"https://example.invalid/noarch/{file_name}",
+        channel="https://example.invalid",
+        sha256=sha256,
+        size=1,
+        record={"md5": "m", **record},
+    )
+
+
+def old_of(*packages: PackageInfo, wheels: tuple[BaseFile, ...] = ()) -> OldEnvironment:
+    return OldEnvironment(
+        version="1",
+        packages=tuple(BaseFile(p.name, p.file_name, p.sha256) for p in packages),
+        wheels=wheels,
+        with_md5=frozenset(p.file_name for p in packages if p.record.get("md5")),
+        python=next((p.version for p in packages if p.name == "python"), None),
+    )
+
+
+def test_a_delta_carries_what_is_new_or_changed_and_nothing_else() -> None:
+    python, lib, tool = info("python", "3.11.0", "a"), info("lib", "1", "b"), info("tool", "1", "c")
+    pure = info("pure", "1", "d", noarch="python")
+    old = old_of(python, lib, tool, pure, wheels=(BaseFile("w", "w-1-py3-none-any.whl", "e"),))
+    new = [python, info("lib", "2", "f"), tool, pure, info("added", "1", "g")]
+    wheels = [("pypi/w-1-py3-none-any.whl", "e"), ("pypi/x-1-py3-none-any.whl", "h")]
+
+    delta = plan_delta(old, "app", new, wheels)
+
+    assert delta.carried == (
+        "noarch/lib-2-0.conda",
+        "noarch/added-1-0.conda",
+        "pypi/x-1-py3-none-any.whl",
+    )
+    assert (delta.name, delta.version) == ("app", "1")
+    assert delta.packages == old.packages and delta.wheels == old.wheels
+
+
+def test_a_new_python_minor_version_carries_the_noarch_python_packages() -> None:
+    # rattler relinks noarch: python packages when python's major.minor changes
+    pure, generic = info("pure", "1", "d", noarch="python"), info("generic", "1", "e")
+    old = old_of(info("python", "3.11.0", "a"), pure, generic)
+    new = [info("python", "3.12.0", "b"), pure, generic]
+    assert plan_delta(old, "app", new, []).carried == (
+        "noarch/python-3.12.0-0.conda",
+        "noarch/pure-1-0.conda",
+    )
+    patch = [info("python", "3.11.1", "c"), pure, generic]
+    assert plan_delta(old, "app", patch, []).carried == ("noarch/python-3.11.1-0.conda",)
+
+
+def test_a_record_that_gained_an_md5_is_carried() -> None:
+    # rattler treats a record with an md5 and one without as different packages
+    same = info("lib", "1", "b")
+    old = old_of(PackageInfo(**{**same.__dict__, "record": {}}))
+    assert plan_delta(old, "app", [same], []).carried == ("noarch/lib-1-0.conda",)
+
+
+def test_the_delta_survives_the_manifest_round_trip() -> None:
+    delta = DeltaBase("app", "1", (BaseFile("lib", "lib-1-0.conda", None),), (), ("x/y",))
+    manifest = Manifest("app", "2", "linux-64", "default", "0.1.0", (), delta=delta)
+    data = json.loads(json.dumps(manifest.to_dict()))  # as the payload stores it
+    assert Manifest.from_dict(data) == manifest
+    del data["delta"]  # an installer from before delta installers
+    assert Manifest.from_dict(data).delta is None
+
+
+def lock_options(tmp_path: Path) -> InputOptions:
+    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
+    return InputOptions(cache_dir=tmp_path / "cache", client=client)
+
+
+def test_a_lock_names_its_version_in_the_workspace_beside_it(
+    tmp_path: Path, demo_lock: Path
+) -> None:
+    old = read_old(
+        demo_lock, DEMO_PLATFORM, name="lsdemo", version=None, options=lock_options(tmp_path)
+    )
+    assert old.version == "1.2.3"
+    assert {p.name for p in old.packages} >= {"python", "lsdemo-hello"}
+    assert all(p.sha256 for p in old.packages)
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(demo_lock / "pixi.lock", bare / "pixi.lock")
+    with pytest.raises(UsageError) as raised:
+        read_old(bare, DEMO_PLATFORM, name="lsdemo", version=None, options=lock_options(tmp_path))
+    assert str(raised.value) == (
+        f"the version of --delta-from {bare} is unknown (no workspace version beside it); "
+        "pass --delta-version VERSION, or --delta-from the previous installer"
+    )
+    given = read_old(
+        bare, DEMO_PLATFORM, name="lsdemo", version="0.9", options=lock_options(tmp_path)
+    )
+    assert given.version == "0.9" and given.packages == old.packages
+
+
+def base_prefix(tmp_path: Path, packages: list[PackageInfo], wheels: dict[str, str]) -> Path:
+    """A prefix as an install leaves it, as far as the base check looks."""
+    prefix = tmp_path / "env"
+    (prefix / "conda-meta").mkdir(parents=True)
+    for p in packages:
+        record = {"name": p.name, "fn": p.file_name, "sha256": p.sha256}
+        (prefix / "conda-meta" / f"{p.name}-{p.version}-0.json").write_text(json.dumps(record))
+    listed = [{"file_name": f, "sha256": s, "dist_info": "x"} for f, s in wheels.items()]
+    (prefix / "conda-meta" / "lockship-wheels").write_text(json.dumps({"wheels": listed}))
+    write_marker(prefix, Manifest("app", "1", "linux-64", "default", "0.1.0", tuple(packages)))
+    return prefix
+
+
+def delta_manifest(old: OldEnvironment, name: str = "app") -> Manifest:
+    delta = DeltaBase(name, "1", old.packages, old.wheels, ())
+    return Manifest(name, "2", "linux-64", "default", "0.1.0", (), delta=delta)
+
+
+def test_the_base_check_compares_packages_and_wheels_by_sha256(tmp_path: Path) -> None:
+    lib, tool = info("lib", "1", "b"), info("tool", "1", "c")
+    wheel = BaseFile("w", "w-1-py3-none-any.whl", "e")
+    manifest = delta_manifest(old_of(lib, tool, wheels=(wheel,)))
+    prefix = base_prefix(tmp_path, [lib, tool], {wheel.file_name: "e"})
+    check_delta_base(prefix, manifest)  # the base itself
+
+    (prefix / "conda-meta" / "lockship-wheels").write_text(
+        json.dumps({"wheels": [{"file_name": wheel.file_name, "sha256": "other"}]})
+    )
+    (prefix / "conda-meta" / "extra-1-0.json").write_text(
+        json.dumps({"name": "extra", "fn": "extra-1-0.conda", "sha256": "x"})
+    )
+    with pytest.raises(BaseMismatch) as raised:
+        check_delta_base(prefix, manifest)
+    assert raised.value.found == "holds app 1 (2 packages differ)"
+
+
+def test_the_base_check_wants_the_same_environment_name(tmp_path: Path) -> None:
+    lib = info("lib", "1", "b")
+    prefix = base_prefix(tmp_path, [lib], {})
+    with pytest.raises(BaseMismatch) as raised:
+        check_delta_base(prefix, delta_manifest(old_of(lib), name="other"))
+    assert str(raised.value) == (
+        f"this update needs other 1 in {prefix}; {prefix} holds app 1; install other 2 "
+        "there with its full installer instead"
+    )
+    (prefix / "conda-meta" / "lockship").unlink()
+    with pytest.raises(BaseMismatch) as raised:
+        check_delta_base(prefix, delta_manifest(old_of(lib)))
+    assert raised.value.found == "holds no environment made by lockship"
