@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from lockship.builder.delta import OldEnvironment, plan_delta, read_old
-from lockship.builder.errors import UsageError
+from lockship.builder.errors import BuildError, UsageError
 from lockship.builder.fetch import DEFAULT_TIMEOUT
 from lockship.builder.inputs import InputOptions
 from lockship.builder.network import NetworkOptions, make_client
@@ -20,7 +20,7 @@ from lockship.stub.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
 from tests.factories import write_wheel
-from tests.runners import Run, run_installer
+from tests.runners import Run, run_installer, run_lockship
 from tests.test_update import BASE, build, hello_says, hello_wheel, ok, package, still_works
 from tests.trees import tree_state
 
@@ -345,3 +345,32 @@ def test_the_base_check_wants_the_same_environment_name(tmp_path: Path) -> None:
     with pytest.raises(BaseMismatch) as raised:
         check_delta_base(prefix, delta_manifest(old_of(lib)))
     assert raised.value.found == "holds no environment made by lockship"
+
+
+@pytest.mark.e2e
+def test_an_installer_old_must_be_of_the_same_name_and_platform(
+    tmp_path: Path, demo_installer: Path
+) -> None:
+    options = lock_options(tmp_path)
+    old = read_old(demo_installer, DEMO_PLATFORM, name="lsdemo", version=None, options=options)
+    assert old.version == "1.2.3"
+    with pytest.raises(BuildError) as raised:
+        read_old(demo_installer, DEMO_PLATFORM, name="other", version=None, options=options)
+    assert str(raised.value) == (
+        f"--delta-from {demo_installer} is an installer of lsdemo, not other; pass an earlier "
+        "installer of other"
+    )
+    with pytest.raises(BuildError) as raised:
+        read_old(demo_installer, "win-64", name="lsdemo", version=None, options=options)
+    assert str(raised.value) == (
+        f"--delta-from {demo_installer} is an installer for {DEMO_PLATFORM}; build the delta "
+        f"for that platform (-p {DEMO_PLATFORM}) or pass the lock instead"
+    )
+    with pytest.raises(UsageError, match="contradicts"):
+        read_old(demo_installer, DEMO_PLATFORM, name="lsdemo", version="9", options=options)
+
+
+def test_delta_version_goes_only_with_delta_from() -> None:
+    run = run_lockship("build", "--delta-version", "1")
+    assert run.returncode == 2
+    assert run.error_lines == ["ERROR: --delta-version only goes with --delta-from OLD"]
