@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from lockship.builder.checksums import update_checksums
+from lockship.builder.delta import OldEnvironment, delta_file_name, delta_payload, read_old
 from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
 from lockship.builder.fetch import (
     DEFAULT_CONCURRENCY,
@@ -74,6 +75,10 @@ class BuildRequest:
     dry_run: bool = False
     #: a command signing each Windows installer, ``{file}`` standing for its path
     sign_command: str | None = None
+    #: the previous version (lock or installer): build a delta installer from it
+    delta_from: Path | None = None
+    #: the previous version's version, when ``delta_from`` is a lock
+    delta_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class PlannedInstaller:
     download_size: int
     cached: int
     to_download: int
+    #: the previous version a delta installer updates (``--delta-from``)
+    base: OldEnvironment | None = None
 
 
 def package_info(record: RepoDataRecord, fetched: FetchedPackage) -> PackageInfo:
@@ -142,18 +149,7 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
     """The request's input, solved first if it is made of specs."""
     opened: Source | SpecRequest | None = None
     if request.lock_path is not None:
-        opened = open_input(
-            request.lock_path,
-            InputOptions(
-                cache_dir=request.cache_dir,
-                client=client,
-                environment=request.environment,
-                categories=request.categories,
-                ignore_non_wheels=request.ignore_pypi_non_wheel,
-                concurrency=request.concurrency,
-                retries=request.retries,
-            ),
-        )
+        opened = open_input(request.lock_path, input_options(request, client))
     if opened is not None and not isinstance(opened, SpecRequest):
         if request.specs:
             raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
@@ -167,6 +163,18 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
         lock_path = request.cache_dir / "dry-run" / lock_path.name
     return solve_specs(
         specs, platforms, client=client, cache_dir=request.cache_dir, lock_path=lock_path
+    )
+
+
+def input_options(request: BuildRequest, client: Client) -> InputOptions:
+    return InputOptions(
+        cache_dir=request.cache_dir,
+        client=client,
+        environment=request.environment,
+        categories=request.categories,
+        ignore_non_wheels=request.ignore_pypi_non_wheel,
+        concurrency=request.concurrency,
+        retries=request.retries,
     )
 
 
@@ -188,14 +196,25 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     for platform in choose_platforms(request, source):
         environment = inject_packages(request.inject, source.for_platform(platform))
         cached = [r for r in environment.records if cache_path(request.cache_dir, r).is_file()]
+        file_name, base = installer_file_name(name, version, platform), None
+        if request.delta_from is not None:
+            base = read_old(
+                request.delta_from,
+                platform,
+                name=name,
+                version=request.delta_version,
+                options=input_options(request, client),
+            )
+            file_name = delta_file_name(name, version, platform, base.version)
         plans.append(
             PlannedInstaller(
                 environment=environment,
-                output=request.output_dir / installer_file_name(name, version, platform),
+                output=request.output_dir / file_name,
                 stub=None,
                 download_size=sum(r.size or 0 for r in environment.records),
                 cached=len(cached),
                 to_download=len(environment.records) - len(cached),
+                base=base,
             )
         )
     # every platform's stub is found before any installer is written, so a missing one
@@ -319,6 +338,10 @@ def build_one(
         virtual_packages=virtual_package_requirements(depends),
         options=options,
     )
+    files = [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)]
+    files += [(f"pypi/{w.path.name}", w.path) for w in wheels]
+    if plan.base is not None:
+        manifest, files = delta_payload(plan.base, manifest, files)
     reporter.message(f"Writing {plan.output}")
     stub = stub_facts(plan.stub, verify=False)
     layout = write_installer_to(
@@ -326,13 +349,11 @@ def build_one(
         plan.output,
         plan.stub,
         manifest,
-        [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)]
-        + [(f"pypi/{w.path.name}", w.path) for w in wheels]
-        + list(extras.values()),
+        files + list(extras.values()),
         glibc_min=stub.glibc if stub and platform.startswith("linux-") else None,
         # packages were verified as they entered the cache: their hashes are checked again
         # while they are written, in the same pass
-        digests={p.entry: p.sha256 for p in manifest.packages},
+        digests={p.entry: p.sha256 for p in manifest.carried_packages},
         stub_sha256=stub.sha256 if stub else None,
     )
     return BuildResult(

@@ -116,6 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a folder of stubs named lockship-stub-<platform>[.exe] (also $LOCKSHIP_STUB_DIR)",
     )
+    build.add_argument(
+        "--delta-from",
+        type=Path,
+        metavar="OLD",
+        help="build a delta installer, NAME-VERSION-PLATFORM-from-OLDVERSION.sh/.exe, that "
+        "carries only the packages and wheels not in OLD (the previous version's lock, a "
+        "folder holding it, or its installer) and updates only a prefix holding exactly OLD",
+    )
+    build.add_argument(
+        "--delta-version",
+        metavar="VERSION",
+        help="the version of --delta-from OLD when it is a lock without a workspace version",
+    )
     inputs = build.add_argument_group("other inputs")
     inputs.add_argument(
         "--category",
@@ -326,6 +339,8 @@ def build_command(args: argparse.Namespace) -> int:
     path = args.path
     if path is None and not args.specs:
         path = Path()
+    if args.delta_version and not args.delta_from:
+        raise UsageError("--delta-version only goes with --delta-from OLD")
     request = BuildRequest(
         lock_path=path,
         environment=args.environment,
@@ -353,6 +368,8 @@ def build_command(args: argparse.Namespace) -> int:
         network=NetworkOptions(auth_file=args.auth_file, mirrors=mirrors, config=args.config),
         dry_run=args.dry_run,
         sign_command=args.sign_command,
+        delta_from=args.delta_from,
+        delta_version=args.delta_version,
     )
     reporter = _reporter(sys.stderr)
     plan = plan_builds(request, reporter)
@@ -365,11 +382,18 @@ def build_command(args: argparse.Namespace) -> int:
     results = build_installers(request, reporter, plan)
     for result in results:
         size = result.installer.stat().st_size
+        manifest = result.manifest
+        delta = manifest.delta
+        carries = (
+            f"; update of {delta.name} {delta.version} carrying {len(delta.carried)} of "
+            f"{len(manifest.packages) + len(manifest.options.wheels)} packages and wheels"
+            if delta
+            else ""
+        )
         print(
-            f"Built {result.manifest.name} {result.manifest.version} for "
-            f"{result.manifest.platform}: {len(result.manifest.packages)} packages "
-            f"({result.downloaded} downloaded, {result.from_cache} from cache), "
-            f"{size / 1e6:.1f} MB",
+            f"Built {manifest.name} {manifest.version} for {manifest.platform}: "
+            f"{len(manifest.packages)} packages ({result.downloaded} downloaded, "
+            f"{result.from_cache} from cache), {size / 1e6:.1f} MB{carries}",
             file=sys.stderr,
         )
     for result in results:

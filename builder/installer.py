@@ -356,7 +356,7 @@ def onefile_archive_start(stub_path: Path) -> int:
 
 def _check_entries(manifest: Manifest, written: dict[str, str]) -> None:
     """The bytes that went into the payload must be the bytes the lock names."""
-    for package in manifest.packages:
+    for package in manifest.carried_packages:
         actual = written.get(package.entry)
         if actual != package.sha256:
             raise ChecksumMismatch(package.file_name, package.sha256, actual or "missing")

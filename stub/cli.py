@@ -268,7 +268,7 @@ def install_interactively(
     request = InstallRequest(
         prefix=prefix,
         force=args.force,
-        update=args.update,
+        update=args.update or manifest.delta is not None,  # a delta installer only updates
         run_post_install=not args.no_post_install,
         unattended=not interactive,
         installer_name=launch.prog,
@@ -283,7 +283,7 @@ def install_interactively(
     base = _temporary_base(prefix, windows=windows)
     if base is not None:
         return relaunch_next_to_prefix(base, launch.argv)
-    verb = "Updating" if args.update and prefix.exists() else "Installing"
+    verb = "Updating" if request.update and prefix.exists() else "Installing"
     reporter.message(f"{verb} {_what(manifest)} ({len(manifest.packages)} packages) into {prefix}")
     install(PayloadSource(payload, manifest), PrefixDestination(plan), reporter)
     activate = prefix / ("activate.bat" if windows else "activate.sh")

@@ -16,6 +16,12 @@ from rattler import Channel, LockFile, LockPlatform, RepoData
 
 def extract_channel(payload: Payload, manifest: Manifest, target: Path, reporter: Reporter) -> Path:
     """Write ``target/channel`` (archives + repodata), ``environment.yml`` and ``pixi.lock``."""
+    if manifest.delta is not None:
+        raise InstallError(
+            f"this installer carries only what changed since {manifest.delta.name} "
+            f"{manifest.delta.version}, not a whole environment; extract from the full "
+            f"installer of {manifest.name} {manifest.version}"
+        )
     channel_dir = target / "channel"
     if channel_dir.exists() and any(channel_dir.iterdir()):
         raise InstallError(f"{channel_dir} already exists and is not empty; choose another folder")

@@ -55,7 +55,7 @@ def _install_wheels(
     if not names and not previous:
         return []
     force = request.force
-    wanted = {PurePosixPath(name).name: source.digest(name) for name in names}
+    wanted = {PurePosixPath(name).name: _wheel_sha256(source, name) for name in names}
     kept = {
         file_name: wheel
         for file_name, wheel in previous.items()
@@ -76,3 +76,12 @@ def _install_wheels(
     reporter.finish()
     destination.record_wheels(installed)
     return written
+
+
+def _wheel_sha256(source: PackageSource, name: str) -> str | None:
+    """The sha256 of the wheel ``name``: its entry's, or for one a delta installer does not
+    carry, the base's (the wheel is unchanged in the prefix)."""
+    delta = source.manifest.delta
+    if delta is not None and not delta.carries(name):
+        return delta.wheel_sha256(PurePosixPath(name).name)
+    return source.digest(name)

@@ -92,6 +92,58 @@ class InstallerOptions:
 
 
 @dataclass(frozen=True)
+class BaseFile:
+    """A conda archive or wheel of the environment a delta installer updates."""
+
+    name: str
+    file_name: str
+    #: None when the old lock did not record it (then only the file name is compared)
+    sha256: str | None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaseFile:
+        sha256 = data.get("sha256")
+        return cls(
+            str(data["name"]), str(data["file_name"]), None if sha256 is None else str(sha256)
+        )
+
+
+@dataclass(frozen=True)
+class DeltaBase:
+    """What a delta installer (``lockship build --delta-from``) updates: the environment that
+    must be in the prefix, and which of the new version's entries the installer carries.
+
+    The manifest's ``packages`` and ``options.wheels`` stay the whole new version; the ones
+    not carried are unchanged since the base (same file, same sha256), so the update leaves
+    them where they are and never needs their archives.
+    """
+
+    name: str
+    version: str
+    packages: tuple[BaseFile, ...]
+    wheels: tuple[BaseFile, ...]
+    #: payload entries (packages and wheels) this installer carries
+    carried: tuple[str, ...]
+
+    def carries(self, entry: str) -> bool:
+        return entry in self.carried
+
+    def wheel_sha256(self, file_name: str) -> str | None:
+        """The base's sha256 of the wheel ``file_name`` (what a wheel not carried has)."""
+        return next((w.sha256 for w in self.wheels if w.file_name == file_name), None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeltaBase:
+        return cls(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            packages=tuple(BaseFile.from_dict(p) for p in data["packages"]),
+            wheels=tuple(BaseFile.from_dict(w) for w in data["wheels"]),
+            carried=tuple(str(e) for e in data["carried"]),
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -110,6 +162,8 @@ class Manifest:
     options: InstallerOptions = field(default_factory=InstallerOptions)
     #: every byte before the payload, hashed (empty in installers of older builders)
     regions: tuple[Region, ...] = ()
+    #: set in a delta installer: the environment it updates (absent in full installers)
+    delta: DeltaBase | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +185,7 @@ class Manifest:
                 virtual_packages=tuple(data.get("virtual_packages", ())),
                 options=InstallerOptions.from_dict(data.get("options", {})),
                 regions=tuple(Region.from_dict(r) for r in data.get("regions", ())),
+                delta=DeltaBase.from_dict(data["delta"]) if data.get("delta") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PayloadError(
@@ -140,3 +195,15 @@ class Manifest:
     @property
     def total_size(self) -> int:
         return sum(p.size for p in self.packages)
+
+    @property
+    def carried_packages(self) -> tuple[PackageInfo, ...]:
+        """The packages whose archives the payload holds: all, except in a delta installer."""
+        if self.delta is None:
+            return self.packages
+        delta = self.delta
+        return tuple(p for p in self.packages if delta.carries(p.entry))
+
+    @property
+    def carried_size(self) -> int:
+        return sum(p.size for p in self.carried_packages)

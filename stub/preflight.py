@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockship.stub.delta import check_delta_base
 from lockship.stub.errors import InstallError
 from lockship.stub.finish import read_marker
 from lockship.stub.manifest import Manifest
@@ -81,7 +82,9 @@ def preflight(
     """
     workers = worker_count(environ, platform)
     check_virtual_packages(manifest.virtual_packages, detected)
-    if request.update:
+    if manifest.delta is not None:
+        check_delta_request(manifest, request)
+    elif request.update:
         check_update_target(request.prefix, manifest, force=request.force)
     check_prefix(
         request.prefix,
@@ -118,7 +121,7 @@ def required_space(manifest: Manifest, *, copies: bool) -> int:
     Files without a prefix placeholder are hardlinked from the unpacked packages, so the
     installed files take little more than the unpacked ones.
     """
-    written = manifest.installed_size + (manifest.total_size if copies else 0)
+    written = manifest.installed_size + (manifest.carried_size if copies else 0)
     return int(written * SPACE_MARGIN) + SPACE_EXTRA
 
 
@@ -146,3 +149,17 @@ def check_update_target(prefix: Path, manifest: Manifest, *, force: bool) -> Non
             f"{prefix} holds {marker.get('name')} {marker.get('version')}, not {manifest.name}; "
             "pass -f as well to replace it anyway"
         )
+
+
+def check_delta_request(manifest: Manifest, request: InstallRequest) -> None:
+    """A delta installer only updates (it implies ``-u``), and only its base."""
+    delta = manifest.delta
+    if delta is None:
+        return
+    if request.force:
+        raise UpdateRefused(
+            f"this installer only updates {delta.name} {delta.version} to {manifest.version}, "
+            f"so it cannot take -f; reinstall with the full installer of {manifest.name} "
+            f"{manifest.version}"
+        )
+    check_delta_base(request.prefix, manifest)

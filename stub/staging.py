@@ -8,11 +8,14 @@ Two routes behind one :class:`Stager` seam, chosen once by :func:`choose_stager`
 * :class:`CopyStager` (elsewhere, or when no worker can start): the archives are copied into
   the staging folder, hashed while they are written, and rattler unpacks them.
 
-Both link the locked records (``stub.channel.locked_records``). rattler reads a local archive
-only from a ``file://`` URL and records that URL in ``conda-meta`` (py-rattler 0.28: given the
-locked URL it goes to the network even with the archive in its cache folder), so the copy
-route's records point at the copies and are marked ``relocated``: linking then puts the locked
-URL back into those records, and only into those.
+Both link the locked records (``stub.channel.locked_records``) of every package, and stage only
+the packages the payload carries: a delta installer's others are unchanged in the prefix, so
+rattler's transaction (which diffs records by sha256) never asks for their archives.
+
+rattler reads a local archive only from a ``file://`` URL and records that URL in
+``conda-meta`` (py-rattler 0.28: given the locked URL it goes to the network even with the
+archive in its cache folder), so the copy route's records point at the copies and are marked
+``relocated``: linking then puts the locked URL back into those records, and only into those.
 """
 
 from __future__ import annotations
@@ -77,21 +80,24 @@ class CopyStager:
     threads: int = COPY_THREADS
 
     def stage(self, folder: Path, reporter: Reporter) -> StagedPackages:
-        reporter.start("Unpacking", self.source.manifest.total_size, unit="B")
+        reporter.start("Unpacking", self.source.manifest.carried_size, unit="B")
         staged = self.copy(folder, reporter)
         reporter.finish()
         return staged
 
     def copy(self, folder: Path, reporter: Reporter) -> StagedPackages:
         """:meth:`stage` inside a progress stage that the caller began."""
-        packages = self.source.manifest.packages
-        records = locked_records(packages, folder / "records")
-        targets = [folder / "pkgs" / p.subdir / p.file_name for p in packages]
+        manifest = self.source.manifest
+        records = locked_records(manifest.packages, folder / "records")
+        carried = manifest.carried_packages
+        targets = [folder / "pkgs" / p.subdir / p.file_name for p in carried]
         for parent in {t.parent for t in targets}:
             parent.mkdir(parents=True, exist_ok=True)
-        copy_entries(self.source, packages, targets, reporter.advance, self.threads)
-        for record, target in zip(records, targets, strict=True):
-            record.url = target.as_uri()
+        copy_entries(self.source, carried, targets, reporter.advance, self.threads)
+        by_entry = {p.entry: target for p, target in zip(carried, targets, strict=True)}
+        for record, package in zip(records, manifest.packages, strict=True):
+            if package.entry in by_entry:
+                record.url = by_entry[package.entry].as_uri()
         return StagedPackages(folder, records, None, relocated=True)
 
 
@@ -101,9 +107,10 @@ class WorkerStager:
     workers: int
 
     def stage(self, folder: Path, reporter: Reporter) -> StagedPackages:
-        packages = self.source.manifest.packages
+        manifest = self.source.manifest
+        packages = manifest.carried_packages
         entries = [self.source.entry(p.entry) for p in packages]
-        records = locked_records(packages, folder / "records")
+        records = locked_records(manifest.packages, folder / "records")
         cache = folder / "cache"
         jobs = [
             UnpackJob(entry, folder / "pkgs" / p.subdir / p.file_name, cache / _stem(p))
@@ -111,7 +118,7 @@ class WorkerStager:
         ]
         for parent in {job.pipe.parent for job in jobs}:
             parent.mkdir(parents=True, exist_ok=True)
-        reporter.start("Unpacking", self.source.manifest.total_size, unit="B")
+        reporter.start("Unpacking", manifest.carried_size, unit="B")
         try:
             unpack_archives(self.source.payload, jobs, self.workers, reporter.advance)
         except WorkersUnavailable as e:

@@ -18,9 +18,10 @@ def text_summary(manifest: Manifest) -> str:
         f"built by:          lockship {manifest.lockship_version}",
         f"payload format:    {FORMAT_VERSION}",
         f"packages:          {len(manifest.packages)} "
-        f"({manifest.total_size / 1e6:.1f} MB download, "
+        f"({manifest.carried_size / 1e6:.1f} MB download, "
         f"{manifest.installed_size / 1e6:.1f} MB installed)",
         f"post-link scripts: {link_scripts_line(manifest)}",
+        *([f"update of:         {delta_line(manifest)}"] if manifest.delta else []),
         "",
     ]
     wheels = [wheel_name_version(entry) for entry in manifest.options.wheels]
@@ -42,6 +43,38 @@ def link_scripts_line(manifest: Manifest) -> str:
     return f"{', '.join(names)} (they run while installing)"
 
 
+def delta_line(manifest: Manifest) -> str:
+    """What a delta installer needs in the prefix and what it carries."""
+    delta = manifest.delta
+    if delta is None:
+        return "none"
+    packages = len(manifest.carried_packages)
+    wheels = sum(delta.carries(w) for w in manifest.options.wheels)
+    return (
+        f"{delta.name} {delta.version} ({len(delta.packages)} packages, {len(delta.wheels)} "
+        f"wheels), exactly; carries {packages} of {len(manifest.packages)} packages and "
+        f"{wheels} of {len(manifest.options.wheels)} wheels"
+    )
+
+
+def json_delta(manifest: Manifest) -> dict[str, Any] | None:
+    """The base a delta installer needs (``None`` for a full installer)."""
+    delta = manifest.delta
+    if delta is None:
+        return None
+    return {
+        "name": delta.name,
+        "version": delta.version,
+        "packages": [
+            {"name": p.name, "file_name": p.file_name, "sha256": p.sha256} for p in delta.packages
+        ],
+        "wheels": [
+            {"name": w.name, "file_name": w.file_name, "sha256": w.sha256} for w in delta.wheels
+        ],
+        "carried": list(delta.carried),
+    }
+
+
 def wheel_name_version(entry: str) -> tuple[str, str]:
     """``("hello", "2.0")`` for the payload entry ``pypi/hello-2.0-py3-none-any.whl``."""
     name, version = PurePosixPath(entry).name.split("-")[:2]
@@ -58,6 +91,8 @@ def json_summary(manifest: Manifest) -> dict[str, Any]:
         "lockship_version": manifest.lockship_version,
         "payload_format": FORMAT_VERSION,
         "download_size": manifest.total_size,
+        "carried_size": manifest.carried_size,
+        "delta_from": json_delta(manifest),
         "installed_size": manifest.installed_size,
         "virtual_packages": list(manifest.virtual_packages),
         "post_link_scripts": sorted(
