@@ -18,7 +18,7 @@ from lockship.stub.preflight import InstallPlan
 from lockship.stub.progress import Reporter
 from lockship.stub.pyc import compile_pyc
 from lockship.stub.source import PackageSource, write_entry
-from lockship.stub.staging import StagedPackages, choose_stager, discarding
+from lockship.stub.staging import StagedPackages, choose_stager, discarding, unchanged_entries
 
 if TYPE_CHECKING:  # the wheels module imports pypa/installer: only when there are wheels
     from lockship.stub.wheels import InstalledWheel
@@ -129,7 +129,11 @@ class PrefixDestination:
         return {"name": marker.get("name"), "version": marker.get("version")}
 
     def stage(self, source: PackageSource, reporter: Reporter) -> StagedPackages:
-        return choose_stager(source, self.plan.workers).stage(self.folder, reporter)
+        request = self.plan.request
+        unchanged: frozenset[str] = frozenset()
+        if request.update or request.force:
+            unchanged = unchanged_entries(self.plan.manifest, installed_records(self.prefix))
+        return choose_stager(source, self.plan.workers, unchanged).stage(self.folder, reporter)
 
     def link(self, staged: StagedPackages, reporter: Reporter) -> None:
         request, manifest = self.plan.request, self.plan.manifest

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Protocol
 
 from lockship.stub.channel import locked_records
-from lockship.stub.manifest import PackageInfo
+from lockship.stub.manifest import Manifest, PackageInfo
 from lockship.stub.progress import Reporter
 from lockship.stub.source import PackageSource, PayloadSource, write_entry
 from lockship.stub.unpack import UnpackJob, WorkersUnavailable, layer_cache, unpack_archives
-from rattler import RepoDataRecord
+from rattler import PrefixRecord, RepoDataRecord
 from rattler.package_cache import PackageCache
 
 #: archives are copied (and hashed) by a few threads: sha256 releases the GIL, so two cores
@@ -67,20 +67,58 @@ class Stager(Protocol):
         ``folder``; raise on the first archive that does not match its sha256."""
 
 
-def choose_stager(source: PackageSource, workers: int) -> Stager:
-    """Worker processes when there are any and the entries lie in an installer file."""
+def choose_stager(
+    source: PackageSource, workers: int, unchanged: frozenset[str] = frozenset()
+) -> Stager:
+    """Worker processes when there are any and the entries lie in an installer file.
+
+    ``unchanged`` names the entries an update need not stage (:func:`unchanged_entries`).
+    """
     if workers and isinstance(source, PayloadSource):
-        return WorkerStager(source, workers)
-    return CopyStager(source)
+        return WorkerStager(source, workers, unchanged)
+    return CopyStager(source, unchanged=unchanged)
+
+
+def unchanged_entries(manifest: Manifest, installed: Sequence[PrefixRecord]) -> frozenset[str]:
+    """The packages an update finds in the prefix as they are locked: rattler's transaction
+    keeps them, so their archives need not be unpacked (an update touches only what changed).
+
+    Compared like rattler compares (py-rattler 0.28): name, sha256 and md5; and when python's
+    minor version changes, rattler relinks every ``noarch: python`` package, so those count as
+    changed then.
+    """
+    have = {(r.name.normalized, _hex(r.sha256), _hex(r.md5)) for r in installed}
+    old = next((str(r.version) for r in installed if r.name.normalized == "python"), None)
+    new = next((p.version for p in manifest.packages if p.name == "python"), None)
+    same_python = _minor(old) == _minor(new)
+    found = set()
+    for package in manifest.packages:
+        key = (package.name, package.sha256, package.record.get("md5"))
+        if key not in have:
+            continue
+        if not same_python and package.record.get("noarch") == "python":
+            continue
+        found.add(package.entry)
+    return frozenset(found)
+
+
+def _hex(digest: bytes | None) -> str | None:
+    return digest.hex() if digest else None
+
+
+def _minor(version: str | None) -> str | None:
+    return ".".join(version.split(".")[:2]) if version else None
 
 
 @dataclass(frozen=True)
 class CopyStager:
     source: PackageSource
     threads: int = COPY_THREADS
+    unchanged: frozenset[str] = frozenset()
 
     def stage(self, folder: Path, reporter: Reporter) -> StagedPackages:
-        reporter.start("Unpacking", self.source.manifest.carried_size, unit="B")
+        size = sum(p.size for p in _to_stage(self.source.manifest, self.unchanged))
+        reporter.start("Unpacking", size, unit="B")
         staged = self.copy(folder, reporter)
         reporter.finish()
         return staged
@@ -89,7 +127,7 @@ class CopyStager:
         """:meth:`stage` inside a progress stage that the caller began."""
         manifest = self.source.manifest
         records = locked_records(manifest.packages, folder / "records")
-        carried = manifest.carried_packages
+        carried = _to_stage(manifest, self.unchanged)
         targets = [folder / "pkgs" / p.subdir / p.file_name for p in carried]
         for parent in {t.parent for t in targets}:
             parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +143,11 @@ class CopyStager:
 class WorkerStager:
     source: PayloadSource
     workers: int
+    unchanged: frozenset[str] = frozenset()
 
     def stage(self, folder: Path, reporter: Reporter) -> StagedPackages:
         manifest = self.source.manifest
-        packages = manifest.carried_packages
+        packages = _to_stage(manifest, self.unchanged)
         entries = [self.source.entry(p.entry) for p in packages]
         records = locked_records(manifest.packages, folder / "records")
         cache = folder / "cache"
@@ -118,16 +157,21 @@ class WorkerStager:
         ]
         for parent in {job.pipe.parent for job in jobs}:
             parent.mkdir(parents=True, exist_ok=True)
-        reporter.start("Unpacking", manifest.carried_size, unit="B")
+        reporter.start("Unpacking", sum(p.size for p in packages), unit="B")
         try:
             unpack_archives(self.source.payload, jobs, self.workers, reporter.advance)
         except WorkersUnavailable as e:
             reporter.message(f"Unpacking without worker processes ({e})")
-            staged = CopyStager(self.source).copy(folder, reporter)
+            staged = CopyStager(self.source, unchanged=self.unchanged).copy(folder, reporter)
         else:
             staged = StagedPackages(folder, records, layer_cache(cache), relocated=False)
         reporter.finish()
         return staged
+
+
+def _to_stage(manifest: Manifest, unchanged: frozenset[str]) -> list[PackageInfo]:
+    """What the payload carries and the prefix does not already hold as locked."""
+    return [p for p in manifest.carried_packages if p.entry not in unchanged]
 
 
 def _stem(package: PackageInfo) -> str:

@@ -992,9 +992,11 @@ class RecordingReporter:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
+        self.totals: dict[str, int] = {}
 
     def start(self, description: str, total: int, unit: str = "it") -> None:
         self.events.append(("start", description))
+        self.totals[description] = total
 
     def advance(self, amount: int = 1) -> None:
         pass

@@ -358,3 +358,26 @@ def test_an_update_replaces_changed_wheels_removes_dropped_ones_keeps_the_rest(
     install(v2, destination(v2.manifest, prefix, force=True), RecordingReporter())
     assert (site / "same.py").stat().st_ino != same_inode
     assert (site / "hello" / "__init__.py").read_text() == "V = 2\n"
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_update_unpacks_only_what_changed(tmp_path: Path, workers: str) -> None:
+    if workers != "0" and not sys.platform.startswith("linux"):
+        pytest.skip("worker processes unpack on Linux only")
+    channel = tmp_path / "channel"
+    alpha, beta = packages(tmp_path)
+    beta_2 = locked_package(
+        write_conda_package(channel, "beta", "3.0", files={"share/beta.txt": "beta 3\n"})
+    )
+    v1, v2 = source_for([alpha, beta]), source_for([alpha, beta_2])
+    prefix = tmp_path / "env"
+    install(v1, destination(v1.manifest, prefix, workers=workers), RecordingReporter())
+    alpha_inode = (prefix / "share" / "alpha.txt").stat().st_ino
+
+    reporter = RecordingReporter()
+    install(v2, destination(v2.manifest, prefix, workers=workers, update=True), reporter)
+
+    assert reporter.totals["Unpacking"] == beta_2[0].size  # alpha is left as it is
+    assert (prefix / "share" / "beta.txt").read_text() == "beta 3\n"
+    assert (prefix / "share" / "alpha.txt").stat().st_ino == alpha_inode
+    assert sorted(conda_meta(prefix)) == ["alpha-1.0-0.json", "beta-3.0-0.json"]
