@@ -383,6 +383,26 @@ def test_a_signed_installer_verifies_checks_and_installs(
     assert f"{entry.name} is corrupt inside the installer" in refused.error_lines[0]
 
 
+def test_the_windows_freeze_is_reproducible(wine: Wine, tmp_path: Path) -> None:
+    """Freezing the same sources again under Wine gives the prepared stub's bytes (PyInstaller
+    stamps the .exe with SOURCE_DATE_EPOCH and lists modules in hash-seed order)."""
+    source = CACHE.root / f"src-{uuid.uuid4().hex[:8]}"
+    again = wine.base / "again" / "lockship-stub-win-64.exe"
+    again.parent.mkdir()
+    try:
+        winereach.copy_sources(source)
+        winereach.wine_python(
+            CACHE,
+            winereach.windows_path(source / "scripts" / "freeze_stub.py"),
+            "-o",
+            winereach.windows_path(again),
+            log=tmp_path / "freeze.log",
+        )
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+    assert again.read_bytes() == CACHE.stub().read_bytes()
+
+
 def test_nothing_left_in_temporary_folders(
     wine: Wine, installer: Path, leftovers_before: set[Path]
 ) -> None:
