@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lockship.stub.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
@@ -252,6 +253,7 @@ def test_a_non_pure_built_wheel_is_refused_for_another_platform(
     channel = tmp_path / "channel"
     shutil.copytree(demo_channel, channel)
     write_conda_package(channel, "mac-only", "1.0", subdir=OTHER, files={"share/m.txt": "m"})
+    write_conda_package(channel, "python", "3.11.0", subdir=OTHER, files={"bin/python": "p"})
     index_channel(channel)
     ws = tmp_path / "ws"
     tag = f"{PY}-{PY}-linux_{MACHINE}"
@@ -259,7 +261,7 @@ def test_a_non_pure_built_wheel_is_refused_for_another_platform(
     with ChannelServer(channel) as server:
         records = {
             PLATFORM: channel_records(channel, server.url, PLATFORM),
-            OTHER: channel_records(channel, server.url, OTHER, ["mac-only"]),
+            OTHER: channel_records(channel, server.url, OTHER, ["mac-only", "python"]),
         }
         lock = write_pixi_lock(ws / "pixi.lock", records, channel_url=server.url)
         add_pypi_packages(lock, PLATFORM, [("native-pkg", "0.1", "./native", None)])
@@ -268,10 +270,29 @@ def test_a_non_pure_built_wheel_is_refused_for_another_platform(
         )
         lock.write_text(text)
         run = build(lock, tmp_path, stand_in_stub, "-p", OTHER)
-    line = one_error(run)
-    assert f"PyPI sources that build into {PLATFORM} wheels cannot ship to {OTHER}" in line
-    assert f"native-pkg (native_pkg-0.1-{tag}.whl)" in line
-    assert f"build each wheel on {OTHER} and pass it with --inject" in line
+        line = one_error(run)
+        assert f"PyPI sources that build into {PLATFORM} wheels cannot ship to {OTHER}" in line
+        assert f"native-pkg (native_pkg-0.1-{tag}.whl)" in line
+        assert f"build each wheel on {OTHER} and pass it with --inject" in line
+        # the wheel built on that platform, passed as the message says
+        mac = build_wheel_of(tmp_path, "native-pkg", "0.1", "cp311-cp311-macosx_11_0_arm64")
+        stubs = ["--stub", f"{OTHER}={stand_in_stub}", "--stub", f"{PLATFORM}={stand_in_stub}"]
+        both = ["-p", OTHER, "-p", PLATFORM, "--inject", mac, *stubs]
+        common = ["--cache-dir", tmp_path / "cache", "-o", tmp_path / "injected"]
+        injected = run_lockship("build", lock, *both, *common)
+        assert injected.returncode == 0, injected.stderr
+        # a wheel that fits neither platform is never shipped
+        unfitting = build_wheel_of(tmp_path, "native-pkg", "0.1", "cp39-cp39-win_amd64")
+        ignored = build(lock, tmp_path, stand_in_stub, "-p", OTHER, "--inject", unfitting)
+    assert "cannot ship to osx-arm64" in one_error(ignored)
+    shipped = {
+        Path(p).name: [e.name for e in read_payload(Path(p)).entries if e.name.startswith("pypi/")]
+        for p in injected.stdout.split()
+    }
+    assert shipped == {
+        f"default-0.0.0-{OTHER}.sh": [f"pypi/{mac.name}"],
+        f"default-0.0.0-{PLATFORM}.sh": [f"pypi/native_pkg-0.1-{tag}.whl"],
+    }
 
 
 def test_a_locked_wheel_for_another_python_is_refused(
@@ -292,8 +313,8 @@ def test_a_locked_wheel_for_another_python_is_refused(
 def build_wheel_of(tmp_path: Path, name: str, version: str, tag: str) -> Path:
     """A wheel built by the test backend, outside lockship."""
     modules = {f"{name.replace('-', '_')}.py": ""}
-    project = write_project(tmp_path / f"{name}-src", name, version, modules, tag)
-    out = tmp_path / f"{name}-wheel"
+    project = write_project(tmp_path / f"{name}-{tag}-src", name, version, modules, tag)
+    out = tmp_path / f"{name}-{tag}-wheel"
     out.mkdir()
     code = "import sys; sys.path.insert(0, '_backend'); import backend; "
     code += f"print(backend.build_wheel({str(out)!r}))"
