@@ -392,3 +392,20 @@ def test_conda_lock_pip_packages_are_shipped(
         cwd=tmp_path,
     )
     assert imported.stdout.strip() == "2", imported.stderr
+
+
+def test_conda_lock_pip_problems_name_each_package_once(tmp_path: Path) -> None:
+    from lockship.builder.condalock import read_conda_lock
+    from lockship.builder.errors import LockfileError
+
+    pip = [
+        {"name": "certifi", "version": "1", "manager": "pip", "platform": p, "category": "main"}
+        for p in ("linux-64", "osx-arm64", "win-64")
+    ]
+    lock = tmp_path / "conda-lock.yml"
+    document = {"version": 1, "metadata": {"platforms": ["linux-64"]}, "package": pip}
+    lock.write_text(yaml.safe_dump(document))
+    with pytest.raises(LockfileError) as caught:
+        read_conda_lock(lock, ["main"])
+    assert str(caught.value).count("certifi") == 1
+    assert "lists pip packages without a url or platform: certifi;" in str(caught.value)
