@@ -71,7 +71,7 @@ class Member:
 
 
 #: members whose content is kept while reading
-_KEEP = frozenset({"info/paths.json", "info/index.json"})
+_KEEP = frozenset({"info/paths.json", "info/files"})
 
 
 def shown(text: str, limit: int = 100) -> str:
@@ -231,9 +231,16 @@ def check_listing(archive: str, info: dict[str, Member], pkg: dict[str, Member])
         raise DamagedArchive(archive, "it holds no info/index.json")
     paths = info.get("info/paths.json")
     if paths is None:
-        if "info/files" not in info:
+        files = info.get("info/files")
+        if files is None:
             raise DamagedArchive(archive, "it holds neither info/paths.json nor info/files")
-        return  # listed by name only; the files' contents were read above
+        listed = files.data.decode("utf-8", "surrogateescape").splitlines()
+        missing = next((n for n in listed if n.strip() and n.rstrip("/") not in pkg), None)
+        if missing is not None:
+            raise DamagedArchive(
+                archive, f"info/files lists {shown(missing)}, which the archive does not hold"
+            )
+        return
     try:
         entries = json.loads(paths.data)["paths"]
     except (ValueError, KeyError, TypeError) as e:
@@ -249,6 +256,8 @@ def _check_entries(archive: str, entries: object, pkg: dict[str, Member]) -> Non
             raise DamagedArchive(archive, "its info/paths.json holds an entry without _path")
         path = entry["_path"]
         member = pkg.get(path.rstrip("/"))
+        if entry.get("path_type") == "directory":
+            continue  # an empty folder: the installer makes it from the listing alone
         if member is None:
             raise DamagedArchive(
                 archive, f"info/paths.json lists {shown(path)}, which the archive does not hold"

@@ -4,10 +4,12 @@ and a valid one whose zip entries carry zip64 extra fields."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import struct
 import subprocess
+import tarfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -224,3 +226,22 @@ def test_a_damaged_archive_fails_the_build_in_one_line(tmp_path: Path, demo_chan
         "ERROR: zlib-1.2.11-0.conda is damaged: the hard link lib/libz.so.1 has no target;"
     )
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_an_old_package_listing_a_missing_file_in_info_files_is_refused(tmp_path: Path) -> None:
+    archive = write_conda_package(
+        tmp_path, "old", "1.0", files={"a": "a"}, fmt=".tar.bz2",
+        extra_info={"files": "a\nb/missing\n"},
+    )  # fmt: skip
+    # an old package: no paths.json, only info/files
+    with tarfile.open(archive) as source:
+        kept = [
+            (m, source.extractfile(m) if m.isfile() else None)
+            for m in source.getmembers()
+            if m.name != "info/paths.json"
+        ]
+        blobs = [(m, f.read() if f is not None else None) for m, f in kept]
+    with tarfile.open(archive, "w:bz2") as out:
+        for member, data in blobs:
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    assert "info/files lists b/missing, which the archive does not hold" in refusal(archive)
