@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from lockship.builder.archives import validate_archive
 from lockship.builder.checksums import update_checksums
 from lockship.builder.delta import OldEnvironment, delta_file_name, delta_payload, read_old
 from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
@@ -23,13 +24,9 @@ from lockship.builder.fetch import (
 from lockship.builder.inputs import InputOptions, inject_packages, open_input
 from lockship.builder.installer import installer_file_name, write_installer_to
 from lockship.builder.network import NetworkOptions, make_client
-from lockship.builder.packages import (
-    check_archive_safety,
-    inspect_archives,
-    virtual_package_requirements,
-)
+from lockship.builder.packages import inspect_archives, virtual_package_requirements
 from lockship.builder.paths import host_platform
-from lockship.builder.pypi import fetch_wheels
+from lockship.builder.pypi import ship_wheels
 from lockship.builder.signing import sign_installer
 from lockship.builder.sources import PlatformEnvironment, Source
 from lockship.builder.specs import SpecRequest, solve_specs
@@ -294,17 +291,18 @@ def build_one(
         retries=request.retries,
         on_done=lambda f: reporter.advance(f.record.size or 0),
     )
-    wheels = fetch_wheels(
-        environment.wheels,
+    wheels = ship_wheels(
+        environment,
         request.cache_dir,
         base=source.path.parent if source.path else Path.cwd(),
         client=client,
         retries=request.retries,
+        on_build=reporter.message,
     )
     reporter.finish()
     fetched = [_with_sha256(f) for f in fetched]
     for f in fetched:
-        check_archive_safety(f.path)
+        validate_archive(f.path)
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
     extras = extra_entries(request, platform)
@@ -321,6 +319,7 @@ def build_one(
         pyc=request.pyc,
         link_script_packages=tuple(with_scripts),
         wheels=tuple(f"pypi/{w.path.name}" for w in wheels),
+        built_wheels=tuple(f"pypi/{w.path.name}" for w in wheels if w.from_source),
         license=entries.get("license"),
         post_install=entries.get("post_install"),
         solved_lock=entries.get("solved_lock"),

@@ -161,12 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         type=Path,
         metavar="ARCHIVE",
-        help="add a local .conda/.tar.bz2 package (repeatable); its dependencies must be locked",
+        help="add a local .conda/.tar.bz2 package (repeatable; its dependencies must be "
+        "locked), or a .whl that replaces the locked PyPI package of its name",
     )
     inputs.add_argument(
         "--ignore-pypi-non-wheel",
         action="store_true",
-        help="leave out locked PyPI sdists and source packages (with a warning) instead of failing",
+        help="leave out locked PyPI sdists and source packages (with a warning) instead of "
+        "building them into wheels",
     )
     network = build.add_argument_group("network")
     network.add_argument(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lockship.builder.condalock import read_conda_lock
@@ -23,6 +23,7 @@ from lockship.builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES
 from lockship.builder.pixi import read_pixi
 from lockship.builder.sources import PlatformEnvironment, Source
 from lockship.builder.specs import SpecRequest, read_environment_yml
+from lockship.builder.wheeltags import inject_wheels
 from rattler import Client, MatchSpec, RepoDataRecord
 
 
@@ -47,7 +48,7 @@ def _pixi(path: Path, options: InputOptions) -> Source:
 
 
 def _conda_lock(path: Path, options: InputOptions) -> Source:
-    return read_conda_lock(path, options.categories)
+    return read_conda_lock(path, options.categories, ignore_non_wheels=options.ignore_non_wheels)
 
 
 def _explicit(path: Path, options: InputOptions) -> Source:
@@ -97,14 +98,18 @@ def open_input(path: Path, options: InputOptions) -> Source | SpecRequest:
 
 
 def inject_packages(paths: Sequence[Path], environment: PlatformEnvironment) -> PlatformEnvironment:
-    """Add local archives to a platform's records after checking they fit."""
+    """Add local archives to a platform's records after checking they fit; wheels
+    (``.whl``) replace the locked PyPI package of their name (:func:`inject_wheels`)."""
     if not paths:
         return environment
+    environment = inject_wheels([p for p in paths if p.name.endswith(".whl")], environment)
     records = list(environment.records)
     injected = []
     for path in paths:
+        if path.name.endswith(".whl"):
+            continue
         if not path.is_file() or not path.name.endswith((".conda", ".tar.bz2")):
-            raise BuildError(f"--inject {path}: not a .conda or .tar.bz2 file")
+            raise BuildError(f"--inject {path}: not a .conda, .tar.bz2 or .whl file")
         try:
             record = asyncio.run(RepoDataRecord.from_package_archive(path))
         except Exception as e:
@@ -129,10 +134,4 @@ def inject_packages(paths: Sequence[Path], environment: PlatformEnvironment) -> 
                     f"--inject {record.file_name} depends on {depends!r}, which no locked "
                     f"package for {environment.platform} satisfies; add it to the lock"
                 )
-    return PlatformEnvironment(
-        environment.environment,
-        environment.platform,
-        tuple(everything),
-        environment.wheels,
-        environment.skipped,
-    )
+    return replace(environment, records=tuple(everything))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lockship.builder.errors import LockfileError
 from rattler import (
@@ -32,6 +33,40 @@ class LockedWheel:
         return self.location.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
+#: how a PyPI source that is not a wheel is locked
+SourceKind = Literal["sdist", "path", "git"]
+
+
+@dataclass(frozen=True)
+class LockedSource:
+    """A PyPI package locked as something to build: an sdist, a local project or a git URL."""
+
+    name: str
+    version: str
+    location: str  # a URL, ``git+...`` URL, or a path relative to the lockfile's folder
+    sha256: str | None
+    kind: SourceKind
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version} ({self.location})"
+
+
+SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz", ".tar")
+
+
+def locked_pypi_package(
+    name: str, version: str, location: str, sha256: str | None
+) -> LockedWheel | LockedSource:
+    """A locked PyPI package, told apart by its location: a wheel, an sdist, git, or a path."""
+    bare = location.split("#", 1)[0].split("?", 1)[0]
+    if bare.endswith(".whl"):
+        return LockedWheel(name, version, location, sha256)
+    if location.startswith("git+"):
+        return LockedSource(name, version, location, sha256, "git")
+    kind: SourceKind = "sdist" if bare.lower().endswith(SDIST_SUFFIXES) else "path"
+    return LockedSource(name, version, location, sha256, kind)
+
+
 @dataclass(frozen=True)
 class LockedEnvironment:
     path: Path
@@ -40,6 +75,8 @@ class LockedEnvironment:
     records: tuple[RepoDataRecord, ...]
     wheels: tuple[LockedWheel, ...] = ()
     skipped: tuple[str, ...] = ()
+    #: PyPI packages built into wheels at build time
+    sources: tuple[LockedSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,38 +135,35 @@ def read_locked_environment(
             "(choose one with -p, or add the platform to the workspace and run `pixi lock`)"
         )
     lock_platform: LockPlatform = platforms[platform]
-    unsupported, non_wheels, wheels = [], [], []
+    unsupported: list[str] = []
+    wheels: list[LockedWheel] = []
+    sources: list[LockedSource] = []
     for package in env.packages(lock_platform) or []:
         if isinstance(package, PypiLockedPackage):
-            location = str(package.location)
-            if location.split("#", 1)[0].endswith(".whl"):
-                sha = _pypi_sha256(package)
-                wheels.append(
-                    LockedWheel(
-                        str(package.name),
-                        str(package.version),
-                        location,
-                        sha.hex() if isinstance(sha, bytes) else (str(sha) if sha else None),
-                    )
-                )
+            sha = _pypi_sha256(package)
+            locked = locked_pypi_package(
+                str(package.name),
+                str(package.version),
+                str(package.location),
+                sha.hex() if isinstance(sha, bytes) else (str(sha) if sha else None),
+            )
+            if isinstance(locked, LockedWheel):
+                wheels.append(locked)
             else:
-                non_wheels.append(f"{package.name} {package.version} ({location})")
+                sources.append(locked)
         elif not isinstance(package, CondaLockedBinaryPackage):
             unsupported.append(f"{package.name} (conda source package)")
     if unsupported:
         raise LockfileError(
             f"environment {environment!r} on {platform} holds packages lockship cannot ship: "
-            f"{', '.join(sorted(unsupported))}; build them into binary packages first"
+            f"{', '.join(sorted(set(unsupported)))}; build them into binary packages first"
         )
-    if non_wheels and not ignore_non_wheels:
-        raise LockfileError(
-            f"environment {environment!r} on {platform} holds PyPI packages that are not "
-            f"wheels: {', '.join(sorted(non_wheels))}; lockship ships wheels only "
-            "(pass --ignore-pypi-non-wheel to leave them out)"
-        )
+    skipped: tuple[str, ...] = ()
+    if ignore_non_wheels:  # the old behaviour: leave them out, with a warning
+        skipped, sources = tuple(sorted({str(s) for s in sources})), []
     records = env.conda_repodata_records_for_platform(lock_platform) or []
     return LockedEnvironment(
-        path, environment, platform, tuple(records), tuple(wheels), tuple(sorted(non_wheels))
+        path, environment, platform, tuple(records), tuple(wheels), skipped, tuple(sources)
     )
 
 

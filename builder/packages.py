@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from lockship.builder.errors import BuildError
 from lockship.stub.boundary import write_text_atomically
 from rattler import FileMode, PathsJson
-from rattler.package_streaming import PackageArchive
 
 BLOCK = 4096
 
@@ -88,45 +86,6 @@ def inspect_archives(paths: Iterable[Path]) -> ArchiveFacts:
         if placeholder is not None:
             shortest = placeholder if shortest is None else min(shortest, placeholder)
     return ArchiveFacts(installed, shortest, tuple(sorted(set(scripts))), deepest)
-
-
-class UnsafeArchive(BuildError):
-    def __init__(self, archive: str, reason: str) -> None:
-        self.archive, self.reason = archive, reason
-        super().__init__(
-            f"{archive} is unsafe to install: {reason}; the package is damaged or malicious, "
-            "do not ship it"
-        )
-
-
-async def _check_members(path: Path) -> None:
-    archive = await PackageArchive.from_path(path)
-    links: set[str] = set()
-    for section in ("info", "pkg"):
-        try:
-            async for entry in archive.stream(section):
-                name = str(entry.name).rstrip("/")
-                parents = PurePosixPath(name).parents
-                through = next((str(p) for p in parents if str(p) in links), None)
-                if through is not None:
-                    raise UnsafeArchive(
-                        path.name, f"{name} is written through the symlink {through}"
-                    )
-                if entry.is_symlink:
-                    links.add(name)
-        except UnsafeArchive:
-            raise
-        except Exception as e:  # rattler refuses absolute and ../ member names itself
-            raise UnsafeArchive(path.name, str(e).strip().splitlines()[0]) from e
-
-
-def check_archive_safety(path: Path) -> None:
-    """Refuse archives whose members would land outside the prefix (checked once per file)."""
-    marker = path.with_name(f".{path.name}.safe")
-    if marker.exists():
-        return
-    asyncio.run(_check_members(path))
-    marker.touch()
 
 
 def virtual_package_requirements(depends: Iterable[str]) -> tuple[str, ...]:

@@ -42,7 +42,12 @@ class PixiSource:
             lock=self.lock,
         )
         return PlatformEnvironment(
-            self.environment, platform, locked.records, locked.wheels, locked.skipped
+            self.environment,
+            platform,
+            locked.records,
+            locked.wheels,
+            locked.skipped,
+            locked.sources,
         )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from lockship.builder.errors import LockfileError
-from lockship.builder.lockfile import LockedWheel
+from lockship.builder.lockfile import LockedSource, LockedWheel
 from rattler import RepoDataRecord
 
 
@@ -22,6 +22,8 @@ class PlatformEnvironment:
     wheels: tuple[LockedWheel, ...] = ()
     #: locked PyPI packages left out because they are not wheels (``--ignore-pypi-non-wheel``)
     skipped: tuple[str, ...] = ()
+    #: locked PyPI packages that are not wheels: built into wheels at build time
+    sources: tuple[LockedSource, ...] = ()
 
 
 class Source(Protocol):

@@ -62,6 +62,8 @@ class InstallerOptions:
     link_script_packages: tuple[str, ...] = ()
     #: payload entries of the PyPI wheels, installed in this order
     wheels: tuple[str, ...] = ()
+    #: those of ``wheels`` the builder built from a locked sdist, local project or git URL
+    built_wheels: tuple[str, ...] = ()
     #: payload entry of a license the user must accept
     license: str | None = None
     #: payload entry of the post-install script

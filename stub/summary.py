@@ -24,12 +24,17 @@ def text_summary(manifest: Manifest) -> str:
         *([f"update of:         {delta_line(manifest)}"] if manifest.delta else []),
         "",
     ]
-    wheels = [wheel_name_version(entry) for entry in manifest.options.wheels]
-    width = max((len(name) for name in [*(p.name for p in manifest.packages), *wheels]), default=4)
+    built = set(manifest.options.built_wheels)
+    wheels = [(*wheel_name_version(entry), entry in built) for entry in manifest.options.wheels]
+    width = max(
+        (len(name) for name in [*(p.name for p in manifest.packages), *(w[0] for w in wheels)]),
+        default=4,
+    )
     for p in sorted(manifest.packages, key=lambda p: p.name):
         lines.append(f"  {p.name:<{width}}  {p.version:<12} {p.build:<20} {p.size:>12,d} B")
-    for name, version in sorted(wheels):
-        lines.append(f"  {name:<{width}}  {version:<12} (PyPI)")
+    for name, version, from_source in sorted(wheels):
+        origin = "(PyPI, built from source)" if from_source else "(PyPI)"
+        lines.append(f"  {name:<{width}}  {version:<12} {origin}")
     return "\n".join(lines)
 
 
@@ -100,6 +105,7 @@ def json_summary(manifest: Manifest) -> dict[str, Any]:
         ),
         "link_scripts_enabled": manifest.options.link_scripts,
         "pypi_wheels": list(manifest.options.wheels),
+        "pypi_built_from_source": list(manifest.options.built_wheels),
         "license": manifest.options.license is not None,
         "post_install": manifest.options.post_install is not None,
         "packages": [

@@ -166,7 +166,9 @@ def test_unlocked_platform_lists_the_locked_ones(
     assert f"is not locked for osx-arm64; it is locked for: {PLATFORM}" in one_error(stderr)
 
 
-def test_pypi_sdists_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub: Path) -> None:
+def test_pypi_sdists_are_fetched_to_be_built(
+    tmp_path: Path, demo_lock: Path, stand_in_stub: Path
+) -> None:
     text = (demo_lock / "pixi.lock").read_text()
     lock = tmp_path / "pixi.lock"
     # Add a PyPI package to the environment the way pixi writes it.
@@ -184,8 +186,12 @@ def test_pypi_sdists_are_named(tmp_path: Path, demo_lock: Path, stand_in_stub: P
     code, _, stderr = build(lock, stub=stand_in_stub, cache=tmp_path, out=tmp_path / "o")
     assert code == 1, stderr
     line = one_error(stderr)
-    assert "PyPI packages that are not wheels: six 1.16.0" in line
-    assert "--ignore-pypi-non-wheel" in line
+    assert "downloading https://example.invalid/six-1.16.0.tar.gz failed" in line
+    code, _, stderr = build(
+        lock, "--ignore-pypi-non-wheel", stub=stand_in_stub, cache=tmp_path, out=tmp_path / "o"
+    )
+    assert code == 0, stderr
+    assert "leaving out PyPI packages that are not wheels" in stderr
 
 
 def test_download_failure_names_the_url(
