@@ -13,6 +13,7 @@ from lockship.builder.archives import validate_archive
 from lockship.builder.checksums import update_checksums
 from lockship.builder.delta import OldEnvironment, delta_file_name, delta_payload, read_old
 from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
+from lockship.builder.extras import check_link_script_policy, extra_entries
 from lockship.builder.fetch import (
     DEFAULT_CONCURRENCY,
     DEFAULT_RETRIES,
@@ -305,7 +306,7 @@ def build_one(
         validate_archive(f.path)
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
-    extras = extra_entries(request, platform)
+    extras = extra_entries(request.license, request.post_install, platform)
     entries = {key: entry for key, (entry, _) in extras.items()}
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
@@ -313,7 +314,8 @@ def build_one(
     with_scripts = sorted(
         f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
     )
-    check_link_script_policy(request, with_scripts, platform)
+    if request.link_scripts:
+        check_link_script_policy(request.allowed_link_scripts, with_scripts, platform)
     options = InstallerOptions(
         link_scripts=request.link_scripts,
         pyc=request.pyc,
@@ -362,43 +364,6 @@ def build_one(
         from_cache=sum(f.from_cache for f in fetched),
         sha256=layout.sha256,
     )
-
-
-def check_link_script_policy(request: BuildRequest, with_scripts: list[str], platform: str) -> None:
-    """With an allow-list, a package outside it that carries a post-link script fails the
-    build (all such packages named in one line)."""
-    if request.allowed_link_scripts is None or not request.link_scripts:
-        return
-    refused = [n for n in with_scripts if n not in request.allowed_link_scripts]
-    if not refused:
-        return
-    folder, suffix = ("Scripts", "bat") if platform.startswith("win-") else ("bin", "sh")
-    scripts = ", ".join(f"{n} ({folder}/.{n}-post-link.{suffix})" for n in refused)
-    raise BuildError(
-        f"post-link scripts not allowed by --link-scripts allow=: {scripts}; add the packages "
-        "to the list, or build with --no-link-scripts"
-    )
-
-
-def extra_entries(request: BuildRequest, platform: str) -> dict[str, tuple[str, Path]]:
-    """Manifest option -> (payload entry, file) for the license and the post-install script."""
-    extras: dict[str, tuple[str, Path]] = {}
-    if request.license is not None:
-        if not request.license.is_file():
-            raise BuildError(f"the license file {request.license} does not exist")
-        extras["license"] = ("lockship/LICENSE.txt", request.license)
-    if request.post_install is not None:
-        script = request.post_install
-        allowed = (".bat", ".ps1") if platform.startswith("win-") else (".sh",)
-        if script.suffix not in allowed:
-            raise BuildError(
-                f"the post-install script for {platform} must end in "
-                f"{' or '.join(allowed)}, not {script.name}"
-            )
-        if not script.is_file():
-            raise BuildError(f"the post-install script {script} does not exist")
-        extras["post_install"] = (f"lockship/post-install{script.suffix}", script)
-    return extras
 
 
 def _with_sha256(fetched: FetchedPackage) -> FetchedPackage:
