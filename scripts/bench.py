@@ -678,7 +678,7 @@ def phase_breakdown(run: Run) -> dict[str, float]:
 
 
 BARE_INSTALL = r"""
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
 import rattler
@@ -695,6 +695,10 @@ asyncio.run(rattler.install(records, prefix, cache_dir=cache, platform=Subdir(pl
                             show_progress=False))
 t2 = time.perf_counter()
 print(json.dumps({"startup_s": t1 - t0, "install_s": t2 - t1, "records": len(records)}))
+# what lockship's installer does too (stub/compat.py): rattler's runtime threads can crash the
+# interpreter's teardown (a segfault after the work is done, seen here under load)
+sys.stdout.flush()
+os._exit(0)
 """
 
 
