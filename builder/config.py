@@ -70,7 +70,7 @@ Reader = Callable[[object, Path], Any]
 
 def _str(value: object, base: Path) -> str:
     if not isinstance(value, str) or not value:
-        raise TypeError
+        raise TypeError(value)
     return value
 
 
@@ -81,19 +81,19 @@ def _path(value: object, base: Path) -> Path:
 
 def _int(value: object, base: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError
+        raise TypeError(value)
     return value
 
 
 def _bool(value: object, base: Path) -> bool:
     if not isinstance(value, bool):
-        raise TypeError
+        raise TypeError(value)
     return value
 
 
 def _strs(value: object, base: Path) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise TypeError
+        raise TypeError(value)
     return tuple(_str(v, base) for v in value)
 
 
@@ -113,13 +113,13 @@ def _link_scripts(value: object, base: Path) -> bool | tuple[str, ...]:
 
 def _stubs(value: object, base: Path) -> dict[str, Path]:
     if not isinstance(value, dict):
-        raise TypeError
+        raise TypeError(value)
     return {_str(k, base): _path(v, base) for k, v in value.items()}
 
 
 def _mirrors(value: object, base: Path) -> dict[str, list[str]]:
     if not isinstance(value, dict):
-        raise TypeError
+        raise TypeError(value)
     mirrors: dict[str, list[str]] = {}
     for original, targets in value.items():
         for target in [targets] if isinstance(targets, str) else _strs(targets, base):
@@ -181,9 +181,11 @@ def parse_table(table: Mapping[str, object], path: Path, label: str) -> BuildCon
         expected, reader = KEYS[key]
         try:
             values[key] = reader(value, path.parent)
-        except (TypeError, AttributeError):
+        except TypeError as e:
+            bad = e.args[0] if e.args else value
+            inner = "" if bad is value else f" ({bad!r})"  # a wrong item of a list or table
             problems.append(
-                f"{key!r} in {label} ({path}) must be {expected}, not {_toml_type(value)}"
+                f"{key!r} in {label} ({path}) must be {expected}, not {_toml_type(bad)}{inner}"
             )
         except UsageError as e:
             problems.append(f"{key!r} in {label} ({path}): {e}")
