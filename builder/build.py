@@ -64,6 +64,8 @@ class BuildRequest:
     #: when set, only these packages may carry post-link scripts (``--link-scripts allow=``)
     allowed_link_scripts: tuple[str, ...] | None = None
     pyc: bool = True
+    #: the installer's default prefix (``~``/``$VAR`` expanded at install time)
+    default_prefix: str | None = None
     categories: tuple[str, ...] = ("main",)
     specs: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
@@ -325,6 +327,7 @@ def build_one(
         license=entries.get("license"),
         post_install=entries.get("post_install"),
         solved_lock=entries.get("solved_lock"),
+        default_prefix=request.default_prefix,
     )
     manifest = Manifest(
         name=request.name or source.name or source.environment,

@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from lockship.builder.build import BuildRequest, PlannedInstaller, build_installers, plan_builds
+from lockship.builder.config import (
+    Settings,
+    command_line,
+    describe_settings,
+    merge_settings,
+    read_config,
+)
 from lockship.builder.errors import BuildError, UsageError
-from lockship.builder.network import NetworkOptions, parse_mirror
+from lockship.builder.network import NetworkOptions
 from lockship.builder.options import build_parser
 from lockship.builder.paths import default_cache_dir, host_platform
 from lockship.builder.sources import Source
@@ -26,20 +33,6 @@ from lockship.stub.progress import LineReporter, TqdmReporter
 
 def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
     return TqdmReporter(stream) if stream.isatty() else LineReporter(stream)
-
-
-def _stubs(values: Sequence[str], platforms: Sequence[str]) -> dict[str, Path]:
-    stubs: dict[str, Path] = {}
-    for value in values:
-        platform, sep, path = value.partition("=")
-        if sep and "/" not in platform and "\\" not in platform:
-            stubs[platform] = Path(path)
-            continue
-        targets = list(platforms) or [host_platform()]
-        if len(targets) != 1:
-            raise UsageError("with several platforms, give stubs as --stub PLATFORM=PATH")
-        stubs[targets[0]] = Path(value)
-    return stubs
 
 
 def run(argv: Sequence[str]) -> int:
@@ -67,47 +60,18 @@ def freeze_stub_command(output: str, *, compress: bool = False) -> int:
 
 
 def build_command(args: argparse.Namespace) -> int:
-    if args.concurrency < 1 or args.timeout < 1 or args.retries < 0:
+    settings = merge_settings(command_line(args), read_config(args.path))
+    path = args.path if args.path is not None or settings.specs else Path()
+    if settings.concurrency < 1 or settings.timeout < 1 or settings.retries < 0:
         raise UsageError("--concurrency and --timeout must be at least 1, --retries at least 0")
-    mirrors: dict[str, list[str]] = {}
-    for text in args.mirror:
-        original, mirror = parse_mirror(text)
-        mirrors.setdefault(original, []).append(mirror)
-    path = args.path
-    if path is None and not args.specs:
-        path = Path()
     if args.delta_version and not args.delta_from:
         raise UsageError("--delta-version only goes with --delta-from OLD")
-    request = BuildRequest(
-        lock_path=path,
-        environment=args.environment,
-        platforms=tuple(dict.fromkeys(args.platforms)),
-        all_platforms=args.all_platforms,
-        output_dir=args.output_dir,
-        cache_dir=args.cache_dir or default_cache_dir(),
-        name=args.name,
-        version=args.installer_version,
-        stubs=_stubs(args.stub, args.platforms),
-        stub_dir=args.stub_dir,
-        concurrency=args.concurrency,
-        timeout=args.timeout,
-        retries=args.retries,
-        license=args.license,
-        post_install=args.post_install,
-        link_scripts=not args.no_link_scripts,
-        allowed_link_scripts=args.link_scripts,
-        pyc=not args.no_pyc,
-        categories=tuple(args.categories) or ("main",),
-        specs=tuple(args.specs),
-        channels=tuple(args.channels),
-        inject=tuple(args.inject),
-        ignore_pypi_non_wheel=args.ignore_pypi_non_wheel,
-        network=NetworkOptions(auth_file=args.auth_file, mirrors=mirrors, config=args.config),
-        dry_run=args.dry_run,
-        sign_command=args.sign_command,
-        delta_from=args.delta_from,
-        delta_version=args.delta_version,
-    )
+    request = request_from(settings, args, path)
+    if args.dry_run:
+        print("settings:")
+        for line in describe_settings(settings):
+            print(line)
+        print()
     reporter = _reporter(sys.stderr)
     plan = plan_builds(request, reporter)
     for warning in plan.warnings:
@@ -136,6 +100,44 @@ def build_command(args: argparse.Namespace) -> int:
     for result in results:
         print(result.installer)
     return 0
+
+
+def request_from(settings: Settings, args: argparse.Namespace, path: Path | None) -> BuildRequest:
+    """The request for the effective ``settings`` and the options kept off the table."""
+    link_scripts = settings.link_scripts
+    return BuildRequest(
+        lock_path=path,
+        environment=settings.environment,
+        platforms=() if settings.platforms == "all" else settings.platforms,
+        all_platforms=settings.platforms == "all",
+        output_dir=settings.output_dir,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        name=settings.name,
+        version=settings.version,
+        stubs=settings.stubs,
+        stub_dir=settings.stub_dir,
+        concurrency=settings.concurrency,
+        timeout=settings.timeout,
+        retries=settings.retries,
+        license=settings.license,
+        post_install=settings.post_install,
+        link_scripts=link_scripts is not False,
+        allowed_link_scripts=link_scripts if isinstance(link_scripts, tuple) else None,
+        pyc=not settings.no_pyc,
+        default_prefix=settings.default_prefix,
+        categories=settings.categories,
+        specs=settings.specs,
+        channels=settings.channels,
+        inject=settings.inject,
+        ignore_pypi_non_wheel=settings.ignore_pypi_non_wheel,
+        network=NetworkOptions(
+            auth_file=args.auth_file, mirrors=settings.mirrors, config=args.config
+        ),
+        dry_run=args.dry_run,
+        sign_command=settings.sign_command,
+        delta_from=args.delta_from,
+        delta_version=args.delta_version,
+    )
 
 
 def _print_plan(source: Source, plan: PlannedInstaller) -> None:

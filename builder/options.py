@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the locked conda packages of an environment, download and verify\n"
         "them, and write one installer per platform:\n"
         "<output-dir>/<name>-<version>-<platform>.sh (.exe for Windows), plus SHA256SUMS.\n"
-        "The installers' paths are the last lines printed.",
+        "The installers' paths are the last lines printed.\n"
+        "Options can also be kept in a [tool.lockship] table in pixi.toml or pyproject.toml\n"
+        "beside the lock, or in a lockship.toml; the command line overrides them.",
         epilog="examples:\n"
         "  lockship build                                  # ./pixi.lock, this platform\n"
         "  lockship build app/pixi.lock -e prod -p linux-64 -p win-64\n"
@@ -55,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "-e",
         "--environment",
-        default="default",
         metavar="NAME",
         help='environment to ship (default: "default")',
     )
@@ -78,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         type=Path,
         metavar="DIR",
-        default=Path("installers"),
         help="where to write the installer (default: installers/)",
     )
     build.add_argument(
@@ -197,13 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         metavar="N",
-        default=DEFAULT_CONCURRENCY,
         help=f"parallel downloads (default: {DEFAULT_CONCURRENCY})",
     )
     build.add_argument(
         "--timeout",
         type=int,
-        default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up on a download request after this long (default: {DEFAULT_TIMEOUT})",
     )
@@ -211,7 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries",
         type=int,
         metavar="N",
-        default=DEFAULT_RETRIES,
         help=f"retry a failed download this often, with backoff (default: {DEFAULT_RETRIES})",
     )
     build.add_argument(
@@ -239,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_allow_list,
         help="only these packages may carry post-link scripts: the build fails, naming them, "
         "if any other locked package has one",
+    )
+    build.add_argument(
+        "--default-prefix",
+        metavar="PATH",
+        help="the installer's default -p (default: ~/NAME, %%LOCALAPPDATA%%\\NAME on Windows); "
+        "~ and $VAR (%%VAR%% on Windows) are expanded on the installing machine",
     )
     build.add_argument(
         "--no-pyc", action="store_true", help="do not compile .pyc files at install time"

@@ -134,6 +134,9 @@ def parse_arguments(argv: Sequence[str], prog: str) -> argparse.Namespace:
 
 
 def _default_prefix(manifest: Manifest) -> str:
+    chosen = manifest.options.default_prefix
+    if chosen:  # expanded here, on the installing machine, not where it was built
+        return os.path.expandvars(os.path.expanduser(chosen))
     if manifest.platform.startswith("win-"):
         base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~")
         return str(Path(base) / manifest.name)

@@ -70,6 +70,9 @@ class InstallerOptions:
     post_install: str | None = None
     #: payload entry of the pixi.lock lockship solved (for ``--spec``/environment.yml inputs)
     solved_lock: str | None = None
+    #: the default ``-p`` chosen at build time, ``~`` and ``$VAR`` (``%VAR%`` on Windows) still
+    #: to be expanded on the installing machine; None: ``~/NAME`` (``%LOCALAPPDATA%\NAME``)
+    default_prefix: str | None = None
 
     @classmethod
     def from_dict(cls, data: object) -> InstallerOptions:

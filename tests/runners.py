@@ -24,15 +24,20 @@ class Run:
         return [line for line in self.stderr.splitlines() if line.startswith("ERROR:")]
 
 
-def run_lockship(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
-    """Run the builder CLI in a subprocess, as a user would."""
+def run_lockship(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    cwd: Path | None = None,
+) -> Run:
+    """Run the builder CLI in a subprocess, as a user would (in ``cwd``, else the repository)."""
     process = subprocess.run(
         [sys.executable, "-m", "lockship.builder.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
-        cwd=REPO_ROOT,
+        cwd=cwd or REPO_ROOT,
     )
     return Run(process.returncode, process.stdout, process.stderr)
 

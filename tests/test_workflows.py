@@ -182,8 +182,9 @@ def test_action_offers_the_documented_inputs_and_outputs(action: dict[str, Any])
     }
     assert set(action["outputs"]) == {"files", "checksums"}
     assert action["inputs"]["lockfile"]["default"] == "."
-    assert action["inputs"]["environments"]["default"] == "default"
-    assert action["inputs"]["output-dir"]["default"] == "installers"
+    # empty: lockship's own defaults, or the [tool.lockship] table, apply
+    assert action["inputs"]["environments"]["default"] == ""
+    assert action["inputs"]["output-dir"]["default"] == ""
     assert action["inputs"]["upload"]["default"] == "false"
 
 
@@ -282,7 +283,7 @@ FAKE_LOCKSHIP = r"""#!/usr/bin/env bash
 set -euo pipefail
 echo "$*" >> "$FAKE_LOG"
 shift  # build
-out=installers
+out=${FAKE_TABLE_OUT:-installers}  # as if a [tool.lockship] table set output-dir
 env=default
 platforms=()
 while [ $# -gt 0 ]; do
@@ -453,6 +454,19 @@ def test_action_build_platform_defaults_and_all(runner: ActionRunner) -> None:
         "build . -e default -o installers",
         "build . -e default -o out/ --all-platforms",
     ]
+
+
+@needs_bash
+def test_action_build_passes_no_option_for_empty_inputs(runner: ActionRunner) -> None:
+    outputs = runner.build(ENVIRONMENTS="", OUTPUT_DIR="", FAKE_TABLE_OUT="dist")
+    assert runner.calls() == ["build ."]
+    assert outputs["files"].splitlines() == ["dist/demo-default-linux-64.sh"]
+    assert outputs["checksums"] == "dist/SHA256SUMS"
+    assert (
+        (runner.workspace / "dist" / "SHA256SUMS")
+        .read_text(encoding="utf-8")
+        .endswith("  demo-default-linux-64.sh\n")
+    )
 
 
 @needs_bash
