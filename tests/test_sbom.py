@@ -224,3 +224,24 @@ def test_the_real_installers_info_json_agrees(demo_installer: Path) -> None:
         assert component["version"] == p["version"]
         assert f"build={p['build']}&" in component["purl"]
         assert f"subdir={p['subdir']}&" in component["purl"]
+
+
+def test_an_sbom_that_cannot_be_put_in_place_leaves_no_installer(
+    tmp_path: Path, demo_lock: Path
+) -> None:
+    """All or nothing: the installer and its SBOM go into place together."""
+    stub = tmp_path / "stand-in-stub"
+    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    out = tmp_path / "out"
+    (out / f"lsdemo-1.2.3-{PLATFORM}.cdx.json").mkdir(parents=True)  # in the way of the rename
+    (out / "SHA256SUMS").write_text(f"{'0' * 64}  kept-0.1-{PLATFORM}.sh\n")
+    run = run_lockship("build", demo_lock, "--stub", stub, "--cache-dir", tmp_path / "c", "-o", out)
+    assert run.returncode == 1, run.stderr
+    (error,) = [line for line in run.stderr.splitlines() if line.startswith("ERROR:")]
+    # the rename names the temporary file: .lsdemo-1.2.3-linux-64.cdx.json.XXXX.part
+    assert error.startswith("ERROR: Is a directory (") and ".cdx.json." in error, error
+    assert sorted(p.name for p in out.iterdir()) == [
+        "SHA256SUMS",
+        f"lsdemo-1.2.3-{PLATFORM}.cdx.json",
+    ]
+    assert (out / "SHA256SUMS").read_text() == f"{'0' * 64}  kept-0.1-{PLATFORM}.sh\n"
