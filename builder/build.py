@@ -28,6 +28,7 @@ from lockship.builder.network import NetworkOptions, make_client
 from lockship.builder.packages import inspect_archives, virtual_package_requirements
 from lockship.builder.paths import host_platform
 from lockship.builder.pypi import ship_wheels
+from lockship.builder.sbom import staged_sbom
 from lockship.builder.signing import sign_installer
 from lockship.builder.sources import PlatformEnvironment, Source
 from lockship.builder.specs import SpecRequest, solve_specs
@@ -88,6 +89,8 @@ class BuildResult:
     downloaded: int
     from_cache: int
     sha256: str
+    #: payload entry -> sha256 of every wheel of the environment (for the SBOM)
+    wheel_sha256: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -238,12 +241,13 @@ def build_installers(
 ) -> list[BuildResult]:
     """Build every planned installer; all or nothing.
 
-    Each installer is written to a temporary name; only when all of them are complete are
-    they renamed into place, and then ``SHA256SUMS`` is updated. A failure on any platform
-    leaves no installer of this build under its final name.
+    Each installer and its SBOM is written to a temporary name; only when all of them are
+    complete are they renamed into place, and then ``SHA256SUMS`` is updated. A failure on any
+    platform leaves no file of this build under its final name.
     """
     plan = plan or plan_builds(request, reporter)
-    results = []
+    results: list[BuildResult] = []
+    sums: dict[Path, str] = {}
     with ExitStack() as outputs:
         for planned in plan.installers:
             partial = _open_output(outputs, planned.output)
@@ -256,8 +260,13 @@ def build_installers(
                 sha256 = sign_installer(request.sign_command, partial, planned.output.name)
                 result = replace(result, sha256=sha256)
             results.append(result)
-        # leaving the block renames every installer into place
-    update_checksums(request.output_dir, {r.installer: r.sha256 for r in results})
+            # the SBOM names the installer's final sha256: known now, after signing
+            sbom = outputs.enter_context(
+                staged_sbom(result.installer, result.manifest, result.sha256, result.wheel_sha256)
+            )
+            sums |= {result.installer: result.sha256, sbom.path: sbom.sha256}
+        # leaving the block renames every installer and SBOM into place
+    update_checksums(request.output_dir, sums)
     return results
 
 
@@ -366,6 +375,7 @@ def build_one(
         downloaded=sum(not f.from_cache for f in fetched),
         from_cache=sum(f.from_cache for f in fetched),
         sha256=layout.sha256,
+        wheel_sha256={f"pypi/{w.path.name}": file_sha256(w.path) for w in wheels},
     )
 
 

@@ -273,12 +273,18 @@ def test_damaged_cache_entry_fails_the_build_and_leaves_no_installer(
     code, stdout, stderr = build(demo_lock, stub=stand_in_stub, cache=cache, out=out)
     assert code == 0, stderr
     installer = Path(stdout.strip().splitlines()[-1])
+    sbom = installer.with_name(f"{installer.stem}.cdx.json")
     sums = (out / "SHA256SUMS").read_text()
-    digest = subprocess.run(
-        ["sha256sum", installer.name], cwd=out, capture_output=True, text=True, check=True
-    ).stdout.split()[0]
-    assert sums == f"{digest}  {installer.name}\n"
+    listed = subprocess.run(
+        ["sha256sum", sbom.name, installer.name],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert sums == listed
     installer.unlink()
+    sbom.unlink()
     archive = sorted((cache / "pkgs").glob("*/*.conda"))[0]
     damaged = bytearray(archive.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF

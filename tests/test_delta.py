@@ -13,6 +13,7 @@ from lockship.builder.errors import BuildError, UsageError
 from lockship.builder.fetch import DEFAULT_TIMEOUT
 from lockship.builder.inputs import InputOptions
 from lockship.builder.network import NetworkOptions, make_client
+from lockship.builder.sbom import sbom_path
 from lockship.stub.delta import BaseMismatch, check_delta_base
 from lockship.stub.finish import write_marker
 from lockship.stub.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
@@ -74,6 +75,11 @@ def errors(run: Run) -> list[str]:
     return [line.split(" (details: ")[0] for line in run.error_lines]
 
 
+def sbom_components(installer: Path) -> set[tuple[str, str, str]]:
+    components = json.loads(sbom_path(installer).read_text())["components"]
+    return {(c["name"], c["version"], c["hashes"][0]["content"]) for c in components}
+
+
 def payload_entries(installer: Path) -> set[str]:
     return {e.name for e in read_payload(installer).entries if "/" in e.name}
 
@@ -105,6 +111,10 @@ def test_a_delta_gives_the_prefix_the_full_installer_gives(
     }
     assert payload_entries(from_installer) == payload_entries(delta)
     assert delta.stat().st_size < full.stat().st_size
+    # its SBOM lists the whole new version, as the full installer's does (each build served
+    # the channel at its own port: the purls' channel differs)
+    listed = [sbom_components(installer) for installer in (delta, full)]
+    assert listed[0] == listed[1] and len(listed[0]) == 7
     info = json.loads(ok(run_installer(delta, "--info", "--json")).stdout)
     assert info["delta_from"]["name"] == "app" and info["delta_from"]["version"] == "1"
     assert sorted(info["delta_from"]["carried"]) == sorted(carried(delta))

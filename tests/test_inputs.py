@@ -132,7 +132,9 @@ def test_conda_lock_two_platforms_and_categories(
     hello = subprocess.run([prefix / "bin" / "lsdemo-hello"], capture_output=True, text=True)
     assert hello.stdout.strip() == f"lsdemo-hello from {prefix}"
     sums = (tmp_path / "main" / "SHA256SUMS").read_text().splitlines()
-    assert sorted(line.split("  ")[1] for line in sums) == sorted(p.name for p in built)
+    assert sorted(line.split("  ")[1] for line in sums) == sorted(
+        [p.name for p in built] + [f"{p.stem}.cdx.json" for p in built]
+    )
     for line in sums:
         digest, name = line.split("  ")
         assert hashlib.sha256((tmp_path / "main" / name).read_bytes()).hexdigest() == digest
