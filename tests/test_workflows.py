@@ -534,6 +534,27 @@ def test_action_upload_merges_the_release_sha256sums(runner: ActionRunner) -> No
 
 
 @needs_bash
+def test_action_upload_attaches_the_sbom_beside_each_installer(runner: ActionRunner) -> None:
+    outputs = runner.build(PLATFORMS="linux-64")
+    (installer,) = outputs["files"].splitlines()
+    sbom = installer.removesuffix(".sh") + ".cdx.json"
+    (runner.workspace / sbom).write_text("{}", encoding="utf-8")
+    process = runner.upload(
+        {
+            "EVENT": "release",
+            "REF_TYPE": "tag",
+            "REF_NAME": "v1.0",
+            "RELEASE_TAG": "v1.0",
+            "INSTALLERS": outputs["files"],
+            "CHECKSUMS": outputs["checksums"],
+        }
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    gh_calls = [call for call in runner.calls() if call.startswith("gh ")]
+    assert f"gh release upload v1.0 {installer} {sbom} --clobber" in gh_calls
+
+
+@needs_bash
 def test_action_upload_uses_the_release_of_a_release_event(runner: ActionRunner) -> None:
     outputs = runner.build()
     released = runner.temp / "released-sums"
