@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from lockship.stub.errors import InstallError
 from lockship.stub.finish import finish_prefix, read_marker
 from lockship.stub.linking import installed_records, link_packages, restore_locked_urls
+from lockship.stub.payload import PayloadError
 from lockship.stub.prefix import STAGE_NAME, Transaction, prefix_transaction
 from lockship.stub.preflight import InstallPlan
 from lockship.stub.progress import Reporter
@@ -83,7 +84,7 @@ class FileSystemError(InstallError):
 class RolledBack(InstallError):
     """An update or reinstall failed and the prefix was restored from its snapshot."""
 
-    def __init__(self, error: InstallError, prefix: Path) -> None:
+    def __init__(self, error: InstallError | PayloadError, prefix: Path) -> None:
         self.error, self.exit_code = error, error.exit_code
         super().__init__(f"{error}; the environment at {prefix} is unchanged")
 
@@ -118,7 +119,7 @@ class PrefixDestination:
             if not state.restored:
                 raise error from e
             raise RolledBack(error, self.prefix) from e
-        except InstallError as e:
+        except (InstallError, PayloadError) as e:  # a damaged entry is the format's error
             if not state.restored:
                 raise
             raise RolledBack(e, self.prefix) from e

@@ -191,7 +191,7 @@ FAILING_POST_LINK = package("bad-post-link", files={"bin/.bad-post-link-post-lin
 CLASH = package("clash", files={f"{SITE.as_posix()}/clash.py": "OWNER = 'conda'\n"})
 
 
-@pytest.mark.parametrize("failure", ["post-link", "post-install", "wheel"])
+@pytest.mark.parametrize("failure", ["unpacking", "post-link", "post-install", "wheel"])
 def test_a_failed_update_leaves_the_environment_exactly_as_it_was(
     tmp_path: Path,
     demo_channel: Path,
@@ -208,10 +208,14 @@ def test_a_failed_update_leaves_the_environment_exactly_as_it_was(
         script = tmp_path / "fail.sh"
         script.write_text("exit 4\n")
         extra = ["--post-install", script]
-    else:
+    elif failure == "wheel":
         specs.append("clash")
         v2_wheels.append(write_wheel(tmp_path / "w", "clash", "1.0", modules={"clash.py": "x\n"}))
+    else:
+        specs.append("clash")  # a package new in v2, so it is unpacked: damaged below
     v2 = build(tmp_path, installer_factory, channel, "2", specs, v2_wheels, *extra)
+    if failure == "unpacking":
+        damage_entry(v2, "clash")
     prefix = tmp_path / "env"
     ok(run_installer(v1, "-b", "-p", prefix))
     before = tree_state(prefix)
@@ -224,6 +228,17 @@ def test_a_failed_update_leaves_the_environment_exactly_as_it_was(
     assert tree_state(prefix) == before
     assert hello_says(prefix) == "hello 1.0"
     still_works(prefix)
+
+
+def damage_entry(installer: Path, package_name: str) -> None:
+    """Flip a byte in the middle of a package's archive inside the installer."""
+    from lockship.stub.payload import read_payload
+
+    payload = read_payload(installer)
+    (entry,) = [e for e in payload.entries if e.name.rsplit("/", 1)[-1].startswith(package_name)]
+    data = bytearray(installer.read_bytes())
+    data[entry.offset + entry.size // 2] ^= 0x01
+    installer.write_bytes(bytes(data))
 
 
 def sleeping_post_link(seconds: int) -> dict[str, object]:
