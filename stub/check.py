@@ -10,6 +10,9 @@ two header fields signing rewrites), which ``osslsigncode verify`` / ``signtool 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from lockship.stub.boundary import SHA256SUMS, file_sha256, parse_checksums
 from lockship.stub.errors import InstallError
 from lockship.stub.manifest import Manifest, Region
 from lockship.stub.payload import Payload, range_sha256, verify_payload
@@ -57,3 +60,22 @@ def _check_layout(payload: Payload, manifest: Manifest) -> None:
         position += entry.size
     if position != payload.index_offset:
         raise DamagedLayout(f"the index should begin at byte {position:,}")
+
+
+def verify_listed_sha256(installer: Path) -> str | None:
+    """The installer's sha256 if a ``SHA256SUMS`` beside it (lockship build writes one) lists
+    it and agrees; None if none lists it; raise if they disagree."""
+    try:
+        text = (installer.parent / SHA256SUMS).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    listed = parse_checksums(text).get(installer.name)
+    if listed is None:
+        return None
+    actual = file_sha256(installer)
+    if actual != listed:
+        raise InstallError(
+            f"{installer.name} does not match {installer.parent / SHA256SUMS} "
+            f"(sha256 {actual}, listed {listed}); download it again"
+        )
+    return actual

@@ -23,13 +23,10 @@ from typing import NoReturn
 
 from lockship.stub import __version__
 from lockship.stub.boundary import (
-    SHA256SUMS,
     end_process,
-    file_sha256,
-    parse_checksums,
     report_error,
 )
-from lockship.stub.check import verify_installer
+from lockship.stub.check import verify_installer, verify_listed_sha256
 from lockship.stub.errors import InstallError, PlatformMismatch, UsageError
 from lockship.stub.interaction import (
     Interaction,
@@ -218,26 +215,10 @@ def check_installer(payload: Payload, manifest: Manifest) -> int:
     """Verify every byte, then the whole file against a ``SHA256SUMS`` beside it, if any."""
     parts = verify_installer(payload, manifest)
     print(f"OK: {payload.path.name} is complete (every byte verified: {parts} parts)")
-    listed = _listed_sha256(payload.path)
-    if listed is None:
-        return 0
-    actual = file_sha256(payload.path)
-    if actual != listed:
-        raise InstallError(
-            f"{payload.path.name} does not match {payload.path.parent / SHA256SUMS} "
-            f"(sha256 {actual}, listed {listed}); download it again"
-        )
-    print(f"OK: its sha256 {actual} matches SHA256SUMS")
+    actual = verify_listed_sha256(payload.path)
+    if actual is not None:
+        print(f"OK: its sha256 {actual} matches SHA256SUMS")
     return 0
-
-
-def _listed_sha256(installer: Path) -> str | None:
-    """The installer's line in a SHA256SUMS file next to it (written by lockship build)."""
-    try:
-        text = (installer.parent / SHA256SUMS).read_text(encoding="utf-8")
-    except OSError:
-        return None
-    return parse_checksums(text).get(installer.name)
 
 
 def extract(payload: Payload, manifest: Manifest, folder: str) -> int:
