@@ -360,8 +360,19 @@ def test_a_signed_installer_verifies_checks_and_installs(
     verified = _verify(signed, cert)
     assert "Signature verification: ok" in verified.stdout, verified.stdout + verified.stderr
     # SHA256SUMS lists the signed bytes
-    listed = (out / "SHA256SUMS").read_text().split()
-    assert listed == [hashlib.sha256(signed.read_bytes()).hexdigest(), signed.name]
+    signed_sha256 = hashlib.sha256(signed.read_bytes()).hexdigest()
+    sbom = signed.with_name(signed.name.removesuffix(".exe") + ".cdx.json")
+    listed = (out / "SHA256SUMS").read_text().splitlines()
+    assert listed == sorted(
+        [
+            f"{signed_sha256}  {signed.name}",
+            f"{hashlib.sha256(sbom.read_bytes()).hexdigest()}  {sbom.name}",
+        ],
+        key=lambda line: line.split("  ")[1],
+    )
+    # the SBOM's root component is the signed file
+    (root_hash,) = json.loads(sbom.read_text())["metadata"]["component"]["hashes"]
+    assert root_hash == {"alg": "SHA-256", "content": signed_sha256}
     checked = ok(wine.run(signed, "--check")).stdout
     assert "OK: " in checked and "matches SHA256SUMS" in checked
     prefix = wine.base / "signed-env"
