@@ -68,14 +68,16 @@ def locked_pypi_package(
 
 
 @dataclass(frozen=True)
-class LockedEnvironment:
-    path: Path
+class PlatformEnvironment:
+    """What one installer ships: conda records (and PyPI wheels) for one platform."""
+
     environment: str
     platform: str
     records: tuple[RepoDataRecord, ...]
     wheels: tuple[LockedWheel, ...] = ()
+    #: locked PyPI packages left out because they are not wheels (``--ignore-pypi-non-wheel``)
     skipped: tuple[str, ...] = ()
-    #: PyPI packages built into wheels at build time
+    #: locked PyPI packages that are not wheels: built into wheels at build time
     sources: tuple[LockedSource, ...] = ()
 
 
@@ -114,7 +116,7 @@ def read_locked_environment(
     *,
     ignore_non_wheels: bool = False,
     lock: LockFile | None = None,
-) -> LockedEnvironment:
+) -> PlatformEnvironment:
     """The conda records locked for (environment, platform); raise for anything unsupported.
 
     ``lock`` is ``path`` already parsed, so callers reading several platforms parse it once.
@@ -162,8 +164,8 @@ def read_locked_environment(
     if ignore_non_wheels:  # the old behaviour: leave them out, with a warning
         skipped, sources = tuple(sorted({str(s) for s in sources})), []
     records = env.conda_repodata_records_for_platform(lock_platform) or []
-    return LockedEnvironment(
-        path, environment, platform, tuple(records), tuple(wheels), skipped, tuple(sources)
+    return PlatformEnvironment(
+        environment, platform, tuple(records), tuple(wheels), skipped, tuple(sources)
     )
 
 

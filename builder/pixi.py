@@ -34,20 +34,12 @@ class PixiSource:
         return tuple(sorted(p.name for p in env.platforms())) if env else ()
 
     def for_platform(self, platform: str) -> PlatformEnvironment:
-        locked = read_locked_environment(
+        return read_locked_environment(
             self.path,
             self.environment,
             platform,
             ignore_non_wheels=self.ignore_non_wheels,
             lock=self.lock,
-        )
-        return PlatformEnvironment(
-            self.environment,
-            platform,
-            locked.records,
-            locked.wheels,
-            locked.skipped,
-            locked.sources,
         )
 
 

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from lockship.builder.errors import LockfileError
-from lockship.builder.lockfile import LockedSource, LockedWheel
-from rattler import RepoDataRecord
+from lockship.builder.lockfile import PlatformEnvironment
 
-
-@dataclass(frozen=True)
-class PlatformEnvironment:
-    """What one installer ships: conda records (and PyPI wheels) for one platform."""
-
-    environment: str
-    platform: str
-    records: tuple[RepoDataRecord, ...]
-    wheels: tuple[LockedWheel, ...] = ()
-    #: locked PyPI packages left out because they are not wheels (``--ignore-pypi-non-wheel``)
-    skipped: tuple[str, ...] = ()
-    #: locked PyPI packages that are not wheels: built into wheels at build time
-    sources: tuple[LockedSource, ...] = ()
+# PlatformEnvironment lives beside the lock reader, which returns it; inputs take it from here
+__all__ = ["PlatformEnvironment", "Source", "records_for"]
 
 
 class Source(Protocol):
