@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
@@ -131,21 +131,20 @@ class PrefixDestination:
 
     def stage(self, source: PackageSource, reporter: Reporter) -> StagedPackages:
         request = self.plan.request
-        unchanged: frozenset[str] = frozenset()
-        if request.update or request.force:
-            unchanged = unchanged_entries(self.plan.manifest, installed_records(self.prefix))
-        return choose_stager(source, self.plan.workers, unchanged).stage(self.folder, reporter)
+        installed = tuple(installed_records(self.prefix)) if request.update or request.force else ()
+        unchanged = unchanged_entries(self.plan.manifest, installed)
+        staged = choose_stager(source, self.plan.workers, unchanged).stage(self.folder, reporter)
+        return replace(staged, installed=installed)
 
     def link(self, staged: StagedPackages, reporter: Reporter) -> None:
-        request, manifest = self.plan.request, self.plan.manifest
-        installed = installed_records(self.prefix) if request.update or request.force else []
+        manifest = self.plan.manifest
         link_packages(
             staged,
             self.prefix,
             manifest.platform,
             reporter,
             link_scripts=manifest.options.link_scripts,
-            installed=installed,
+            installed=list(staged.installed),
         )
         if staged.relocated:
             restore_locked_urls(self.prefix, manifest.packages)

@@ -54,6 +54,8 @@ class StagedPackages:
     package_cache: PackageCache | None
     #: the records' URLs point at staged copies, not at the locked URLs
     relocated: bool
+    #: what the prefix held before (an update's rattler transaction diffs against it)
+    installed: tuple[PrefixRecord, ...] = ()
 
     @property
     def cache_dir(self) -> Path:
