@@ -144,7 +144,7 @@ class PrefixDestination:
             manifest.platform,
             reporter,
             link_scripts=manifest.options.link_scripts,
-            installed=list(staged.installed),
+            installed=staged.installed,
         )
         if staged.relocated:
             restore_locked_urls(self.prefix, manifest.packages)
