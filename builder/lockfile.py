@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from lockship.builder.errors import LockfileError
 from rattler import (
@@ -65,6 +66,16 @@ def locked_pypi_package(
         return LockedSource(name, version, location, sha256, "git")
     kind: SourceKind = "sdist" if bare.lower().endswith(SDIST_SUFFIXES) else "path"
     return LockedSource(name, version, location, sha256, kind)
+
+
+def location_url(location: str, base: Path) -> str:
+    """A URL for a locked PyPI location; local and relative paths resolve against ``base``
+    (the lock's folder)."""
+    bare = location.split("#", 1)[0]
+    if urlparse(bare).scheme in ("http", "https", "file"):
+        return bare
+    path = Path(bare)
+    return (path if path.is_absolute() else (base / path)).resolve().as_uri()
 
 
 @dataclass(frozen=True)

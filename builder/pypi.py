@@ -14,11 +14,10 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from lockship.builder.errors import BuildError, ChecksumMismatch, FetchError
 from lockship.builder.fetch import download_verified, gather_all, local_path
-from lockship.builder.lockfile import LockedWheel
+from lockship.builder.lockfile import LockedWheel, location_url
 from lockship.builder.paths import host_platform
 from lockship.builder.sdist import BuiltWheel, build_sources
 from lockship.builder.sources import PlatformEnvironment
@@ -35,15 +34,6 @@ class FetchedWheel:
     from_source: bool = False
 
 
-def wheel_source(wheel: LockedWheel, base: Path) -> str:
-    """A URL for the wheel; local and relative paths are resolved against ``base``."""
-    location = wheel.location.split("#", 1)[0]
-    if urlparse(location).scheme in ("http", "https", "file"):
-        return location
-    path = Path(location)
-    return (path if path.is_absolute() else (base / path)).resolve().as_uri()
-
-
 def _checked(name: str, path: Path, expected: str | None) -> str:
     actual = file_sha256(path)
     if expected and actual != expected:
@@ -54,7 +44,7 @@ def _checked(name: str, path: Path, expected: str | None) -> str:
 async def _fetch(
     wheel: LockedWheel, cache_dir: Path, base: Path, client: Client, retries: int
 ) -> FetchedWheel:
-    url = wheel_source(wheel, base)
+    url = location_url(wheel.location, base)
     folder = cache_dir / "wheels"
     local = local_path(url)
     expected = wheel.sha256

@@ -32,7 +32,7 @@ from build.env import DefaultIsolatedEnv
 from lockship.builder.errors import BuildError, ChecksumMismatch, FetchError
 from lockship.builder.fetch import download_verified, local_path
 from lockship.builder.gitsource import GitSource, checkout, parse_git_location
-from lockship.builder.lockfile import LockedSource
+from lockship.builder.lockfile import LockedSource, location_url
 from lockship.builder.paths import host_platform
 from lockship.stub.boundary import file_sha256
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -57,15 +57,6 @@ class BuiltWheel:
     source: LockedSource
     path: Path
     from_cache: bool
-
-
-def sdist_url(location: str, base: Path) -> str:
-    """A URL for an sdist; local and relative paths are resolved against ``base``."""
-    bare = location.split("#", 1)[0]
-    if "://" in bare:
-        return bare
-    path = Path(bare)
-    return (path if path.is_absolute() else (base / path)).resolve().as_uri()
 
 
 def build_sources(
@@ -153,7 +144,7 @@ def _fetch_sdist(
     source: LockedSource, cache_dir: Path, base: Path, client: Client, retries: int
 ) -> Path:
     """The sdist's file, checked against the lock's sha256 before anything reads it."""
-    url = sdist_url(source.location, base)
+    url = location_url(source.location, base)
     name = url.rstrip("/").rsplit("/", 1)[-1]
     expected = source.sha256
 
