@@ -1,4 +1,7 @@
-"""Freeze the ``lockship.stub`` package into a one-file program with PyInstaller, for this machine.
+"""Freeze the ``lockship.stub`` package with PyInstaller, for this machine.
+
+On Windows the stub is a one-file ``.exe``; on Linux and macOS a one-folder program in a stub
+pack (:mod:`lockship.builder.stubpack`), which the ``.sh`` header unpacks.
 
 Everything in this module decides what a freeze produces, so its text is part of the stub cache
 key (:func:`lockship.builder.stubs.freeze_inputs`); keep unrelated helpers out of it.
@@ -19,6 +22,7 @@ from lockship import stub
 from lockship.builder.elf import ELF_MAGIC, format_version, glibc_versions
 from lockship.builder.errors import StubError
 from lockship.builder.paths import host_platform
+from lockship.builder.stubpack import host_unpacker, write_pack
 from lockship.builder.stubs import (
     STUB_BASENAME,
     StubFacts,
@@ -82,6 +86,8 @@ a = Analysis(
 )
 a.scripts = [s for s in a.scripts if s[0] not in {skipped_hooks!r}]
 pyz = PYZ(a.pure)
+"""
+_ONEFILE = """\
 exe = EXE(
     pyz,
     a.scripts,
@@ -90,32 +96,53 @@ exe = EXE(
     [],
     name={name!r},
     console=True,
-    strip={strip!r},
+    strip=False,
     upx=False,
     # whether to zlib-compress the one-file archive's members, by kind
     cdict={cdict!r},
     runtime_tmpdir={runtime_tmpdir!r},
 )
 """
+_ONEDIR = """\
+exe = EXE(
+    pyz, a.scripts, [], exclude_binaries=True, name={name!r}, console=True, strip=True, upx=False
+)
+coll = COLLECT(exe, a.binaries, a.datas, strip=True, upx=False, name={name!r})
+"""
 
 
 def freeze_stub(
-    output: Path, on_line: Callable[[str], None] = lambda _: None, *, compress: bool = False
+    output: Path,
+    on_line: Callable[[str], None] = lambda _: None,
+    *,
+    compress: bool = False,
+    unpacker: Path | None = None,
 ) -> StubFacts:
-    """Freeze the stub into a one-file executable at ``output``, with its sidecar; its facts.
+    """Freeze the stub for this machine at ``output``, with its sidecar; its facts.
 
-    The one-file archive is stored uncompressed unless ``compress``: the stub unpacks it at every
-    start, and inflating the 55 MB rattler extension doubled the start-up time (0.8 s instead of
-    0.4 s) to save 48 MB. The sidecar and then the stub are each written to a temporary name and
-    renamed into place, so a stub at ``output`` always has a sidecar, and a stale sidecar fails
-    its sha256 check.
+    On Windows a one-file ``.exe``, whose archive is stored uncompressed unless ``compress``: it
+    unpacks itself at every start, and inflating the 55 MB rattler extension doubled the start-up
+    time to save 48 MB. Elsewhere a one-folder program in a stub pack, behind ``unpacker`` (a
+    ``lockship-unpack`` built for this platform) or one compiled here. The sidecar and then the
+    stub are each written to a temporary name and renamed into place, so a stub at ``output``
+    always has a sidecar, and a stale sidecar fails its sha256 check.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
+    windows = sys.platform == "win32"
     with tempfile.TemporaryDirectory(prefix="lockship-freeze-") as tmp:
-        built = _run_pyinstaller(Path(tmp), compress=compress)
-        facts = _collect_facts(built)
+        work = Path(tmp)
+        built = _run_pyinstaller(work, compress=compress, onefile=windows)
+        if windows:
+            stub_file, binaries = built, [built]
+        else:
+            if unpacker is None:
+                unpacker = host_unpacker(on_line=on_line)
+            stub_file = work / "stub.pack"
+            write_pack(stub_file, unpacker, built)
+            binaries = [unpacker, *sorted(p for p in built.rglob("*") if p.is_file())]
+        facts = _collect_facts(stub_file, binaries)
         write_text_atomically(facts_path(output), _facts_json(facts))
-        with open(built, "rb") as source, atomic_write(output, mode=0o755) as target:
+        with open(stub_file, "rb") as source, atomic_write(output, mode=0o755) as target:
             shutil.copyfileobj(source, target, CHUNK_SIZE)
     needs = f", needs glibc >= {facts.glibc}" if facts.glibc else ""
     on_line(f"Froze the installer stub: {output} ({facts.size / 1e6:.0f} MB{needs})")
@@ -130,7 +157,8 @@ def _facts_json(facts: StubFacts) -> str:
     return json.dumps(facts.to_json(), indent=2) + "\n"
 
 
-def _run_pyinstaller(work: Path, *, compress: bool) -> Path:
+def _run_pyinstaller(work: Path, *, compress: bool, onefile: bool) -> Path:
+    """PyInstaller's output: the one-file program, or the one-folder program's folder."""
     command = [
         sys.executable,
         "-m",
@@ -139,7 +167,7 @@ def _run_pyinstaller(work: Path, *, compress: bool) -> Path:
         "--log-level=WARN",
         f"--distpath={work / 'dist'}",
         f"--workpath={work / 'build'}",
-        str(_write_spec(work, compress=compress)),
+        str(_write_spec(work, compress=compress, onefile=onefile)),
     ]
     env = {
         **os.environ,
@@ -170,10 +198,10 @@ def _run_pyinstaller(work: Path, *, compress: bool) -> Path:
     if process.returncode != 0:
         tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["?"]
         raise StubError(f"freezing the installer stub with PyInstaller failed: {tail[0]}")
-    return work / "dist" / (STUB_BASENAME + (".exe" if sys.platform == "win32" else ""))
+    return work / "dist" / (STUB_BASENAME + (".exe" if onefile else ""))
 
 
-def _write_spec(work: Path, *, compress: bool) -> Path:
+def _write_spec(work: Path, *, compress: bool, onefile: bool) -> Path:
     import PyInstaller
 
     entry = work / "lockship_stub_main.py"
@@ -185,20 +213,19 @@ def _write_spec(work: Path, *, compress: bool) -> Path:
     # the PYZ is read in place; its modules are compressed one by one (or not, see above)
     cdict = {kind: compress for kind in _ARCHIVE_KINDS} | {"PYZ": False, "SYMLINK": False}
     spec = work / f"{STUB_BASENAME}.spec"
-    spec.write_text(
-        _SPEC_TEMPLATE.format(
-            pyinstaller=PyInstaller.__version__,
-            entry=str(entry),
-            pathex=str(sources),
-            hiddenimports=hiddenimports,
-            excludes=list(PYINSTALLER_EXCLUDES),
-            skipped_hooks=list(SKIPPED_RUNTIME_HOOKS),
-            name=STUB_BASENAME,
-            strip=sys.platform != "win32",
-            cdict=cdict,
-            runtime_tmpdir=WINDOWS_UNPACK_DIR if sys.platform == "win32" else None,
-        )
+    analysis = _SPEC_TEMPLATE.format(
+        pyinstaller=PyInstaller.__version__,
+        entry=str(entry),
+        pathex=str(sources),
+        hiddenimports=hiddenimports,
+        excludes=list(PYINSTALLER_EXCLUDES),
+        skipped_hooks=list(SKIPPED_RUNTIME_HOOKS),
     )
+    if onefile:
+        build = _ONEFILE.format(name=STUB_BASENAME, cdict=cdict, runtime_tmpdir=WINDOWS_UNPACK_DIR)
+    else:
+        build = _ONEDIR.format(name=STUB_BASENAME)
+    spec.write_text(analysis + build)
     return spec
 
 
@@ -223,29 +250,26 @@ def _rattler_subpackages() -> list[str]:
     return sorted(f"rattler.{p.name}" for p in root.iterdir() if (p / "__init__.py").is_file())
 
 
-def _collect_facts(built: Path) -> StubFacts:
+def _collect_facts(stub_file: Path, binaries: list[Path]) -> StubFacts:
     tools = toolchain()
     return StubFacts(
         platform=host_platform(),
-        glibc=format_version(max(_bundled_glibc_versions(built), default=None)),
+        glibc=format_version(max(_bundled_glibc_versions(binaries), default=None)),
         python=tools["python"],
         pyinstaller=tools["pyinstaller"],
         stub=stub_identity(),
-        size=built.stat().st_size,
-        sha256=file_sha256(built),
+        size=stub_file.stat().st_size,
+        sha256=file_sha256(stub_file),
     )
 
 
-def _bundled_glibc_versions(executable: Path) -> Iterator[tuple[int, ...]]:
-    """The GLIBC_x.y versions the bootloader and every file in its archive need."""
-    data = executable.read_bytes()
-    if not data.startswith(ELF_MAGIC):
-        return
-    yield from glibc_versions(data)
-    del data
-    from PyInstaller.archive.readers import PKG_ITEM_PYZ, CArchiveReader
+def _bundled_glibc_versions(files: list[Path]) -> Iterator[tuple[int, ...]]:
+    """The GLIBC_x.y versions the ELF files among ``files`` need (none for other formats).
 
-    archive = CArchiveReader(str(executable))
-    for name, (*_, kind) in archive.toc.items():
-        if kind != PKG_ITEM_PYZ:  # binaries, extensions, data (should a .so hide there)
-            yield from glibc_versions(archive.extract(name))
+    A one-folder program keeps its binaries as files; its executable's own archive holds only
+    Python modules."""
+    for path in files:
+        with open(path, "rb") as f:
+            if f.read(len(ELF_MAGIC)) != ELF_MAGIC:
+                continue
+        yield from glibc_versions(path.read_bytes())

@@ -1,9 +1,10 @@
 """Join a stub and a payload into one installer file, atomically.
 
-Linux and macOS installers are ``[shell header][stub][payload]``: the header copies the stub (a
-regular, unmodified PyInstaller one-file program) out of the file and runs it, so the stub's own
-archive lookup never sees the payload. That keeps start-up independent of the payload size, is
-immune to PyInstaller's magic bytes inside packages, and leaves a macOS stub's signature intact.
+Linux and macOS installers are ``[shell header][stub pack][payload]``: the header copies the
+pack's unpacker out of the file, which unpacks the one-folder program (:mod:`.stubpack`), and
+runs it; the program's own archive lookup never sees the payload. That keeps start-up
+independent of the payload size, is immune to PyInstaller's magic bytes inside packages, and
+leaves a macOS program's bytes, and with them its signatures, as they were frozen.
 
 Windows installers are one ``.exe``: ``[bootloader][package entries][PyInstaller archive]
 [index][trailer]``. The one-file bootloader finds its archive by searching backwards from the end
@@ -29,6 +30,7 @@ from typing import IO, Any
 
 import jinja2
 from lockship.builder.errors import BuildError, ChecksumMismatch
+from lockship.builder.stubpack import PackLayout, read_layout
 from lockship.builder.stubs import FREEZE_COMMAND
 from lockship.stub.boundary import CHUNK_SIZE, atomic_write, file_sha256
 from lockship.stub.manifest import Manifest, Region
@@ -64,9 +66,14 @@ def installer_file_name(name: str, version: str, platform: str) -> str:
 
 
 def render_header(
-    manifest: Manifest, file_name: str, stub_size: int, glibc_min: str | None, total_size: int = 0
+    manifest: Manifest,
+    file_name: str,
+    pack: PackLayout,
+    glibc_min: str | None,
+    total_size: int = 0,
 ) -> bytes:
-    """The shell header; its length does not depend on the numbers filled into it."""
+    """The shell header, for the stub pack ``pack``; its length does not depend on the numbers
+    filled into it."""
     if manifest.platform not in UNAME_PATTERNS:
         raise BuildError(f"lockship cannot build .sh installers for {manifest.platform}")
     env = jinja2.Environment(
@@ -85,7 +92,9 @@ def render_header(
             lockship_version=manifest.lockship_version,
             file_name=file_name,
             stub_offset=str(offset).ljust(_FIELD_WIDTH),
-            stub_size=str(stub_size).ljust(_FIELD_WIDTH),
+            stub_size=str(pack.size).ljust(_FIELD_WIDTH),
+            unpacker_size=str(pack.unpacker_size).ljust(_FIELD_WIDTH),
+            frames_size=str(pack.frames_size).ljust(_FIELD_WIDTH),
             total_size=str(total_size).ljust(_FIELD_WIDTH),
             glibc_min=glibc_min or "",
             uname_pattern=UNAME_PATTERNS[manifest.platform],
@@ -165,7 +174,8 @@ def write_installer_to(
         entries = [e if e.sha256 else replace(e, sha256=_range_sha256(e)) for e in entries]
         header = b""
         if not is_windows:
-            header = render_header(manifest, output.name, stub_size, glibc_min)
+            pack = read_layout(stub_path)
+            header = render_header(manifest, output.name, pack, glibc_min)
             stub_sha256 = stub_sha256 or file_sha256(stub_path)
         payload_offset = len(header) + archive_start
         program = _program_region(stub_path, len(header), archive_start, stub_sha256)
@@ -181,7 +191,7 @@ def write_installer_to(
         planned, tail = plan("0" * 64)
         total = payload_offset + sum(e.size for e in entries) + len(tail)
         if header:
-            final = render_header(manifest, output.name, stub_size, glibc_min, total)
+            final = render_header(manifest, output.name, pack, glibc_min, total)
             if len(final) != len(header):
                 raise BuildError("internal error: the installer header changed length")
             header = final

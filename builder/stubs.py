@@ -80,7 +80,13 @@ def freeze_inputs() -> list[Path]:
     """The sources that decide what a freeze produces: the stub package, and the builder
     modules that freeze it and read its facts (not this module, nor the cache-folder helpers)."""
     here = Path(__file__).parent
-    return [*sorted(Path(stub.__file__).parent.glob("*.py")), here / "freeze.py", here / "elf.py"]
+    return [
+        *sorted(Path(stub.__file__).parent.glob("*.py")),
+        here / "freeze.py",
+        here / "elf.py",
+        here / "stubpack.py",
+        here / "native" / "lockship-unpack.c",
+    ]
 
 
 def stub_source_digest() -> str:

@@ -1,12 +1,12 @@
 """How the installer program was started, and the one folder it removes at exit.
 
-A ``.sh`` installer's shell header (``builder/templates/header.sh.j2``) copies the program into
+A ``.sh`` installer's shell header (``builder/templates/header.sh.j2``) unpacks the program into
 a new folder and runs it with three private variables:
 
 ==========================  ================================================================
 ``_LOCKSHIP_INSTALLER``     the installer file, whose payload the program reads
 ``_LOCKSHIP_PROG``          the installer's file name, for messages
-``_LOCKSHIP_UNPACKED_DIR``  the folder the header made for the program's copy
+``_LOCKSHIP_UNPACKED_DIR``  the folder the header made for the program
 ==========================  ================================================================
 
 A Windows ``.exe``, or a stub run directly, has none of them and reads its own file. The names
@@ -28,8 +28,10 @@ INSTALLER_ENV = "_LOCKSHIP_INSTALLER"
 PROG_ENV = "_LOCKSHIP_PROG"
 UNPACKED_DIR_ENV = "_LOCKSHIP_UNPACKED_DIR"
 
-#: what the header puts in its folder: the program's copy and a probe that it can run programs
-HEADER_FILES = frozenset({"stub", "probe"})
+#: what the header puts in its folder: the unpacker, and the program's folder it fills
+HEADER_FILES = frozenset({"unpack", "stub"})
+#: the program in the header's folder (lockship.builder.stubpack.PROGRAM)
+PROGRAM = ("stub", "lockship-stub")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Launch:
     installer: Path
     #: the name the installer was started by
     prog: str
-    #: the header's folder holding this program's copy, removed at exit; None if there is none
+    #: the header's folder holding this program, removed at exit; None if there is none
     unpacked_dir: Path | None
 
 
@@ -69,7 +71,7 @@ def header_folder(value: str | None, *, executable: Path, frozen: bool) -> Path 
     """The folder ``value`` names if the header made it for this program, else None.
 
     The header's folder is a ``lockship-XXXXXXXX`` holding only :data:`HEADER_FILES`, and a
-    frozen program runs from the ``stub`` in it (run from sources, the copy is a script).
+    frozen program runs from the :data:`PROGRAM` in it (run from sources, that is a script).
     """
     if not value:
         return None
@@ -80,7 +82,7 @@ def header_folder(value: str | None, *, executable: Path, frozen: bool) -> Path 
             return None
         if names - HEADER_FILES:
             return None
-        if frozen and not executable.samefile(folder / "stub"):
+        if frozen and not executable.samefile(folder.joinpath(*PROGRAM)):
             return None
     except OSError:
         return None
@@ -88,6 +90,6 @@ def header_folder(value: str | None, *, executable: Path, frozen: bool) -> Path 
 
 
 def remove_unpacked_folder(launch: Launch) -> None:
-    """Remove the header's folder (the program keeps running from its open file)."""
+    """Remove the header's folder, at exit (the program's libraries stay mapped)."""
     if launch.unpacked_dir is not None:
         shutil.rmtree(launch.unpacked_dir, ignore_errors=True)

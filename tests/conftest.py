@@ -116,10 +116,15 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lockship.builder.stubsource import find_stubs
 
     if os.environ.get("LOCKSHIP_TEST_STUB") == "python" and not os.environ.get("CI"):
-        script = tmp_path_factory.mktemp("python-stub") / "stub"
+        from lockship.builder.stubpack import host_unpacker, write_pack
+
+        work = tmp_path_factory.mktemp("python-stub")
+        script = work / "folder" / "lockship-stub"
+        script.parent.mkdir()
         script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m lockship.stub "$@"\n')
         script.chmod(0o755)
-        return script
+        write_pack(work / "stub", host_unpacker(), script.parent)
+        return work / "stub"
     # the lookup users get: --stub-dir / $LOCKSHIP_STUB_DIR, the cache, else a fresh freeze
     platform = host_platform()
     client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)

@@ -1034,3 +1034,22 @@ def write_payload(
         out.write(blob)
     out.write(tail)
     return entries
+
+
+# --- stand-in stubs ----------------------------------------------------------------------------
+
+STAND_IN = b"\x7fELF stand-in stub " + b"\x00" * 100
+
+
+def write_stand_in_stub(path: Path, content: bytes = STAND_IN) -> Path:
+    """A stub for builds whose installers are not run: on Windows a file of ``content``; else
+    a stub pack whose unpacker is ``content`` and whose frames hold an empty folder."""
+    from lockship.builder.stubpack import compress_frames, trailer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".exe"):
+        path.write_bytes(content)
+        return path
+    frames = compress_frames(b"\0" * 1024, frames=1, level=1)
+    path.write_bytes(content + frames + trailer(len(content), len(frames)))
+    return path

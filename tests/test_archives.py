@@ -25,6 +25,7 @@ from tests.factories import (
     index_channel,
     write_conda_package,
     write_pixi_lock,
+    write_stand_in_stub,
 )
 from tests.runners import run_installer, run_lockship
 
@@ -210,7 +211,7 @@ def test_a_damaged_archive_fails_the_build_in_one_line(tmp_path: Path, demo_chan
     )  # fmt: skip
     index_channel(channel)
     stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(stub)
     with ChannelServer(channel) as server:
         records = channel_records(channel, server.url, DEMO_PLATFORM)
         lock = write_pixi_lock(

@@ -22,6 +22,7 @@ from tests.factories import (
     index_channel,
     write_conda_package,
     write_pixi_lock,
+    write_stand_in_stub,
 )
 from tests.runners import run_lockship
 
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 def stand_in_stub(tmp_path: Path) -> Path:
     """Not a real program: enough for tests that only look at the built file."""
     stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(stub)
     return stub
 
 

@@ -14,6 +14,7 @@ from lockship.stub.errors import InstallError
 from lockship.stub.manifest import Manifest
 from lockship.stub.payload import PayloadError, read_payload
 
+from tests.factories import write_stand_in_stub
 from tests.runners import run_installer
 from tests.test_payload import _pe_preamble, _sign
 from tests.test_platforms import fake_onefile, manifest_for, package
@@ -32,8 +33,7 @@ def small_installer(tmp_path: Path, platform: str) -> Path:
         stub = fake_onefile(tmp_path / "stub.exe", bootloader=bytes(_pe_preamble(512)))
         output = tmp_path / "tiny-1.0-win-64.exe"
     else:
-        stub = tmp_path / "stub"
-        stub.write_bytes(os.urandom(1500))
+        stub = write_stand_in_stub(tmp_path / "stub", os.urandom(1500))
         output = tmp_path / "tiny-1.0-linux-64.sh"
     write_installer(output, stub, manifest_for(platform, [info]), [(info.entry, archive)])
     return output

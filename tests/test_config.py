@@ -24,6 +24,7 @@ from lockship.stub.manifest import InstallerOptions, Manifest
 from lockship.stub.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
+from tests.factories import write_stand_in_stub
 from tests.runners import run_lockship
 
 PLATFORM = DEMO_PLATFORM
@@ -246,7 +247,7 @@ def workspace(tmp_path: Path, demo_lock: Path) -> Path:
     shutil.copytree(demo_lock, folder)
     with (folder / "pixi.toml").open("a", encoding="utf-8") as f:
         f.write(TABLE)
-    (folder / "stub").write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(folder / "stub")
     return folder
 
 

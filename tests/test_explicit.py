@@ -12,7 +12,7 @@ from lockship.stub.manifest import Manifest
 from lockship.stub.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
-from tests.factories import ChannelServer, channel_records, write_conda_package
+from tests.factories import ChannelServer, channel_records, write_conda_package, write_stand_in_stub
 from tests.runners import Run, run_lockship
 
 PLATFORM = DEMO_PLATFORM
@@ -21,7 +21,7 @@ PLATFORM = DEMO_PLATFORM
 @pytest.fixture
 def stand_in_stub(tmp_path: Path) -> Path:
     stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(stub)
     return stub
 
 

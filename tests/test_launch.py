@@ -3,6 +3,7 @@ it may remove at exit (only the one the header made for it)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,19 @@ from lockship.stub.launch import (
 )
 
 
-def header_made(base: Path, *, probe: bool = True) -> Path:
+def header_made(base: Path, *, unpacker: bool = True) -> Path:
+    """A folder as the header leaves it: the unpacker, and the program folder it filled."""
     folder = base / "lockship-Ab3dE6gH"
-    folder.mkdir()
-    (folder / "stub").write_bytes(b"\x7fELF the program's copy")
-    if probe:
-        (folder / "probe").write_text("#!/bin/sh\nexit 0\n")
+    (folder / "stub" / "_internal").mkdir(parents=True)
+    (folder / "stub" / "lockship-stub").write_bytes(b"\x7fELF the program")
+    (folder / "stub" / "_internal" / "libpython3.11.so.1.0").write_bytes(b"\x7fELF")
+    if unpacker:
+        (folder / "unpack").write_bytes(b"\x7fELF the unpacker")
     return folder
+
+
+def program(folder: Path) -> Path:
+    return folder / "stub" / "lockship-stub"
 
 
 def test_the_header_variables(tmp_path: Path) -> None:
@@ -33,7 +40,7 @@ def test_the_header_variables(tmp_path: Path) -> None:
         UNPACKED_DIR_ENV: str(folder),
     }
     launch = read_launch(
-        ["-b"], environ, argv0=str(folder / "stub"), executable=str(folder / "stub"), frozen=True
+        ["-b"], environ, argv0=str(program(folder)), executable=str(program(folder)), frozen=True
     )
     assert launch.argv == ("-b",)
     assert launch.installer == Path("/downloads/demo.sh")
@@ -63,29 +70,30 @@ def test_without_the_header_the_program_reads_its_own_file(tmp_path: Path) -> No
 )
 def test_only_the_headers_folder_is_taken(tmp_path: Path, what: str) -> None:
     folder = header_made(tmp_path)
-    executable, value = folder / "stub", str(folder)
+    executable, value = program(folder), str(folder)
     if what == "missing":
         value = str(tmp_path / "lockship-gone")
     elif what == "other name":
         value = str(folder.rename(tmp_path / "stubs"))
-        executable = Path(value) / "stub"
+        executable = program(Path(value))
     elif what == "other files":
         (folder / "lockship-stub-linux-64").write_text("the user's")
     elif what == "no stub":
-        (folder / "stub").unlink()
+        shutil.rmtree(folder / "stub")
     elif what == "another program":
         executable = tmp_path / "elsewhere"
         executable.write_text("x")
     elif what == "a file":
-        value = str(folder / "stub")
+        value = str(program(folder))
     elif what == "empty":
         value = ""
     assert header_folder(value, executable=executable, frozen=True) is None
 
 
 def test_run_from_sources_the_copy_is_a_script(tmp_path: Path) -> None:
-    """LOCKSHIP_TEST_STUB=python: the header's copy runs python, so sys.executable is elsewhere."""
-    folder = header_made(tmp_path, probe=False)
+    """LOCKSHIP_TEST_STUB=python: the header's program runs python, so sys.executable is
+    elsewhere."""
+    folder = header_made(tmp_path, unpacker=False)
     python = tmp_path / "python"
     assert header_folder(str(folder), executable=python, frozen=False) == folder
     assert header_folder(str(folder), executable=python, frozen=True) is None

@@ -3,15 +3,18 @@ platform facts injected, and win-64/osx package sets installed on Linux through 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 from lockship.builder.installer import (
     ARCHIVE_ENTRY,
     COOKIE,
@@ -21,6 +24,7 @@ from lockship.builder.installer import (
     render_header,
     write_installer,
 )
+from lockship.builder.stubpack import PackLayout, read_layout, write_pack
 from lockship.stub.destination import PrefixDestination
 from lockship.stub.errors import PrefixError
 from lockship.stub.install import install
@@ -145,8 +149,22 @@ def test_windows_stub_must_be_a_onefile_program(tmp_path: Path) -> None:
     ("platform", "uname"), [("osx-arm64", '"Darwin arm64"'), ("osx-64", '"Darwin x86_64"')]
 )
 def test_macos_sh_keeps_the_stub_byte_identical(tmp_path: Path, platform: str, uname: str) -> None:
+    """The pack is in the installer as it was frozen, and its frames give back the program
+    folder's bytes (a signed Mach-O program and its signed libraries) exactly."""
+    folder = tmp_path / "frozen"
+    (folder / "_internal" / "Python.framework").mkdir(parents=True)
+    files = {
+        "lockship-stub": b"\xcf\xfa\xed\xfe signed mach-o stand-in " + os.urandom(5000),
+        "_internal/Python.framework/Python": b"\xcf\xfa\xed\xfe" + os.urandom(3000),
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    (folder / "lockship-stub").chmod(0o755)
+    os.symlink("Python.framework/Python", folder / "_internal" / "Python")
+    unpacker = tmp_path / "unpack"
+    unpacker.write_bytes(b"\xcf\xfa\xed\xfe unpacker stand-in")
     stub = tmp_path / "lockship-stub"
-    stub.write_bytes(b"\xcf\xfa\xed\xfe signed mach-o stand-in " + os.urandom(5000))
+    write_pack(stub, unpacker, folder)
     info, archive = package(tmp_path, "mac-thing", platform, {"share/x": "x"})
     output = tmp_path / installer_file_name("demo", "1.0", platform)
     layout = write_installer(output, stub, manifest_for(platform, [info]), [(info.entry, archive)])
@@ -156,6 +174,16 @@ def test_macos_sh_keeps_the_stub_byte_identical(tmp_path: Path, platform: str, u
     assert uname in header and "LOCKSHIP_GLIBC_MIN=\n" in header
     assert data[layout.stub_offset : layout.stub_offset + layout.stub_size] == stub.read_bytes()
     assert read_payload(output).entries[0].name == info.entry
+    pack = read_layout(stub)
+    frames = stub.read_bytes()[pack.frames_offset : pack.frames_offset + pack.frames_size]
+    reader = zstandard.ZstdDecompressor().stream_reader(frames, read_across_frames=True)
+    with tarfile.open(fileobj=io.BytesIO(reader.read()), mode="r:") as unpacked:
+        members = {m.name: m for m in unpacked.getmembers()}
+        for name, content in files.items():
+            extracted = unpacked.extractfile(members[f"stub/{name}"])
+            assert extracted is not None and extracted.read() == content
+        assert members["stub/lockship-stub"].mode == 0o755
+        assert members["stub/_internal/Python"].linkname == "Python.framework/Python"
 
 
 @pytest.mark.parametrize("platform", ["linux-64", "linux-aarch64", "osx-64", "osx-arm64"])
@@ -167,7 +195,9 @@ def test_header_passes_shellcheck_as_posix_sh(tmp_path: Path, platform: str) -> 
     info, _ = package(tmp_path, "thing", platform, {"share/x": "x"})
     header = tmp_path / "header.sh"
     glibc = "2.28" if platform.startswith("linux-") else None
-    header.write_bytes(render_header(manifest_for(platform, [info]), "demo.sh", 1000, glibc, 2000))
+    header.write_bytes(
+        render_header(manifest_for(platform, [info]), "demo.sh", PackLayout(600, 368), glibc, 2000)
+    )
     run = subprocess.run(
         [shellcheck, "--shell=sh", "--severity=warning", str(header)],
         capture_output=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 from lockship.stub.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
-from tests.factories import add_pypi_packages, write_wheel
+from tests.factories import add_pypi_packages, write_stand_in_stub, write_wheel
 from tests.runners import run_lockship
 
 
@@ -17,7 +17,7 @@ def test_a_rebuilt_local_wheel_is_the_one_shipped(tmp_path: Path, demo_lock: Pat
     workspace = tmp_path / "ws"
     shutil.copytree(demo_lock, workspace)
     stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(stub)
 
     def wheel(value: int) -> Path:
         modules = {"app.py": f"VALUE = {value}\n"}

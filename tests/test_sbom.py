@@ -27,6 +27,7 @@ from tests.factories import (
     index_channel,
     write_conda_package,
     write_pixi_lock,
+    write_stand_in_stub,
     write_wheel,
 )
 from tests.runners import run_installer, run_lockship
@@ -79,7 +80,7 @@ def built(tmp_path: Path, demo_channel: Path) -> Path:
     wheel = write_wheel(workspace / "dist", "Hello_Wheel", "1.0", modules={"hello.py": "X = 1\n"})
     (workspace / "pixi.toml").write_text('[workspace]\nname = "lsdemo"\nversion = "1.2.3"\n')
     stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(stub)
     with ChannelServer(channel) as server:
         records = channel_records(channel, server.url, PLATFORM)
         lock = write_pixi_lock(workspace / "pixi.lock", {PLATFORM: records}, channel_url=server.url)
@@ -231,7 +232,7 @@ def test_an_sbom_that_cannot_be_put_in_place_leaves_no_installer(
 ) -> None:
     """All or nothing: the installer and its SBOM go into place together."""
     stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(stub)
     out = tmp_path / "out"
     (out / f"lsdemo-1.2.3-{PLATFORM}.cdx.json").mkdir(parents=True)  # in the way of the rename
     (out / "SHA256SUMS").write_text(f"{'0' * 64}  kept-0.1-{PLATFORM}.sh\n")

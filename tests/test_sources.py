@@ -27,6 +27,7 @@ from tests.factories import (
     index_channel,
     write_conda_package,
     write_pixi_lock,
+    write_stand_in_stub,
 )
 from tests.runners import Run, run_installer, run_lockship
 
@@ -147,7 +148,7 @@ def build(lock: Path, tmp_path: Path, stub: Path, *args: str | Path, out: str = 
 def stand_in_stub(tmp_path: Path) -> Path:
     """Not a real program: enough for builds that fail or are only looked at."""
     stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"\x7fELF stand-in stub " + b"\x00" * 100)
+    write_stand_in_stub(stub)
     return stub
 
 

@@ -1,0 +1,248 @@
+/* lockship-unpack: unpack a .sh installer's program folder, as fast as the machine allows.
+ *
+ * Usage: lockship-unpack FILE OFFSET LENGTH FOLDER
+ *
+ * Bytes OFFSET..OFFSET+LENGTH of FILE are zstd frames (each with its content size and
+ * checksum) that together hold one ustar archive; it is extracted into FOLDER, which must
+ * exist. The frames are decoded by one thread each (at most one per CPU), then the archive is
+ * written out. Only directories, regular files and symbolic links are accepted, and no name
+ * may be absolute or contain "..": the archive is lockship's own (builder/stubpack.py).
+ *
+ * Exit status: 0 unpacked; 2 the bytes are damaged (a frame or the archive does not decode),
+ * with one line on stderr; 1 anything else (usage, reading, writing: a full or read-only
+ * folder), with one line on stderr. The shell header tries another folder after 1, and
+ * reports a damaged installer after 2. Compiled with the zstd library python-zstandard ships
+ * (builder/freeze.py), by the C compiler of the machine that freezes the stub.
+ */
+#define _GNU_SOURCE
+#define ZSTD_STATIC_LINKING_ONLY
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "zstd.h"
+
+#define MAX_FRAMES 64
+#define MAX_THREADS 8
+#define DAMAGED 2
+#define FAILED 1
+
+struct frame {
+    const unsigned char *in;
+    size_t in_size;
+    unsigned char *out;
+    size_t out_size;
+    int ok;
+};
+
+static struct frame frames[MAX_FRAMES];
+static size_t frame_count;
+static size_t next_frame;
+static pthread_mutex_t next_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int fail(int status, const char *what, const char *detail)
+{
+    fprintf(stderr, "lockship-unpack: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    return status;
+}
+
+static void *decode_frames(void *unused)
+{
+    (void)unused;
+    ZSTD_DCtx *context = ZSTD_createDCtx();
+    for (;;) {
+        pthread_mutex_lock(&next_lock);
+        size_t index = next_frame++;
+        pthread_mutex_unlock(&next_lock);
+        if (index >= frame_count || context == NULL)
+            break;
+        struct frame *f = &frames[index];
+        size_t written = ZSTD_decompressDCtx(context, f->out, f->out_size, f->in, f->in_size);
+        f->ok = !ZSTD_isError(written) && written == f->out_size;
+    }
+    ZSTD_freeDCtx(context);
+    return NULL;
+}
+
+static int read_all(int fd, unsigned char *buffer, size_t size, off_t offset)
+{
+    while (size > 0) {
+        ssize_t got = pread(fd, buffer, size, offset);
+        if (got <= 0) {
+            if (got < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        buffer += got;
+        size -= (size_t)got;
+        offset += got;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const unsigned char *data, size_t size)
+{
+    while (size > 0) {
+        ssize_t put = write(fd, data, size);
+        if (put < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += put;
+        size -= (size_t)put;
+    }
+    return 0;
+}
+
+/* a ustar numeric field: octal digits, NUL or space terminated */
+static int octal(const unsigned char *field, size_t width, unsigned long long *value)
+{
+    unsigned long long result = 0;
+    size_t i = 0;
+    while (i < width && field[i] == ' ')
+        i++;
+    size_t digits = 0;
+    for (; i < width && field[i] >= '0' && field[i] <= '7'; i++, digits++)
+        result = result * 8 + (unsigned long long)(field[i] - '0');
+    if (digits == 0 || (i < width && field[i] != '\0' && field[i] != ' '))
+        return -1;
+    *value = result;
+    return 0;
+}
+
+static int safe_name(const char *name)
+{
+    if (name[0] == '\0' || name[0] == '/')
+        return 0;
+    for (const char *part = name; part; part = strchr(part, '/')) {
+        if (*part == '/')
+            part++;
+        if (strncmp(part, "..", 2) == 0 && (part[2] == '/' || part[2] == '\0'))
+            return 0;
+    }
+    return 1;
+}
+
+static int extract(const unsigned char *archive, size_t size, int folder)
+{
+    char name[256 + 2], target[101];
+    size_t at = 0;
+    while (at + 512 <= size) {
+        const unsigned char *header = archive + at;
+        if (header[0] == '\0')
+            return 0; /* the end-of-archive blocks */
+        if (memcmp(header + 257, "ustar", 5) != 0)
+            return fail(DAMAGED, "the program archive is damaged", "not a ustar header");
+        unsigned long long mode, length;
+        if (octal(header + 100, 8, &mode) || octal(header + 124, 12, &length))
+            return fail(DAMAGED, "the program archive is damaged", "bad header field");
+        const char *prefix = (const char *)header + 345;
+        int prefix_length = (int)strnlen(prefix, 155);
+        snprintf(name, sizeof name, "%.*s%s%.*s", prefix_length, prefix, prefix_length ? "/" : "",
+                 (int)strnlen((const char *)header, 100), (const char *)header);
+        if (!safe_name(name))
+            return fail(DAMAGED, "the program archive names an unsafe path", name);
+        size_t data = at + 512;
+        if (length > size - data)
+            return fail(DAMAGED, "the program archive is damaged", "it ends inside a file");
+        int kind = header[156];
+        if (kind == '5') {
+            if (mkdirat(folder, name, (mode_t)(mode & 0777)) != 0 && errno != EEXIST)
+                return fail(FAILED, "cannot create a folder", strerror(errno));
+        } else if (kind == '0' || kind == '\0') {
+            int fd = openat(folder, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                            (mode_t)(mode & 0777));
+            if (fd < 0)
+                return fail(FAILED, "cannot create a file", strerror(errno));
+            int status = write_all(fd, archive + data, (size_t)length);
+            if (close(fd) != 0 || status != 0)
+                return fail(FAILED, "cannot write a file", strerror(errno));
+        } else if (kind == '2') {
+            snprintf(target, sizeof target, "%.*s", (int)strnlen((const char *)header + 157, 100),
+                     (const char *)header + 157);
+            if (symlinkat(target, folder, name) != 0)
+                return fail(FAILED, "cannot create a symbolic link", strerror(errno));
+        } else {
+            return fail(DAMAGED, "the program archive holds an entry of an unknown kind", name);
+        }
+        at = data + ((size_t)length + 511) / 512 * 512;
+    }
+    return fail(DAMAGED, "the program archive is damaged", "it has no end");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5)
+        return fail(FAILED, "usage: lockship-unpack FILE OFFSET LENGTH FOLDER", NULL);
+    char *end;
+    errno = 0;
+    unsigned long long offset = strtoull(argv[2], &end, 10);
+    if (errno || *end || end == argv[2])
+        return fail(FAILED, "OFFSET is not a number", argv[2]);
+    unsigned long long length = strtoull(argv[3], &end, 10);
+    if (errno || *end || end == argv[3] || length == 0 || length > SIZE_MAX)
+        return fail(FAILED, "LENGTH is not a number", argv[3]);
+    int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(FAILED, "cannot open the installer", strerror(errno));
+    int folder = open(argv[4], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (folder < 0)
+        return fail(FAILED, "cannot open the folder", strerror(errno));
+    unsigned char *input = malloc((size_t)length);
+    if (input == NULL)
+        return fail(FAILED, "out of memory", NULL);
+    if (read_all(fd, input, (size_t)length, (off_t)offset) != 0)
+        return fail(DAMAGED, "cannot read the program from the installer", "it is truncated");
+    close(fd);
+
+    size_t total = 0;
+    for (size_t at = 0; at < length;) {
+        if (frame_count == MAX_FRAMES)
+            return fail(DAMAGED, "the program is damaged", "too many frames");
+        size_t in_size = ZSTD_findFrameCompressedSize(input + at, (size_t)length - at);
+        unsigned long long out_size = ZSTD_getFrameContentSize(input + at, (size_t)length - at);
+        if (ZSTD_isError(in_size) || out_size == ZSTD_CONTENTSIZE_UNKNOWN ||
+            out_size == ZSTD_CONTENTSIZE_ERROR || out_size > SIZE_MAX - total)
+            return fail(DAMAGED, "the program is damaged", "a zstd frame header is invalid");
+        frames[frame_count].in = input + at;
+        frames[frame_count].in_size = in_size;
+        frames[frame_count].out_size = (size_t)out_size;
+        frame_count++;
+        total += (size_t)out_size;
+        at += in_size;
+    }
+    unsigned char *output = malloc(total ? total : 1);
+    if (output == NULL)
+        return fail(FAILED, "out of memory", NULL);
+    for (size_t i = 0, at = 0; i < frame_count; at += frames[i].out_size, i++)
+        frames[i].out = output + at;
+
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t threads = cpus < 1 ? 1 : (size_t)cpus;
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
+    if (threads > frame_count)
+        threads = frame_count;
+    pthread_t workers[MAX_THREADS];
+    size_t started = 0;
+    for (; started + 1 < threads; started++)
+        if (pthread_create(&workers[started], NULL, decode_frames, NULL) != 0)
+            break;
+    decode_frames(NULL);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(workers[i], NULL);
+    for (size_t i = 0; i < frame_count; i++)
+        if (!frames[i].ok)
+            return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
+    free(input);
+    return extract(output, total, folder);
+}

@@ -1,0 +1,299 @@
+"""The Linux and macOS stub: a packed program folder that unpacks itself in a fifth of a second.
+
+A ``.sh`` installer's program is a PyInstaller one-folder program (no one-file bootloader to
+unpack it a second time), stored as a *stub pack*::
+
+    [lockship-unpack: U bytes][zstd frames: F bytes][trailer: 32 bytes]
+
+``lockship-unpack`` (``native/lockship-unpack.c``, compiled for the stub's platform with the
+zstd library python-zstandard ships) is a small native program that decodes the frames, one
+thread per CPU, into a ustar archive and extracts it; the shell header copies it out of the
+installer, runs it, and then runs :data:`PROGRAM` from the folder it made. The frames hold one
+archive of the folder, with every name under ``stub/``, in sorted order, owned by 0:0 and dated
+1980, split into :data:`FRAMES` frames at level :data:`LEVEL`: the same folder gives the same
+bytes. The trailer is ``LSSTUBPK``, U, F and the format version as little-endian 64-bit
+numbers. A macOS folder's bytes (and with them its signatures) come out as they went in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import zstandard
+from lockship.builder.errors import StubError
+from lockship.builder.paths import default_cache_dir
+
+MAGIC = b"LSSTUBPK"
+FORMAT = 1
+_TRAILER = struct.Struct("<8sQQQ")
+TRAILER_SIZE = _TRAILER.size
+#: the program the header runs, relative to the folder the unpacker fills
+PROGRAM = "stub/lockship-stub"
+#: frames decode in parallel (one thread each); four cost 2 % in size against one
+FRAMES = 4
+#: 21 MB for the 75 MB linux-64 folder (level 12: 23.6 MB); decoding speed hardly depends on it
+LEVEL = 19
+UNPACKER_SOURCE = Path(__file__).parent / "native" / "lockship-unpack.c"
+#: seconds a compile of the unpacker may take (zstd's amalgamated source: ~40 s here)
+COMPILE_TIMEOUT = 20 * 60
+
+
+@dataclass(frozen=True)
+class PackLayout:
+    """Where the parts of a stub pack lie, from its trailer."""
+
+    unpacker_size: int
+    frames_size: int
+
+    @property
+    def frames_offset(self) -> int:
+        return self.unpacker_size
+
+    @property
+    def size(self) -> int:
+        """The whole pack's size."""
+        return self.unpacker_size + self.frames_size + TRAILER_SIZE
+
+
+def read_layout(path: Path) -> PackLayout:
+    """The layout of the stub pack at ``path``; StubError if it is not one."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            f.seek(max(size - TRAILER_SIZE, 0))
+            trailer = f.read(TRAILER_SIZE)
+    except OSError as e:
+        raise StubError(f"cannot read the stub {path}: {e.strerror}") from e
+    if len(trailer) != TRAILER_SIZE or not trailer.startswith(MAGIC):
+        raise StubError(
+            f"{path} is not a lockship stub pack (no {MAGIC.decode()} trailer): Linux and macOS "
+            f"installers need a stub frozen by this lockship version"
+        )
+    _, unpacker, frames, version = _TRAILER.unpack(trailer)
+    if version != FORMAT or unpacker + frames + TRAILER_SIZE != size:
+        raise StubError(f"{path} is a stub pack of another format or is damaged; freeze it again")
+    return PackLayout(unpacker, frames)
+
+
+def write_pack(output: Path, unpacker: Path, program_dir: Path) -> None:
+    """Pack ``program_dir`` (its files under ``stub/``) behind ``unpacker`` into ``output``."""
+    frames = compress_frames(archive_bytes(program_dir))
+    with open(output, "wb") as f:
+        f.write(unpacker.read_bytes())
+        f.write(frames)
+        f.write(trailer(unpacker.stat().st_size, len(frames)))
+
+
+def trailer(unpacker_size: int, frames_size: int) -> bytes:
+    """The trailer that ends a stub pack of these parts."""
+    return _TRAILER.pack(MAGIC, unpacker_size, frames_size, FORMAT)
+
+
+def archive_bytes(program_dir: Path) -> bytes:
+    """A ustar archive of ``program_dir`` named ``stub/...``: the same folder, the same bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for path, name in _walk(program_dir):
+            info = archive.gettarinfo(str(path), name)
+            if not (info.isdir() or info.isfile() or info.issym()):
+                raise StubError(f"{path} is neither a file, a folder nor a symbolic link")
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 315532800, 0, 0, "", ""
+            info.mode &= 0o755 if info.isdir() or info.mode & 0o111 else 0o644
+            if info.isfile():
+                with open(path, "rb") as f:
+                    archive.addfile(info, f)
+            else:
+                archive.addfile(info)
+    return buffer.getvalue()
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+    yield root, "stub"
+    for folder, folders, files in os.walk(root):
+        folders.sort()
+        base = Path(folder)
+        for entry in sorted(folders + files):
+            path = base / entry
+            yield path, "stub/" + path.relative_to(root).as_posix()
+
+
+def compress_frames(data: bytes, frames: int = FRAMES, level: int = LEVEL) -> bytes:
+    """``data`` as ``frames`` zstd frames, each with its size and checksum, compressed in
+    parallel (one single-threaded compressor per frame, so the bytes do not depend on the CPUs)."""
+    step = max(-(-len(data) // frames), 1)
+    chunks = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
+
+    def one(chunk: bytes) -> bytes:
+        compressor = zstandard.ZstdCompressor(
+            level=level, write_checksum=True, write_content_size=True
+        )
+        return compressor.compress(chunk)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return b"".join(pool.map(one, chunks))
+
+
+def compile_unpacker(zstd_dir: Path, output: Path, compiler: str | None = None) -> None:
+    """Compile :data:`UNPACKER_SOURCE` with zstd's amalgamated ``zstd.c`` in ``zstd_dir``.
+
+    The machine's C compiler (``$CC``, else ``cc``) links it dynamically against the C library
+    only: a machine that runs the stub has that.
+    """
+    compiler = compiler or os.environ.get("CC") or "cc"
+    if shutil.which(compiler) is None:
+        raise StubError(
+            f"no C compiler ({compiler}) to build the stub's unpacker: install one (gcc or "
+            f"clang; on macOS `xcode-select --install`) or set $CC"
+        )
+    command = [
+        compiler,
+        "-O2",
+        "-std=c99",
+        "-pthread",
+        "-ffunction-sections",
+        "-fdata-sections",
+        f"-I{zstd_dir}",
+        str(UNPACKER_SOURCE),
+        str(zstd_dir / "zstd.c"),
+        "-o",
+        str(output),
+        *_link_flags(compiler),
+    ]
+    with tempfile.TemporaryDirectory(prefix="lockship-cc-") as tmp:
+        try:
+            done = subprocess.run(
+                command,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=COMPILE_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise StubError(
+                f"compiling the stub's unpacker took longer than {e.timeout:.0f} s"
+            ) from e
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+        raise StubError(f"compiling the stub's unpacker with {compiler} failed: {tail[0]}")
+
+
+def _link_flags(compiler: str) -> list[str]:
+    probe = subprocess.run(
+        [compiler, "-dumpmachine"], capture_output=True, text=True, check=False
+    ).stdout
+    if "apple" in probe or "darwin" in probe:
+        return ["-Wl,-dead_strip"]
+    return ["-Wl,--gc-sections", "-s"]
+
+
+#: where the C sources of zstd come from: the sdist of the python-zstandard that is installed
+#: (its ``zstd/zstd.c`` is zstd's whole library in one file), downloaded once with pip
+ZSTD_SDIST = "zstandard-{version}.tar.gz"
+
+
+def zstd_source(target: Path) -> Path:
+    """``target`` holding zstd's ``zstd.c`` and headers from the python-zstandard sdist.
+
+    The sdist is kept in ``CACHE/sources``; the first freeze downloads it with pip (the
+    machine's own index configuration), or it can be put there by hand.
+    """
+    release = version("zstandard")
+    cached = default_cache_dir() / "sources" / ZSTD_SDIST.format(version=release)
+    if not cached.is_file():
+        _download_sdist(release, cached)
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = ("zstd.c", "zstd.h", "zstd_errors.h", "zdict.h")
+    try:
+        with tarfile.open(cached) as archive:
+            for member in archive.getmembers():
+                parts = member.name.split("/")
+                if member.isfile() and parts[1:2] == ["zstd"] and parts[-1] in wanted:
+                    source = archive.extractfile(member)
+                    assert source is not None
+                    (target / parts[-1]).write_bytes(source.read())
+    except (OSError, tarfile.TarError) as e:
+        raise StubError(
+            f"{cached} is not a readable sdist ({e}); delete it and freeze again"
+        ) from e
+    if not (target / "zstd.c").is_file():
+        raise StubError(f"{cached} holds no zstd/zstd.c; delete it and freeze again")
+    return target
+
+
+def _download_sdist(release: str, cached: Path) -> None:
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".sdist-", dir=cached.parent) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+        command += ["--no-binary", ":all:", "--dest", tmp, f"zstandard=={release}"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        found = Path(tmp) / cached.name
+        if done.returncode != 0 or not found.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+            raise StubError(
+                f"cannot download zstd's sources (the {cached.name} sdist) to build the stub's "
+                f"unpacker: {tail[0]}; put that file into {cached.parent}"
+            )
+        os.replace(found, cached)
+
+
+def host_unpacker(
+    cache_dir: Path | None = None, on_line: Callable[[str], None] = lambda _: None
+) -> Path:
+    """``lockship-unpack`` for this machine, compiled once per source and compiler (cached in
+    ``CACHE/unpackers``)."""
+    compiler = os.environ.get("CC") or "cc"
+    cache_dir = cache_dir or default_cache_dir()
+    digest = hashlib.sha256(UNPACKER_SOURCE.read_bytes())
+    digest.update(version("zstandard").encode())
+    digest.update(_compiler_identity(compiler).encode())
+    cached = cache_dir / "unpackers" / digest.hexdigest()[:16] / "lockship-unpack"
+    if cached.is_file():
+        return cached
+    on_line("Compiling the stub's unpacker (zstd's decoder) with the C compiler (once)...")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".unpacker-", dir=cached.parent) as tmp:
+        built = Path(tmp) / cached.name
+        compile_unpacker(zstd_source(Path(tmp) / "zstd"), built, compiler)
+        os.replace(built, cached)
+    return cached
+
+
+def _compiler_identity(compiler: str) -> str:
+    try:
+        done = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return compiler
+    return f"{compiler}\n{done.stdout}"
+
+
+def unpack(pack: Path, folder: Path, unpacker: Path | None = None) -> Path:
+    """Unpack the stub pack ``pack`` into ``folder`` as the shell header does (with its own
+    unpacker, or ``unpacker``); the program's path. For tests, tools and the benchmark."""
+    layout = read_layout(pack)
+    folder.mkdir(parents=True, exist_ok=True)
+    if unpacker is None:
+        unpacker = folder / "unpack"
+        with open(pack, "rb") as source, open(unpacker, "wb") as target:
+            target.write(source.read(layout.unpacker_size))
+        unpacker.chmod(0o700)
+    command = [str(unpacker), str(pack), str(layout.frames_offset), str(layout.frames_size)]
+    done = subprocess.run([*command, str(folder)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise StubError(f"unpacking {pack} failed: {done.stderr.strip()}")
+    return folder / PROGRAM
