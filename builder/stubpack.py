@@ -35,6 +35,7 @@ from pathlib import Path
 import zstandard
 from lockship.builder.errors import StubError
 from lockship.builder.paths import default_cache_dir
+from lockship.builder.stubs import FREEZE_COMMAND
 
 MAGIC = b"LSSTUBPK"
 FORMAT = 1
@@ -80,11 +81,14 @@ def read_layout(path: Path) -> PackLayout:
     if len(trailer) != TRAILER_SIZE or not trailer.startswith(MAGIC):
         raise StubError(
             f"{path} is not a lockship stub pack (no {MAGIC.decode()} trailer): Linux and macOS "
-            f"installers need a stub frozen by this lockship version"
+            f"installers need a stub frozen by this lockship version ({FREEZE_COMMAND})"
         )
     _, unpacker, frames, version = _TRAILER.unpack(trailer)
     if version != FORMAT or unpacker + frames + TRAILER_SIZE != size:
-        raise StubError(f"{path} is a stub pack of another format or is damaged; freeze it again")
+        raise StubError(
+            f"{path} is a stub pack of another format or is damaged; freeze it again "
+            f"({FREEZE_COMMAND})"
+        )
     return PackLayout(unpacker, frames)
 
 

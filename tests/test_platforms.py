@@ -160,7 +160,7 @@ def test_macos_sh_keeps_the_stub_byte_identical(tmp_path: Path, platform: str, u
     for name, content in files.items():
         (folder / name).write_bytes(content)
     (folder / "lockship-stub").chmod(0o755)
-    os.symlink("Python.framework/Python", folder / "_internal" / "Python")
+    (folder / "_internal" / "Python").symlink_to("Python.framework/Python")
     unpacker = tmp_path / "unpack"
     unpacker.write_bytes(b"\xcf\xfa\xed\xfe unpacker stand-in")
     stub = tmp_path / "lockship-stub"

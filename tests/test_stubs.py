@@ -42,4 +42,9 @@ def test_only_what_decides_the_freeze_is_hashed() -> None:
     names = {(p.parent.name, p.name) for p in freeze_inputs()}
     assert ("builder", "freeze.py") in names and ("builder", "elf.py") in names
     assert ("stub", "cli.py") in names
-    assert {n for parent, n in names if parent == "builder"} == {"freeze.py", "elf.py"}
+    assert {n for parent, n in names if parent == "builder"} == {
+        "freeze.py",
+        "elf.py",
+        "stubpack.py",
+    }
+    assert ("native", "lockship-unpack.c") in names

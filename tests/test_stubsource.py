@@ -20,6 +20,7 @@ from tests.factories import (
     index_channel,
     write_conda_package,
     write_pixi_lock,
+    write_stand_in_stub,
 )
 from tests.runners import run_lockship
 
@@ -134,7 +135,7 @@ def test_a_build_downloads_stubs_with_its_own_client(tmp_path: Path) -> None:
         root / "channel", "mac-only", "1.0", subdir=PLATFORM, files={"m": "m"}
     )
     index_channel(root / "channel")
-    data = b"\xcf\xfa\xed\xfe stand-in mac stub"
+    data = write_stand_in_stub(tmp_path / "mac-stub", b"\xcf\xfa\xed\xfe mac unpacker").read_bytes()
     publish(root / "releases", {f"lockship-stub-{PLATFORM}": data})
     unreachable = "http://127.0.0.1:9/releases"  # nothing listens there
     with ChannelServer(root) as server:
