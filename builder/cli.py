@@ -38,11 +38,13 @@ def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
 def run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "freeze-stub":
-        return freeze_stub_command(args.output, compress=args.compress)
+        return freeze_stub_command(args.output, compress=args.compress, unpacker=args.unpacker)
     return build_command(args)
 
 
-def freeze_stub_command(output: str, *, compress: bool = False) -> int:
+def freeze_stub_command(
+    output: str, *, compress: bool = False, unpacker: Path | None = None
+) -> int:
     """``lockship freeze-stub -o PATH``: freeze, then print the sidecar's content."""
     from lockship.builder.freeze import freeze_stub
 
@@ -51,7 +53,10 @@ def freeze_stub_command(output: str, *, compress: bool = False) -> int:
         target = target / stub_file_name(host_platform())
     started = time.monotonic()
     facts = freeze_stub(
-        target, on_line=lambda line: print(line, file=sys.stderr, flush=True), compress=compress
+        target,
+        on_line=lambda line: print(line, file=sys.stderr, flush=True),
+        compress=compress,
+        unpacker=unpacker,
     )
     took = time.monotonic() - started
     print(f"Took {took:.0f} s; facts in {facts_path(target)}", file=sys.stderr)

@@ -270,7 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     freeze.add_argument(
         "--compress",
         action="store_true",
-        help="compress the archive: a stub less than half the size that starts ~0.4 s slower",
+        help="Windows: compress the .exe's archive (less than half the size, starts ~0.4 s "
+        "slower); Linux and macOS stubs are always compressed",
+    )
+    freeze.add_argument(
+        "--unpacker",
+        metavar="PATH",
+        type=Path,
+        help="Linux and macOS: a lockship-unpack built for this platform (default: compile "
+        "builder/native/lockship-unpack.c with $CC or cc)",
     )
     return parser
 

@@ -88,6 +88,9 @@ class Rootfs:
     packages: tuple[str, ...]
     #: build CPython from source (the suite's own python is older than lockship needs)
     build_python: bool = False
+    #: the host's cross compiler for the stub's unpacker (compiling zstd under QEMU takes
+    #: minutes); None: the rootfs compiles it with its own cc
+    cross_cc: str | None = None
 
     @property
     def foreign(self) -> bool:
@@ -104,6 +107,7 @@ ARM64 = Rootfs(
     platform="linux-aarch64",
     # PyInstaller needs the shared libpython and binutils (objcopy, objdump, strip)
     packages=("python3-venv", "libpython3.11", "binutils", "ca-certificates"),
+    cross_cc="aarch64-linux-gnu-gcc",
 )
 BULLSEYE = Rootfs(
     name="bullseye-amd64",
@@ -607,9 +611,11 @@ def freeze(cache: Cache, spec: Rootfs, *, force: bool) -> None:
         out = root / OUT.lstrip("/")
         remove_tree(out)
         out.mkdir(parents=True)
-        in_chroot(
-            root, [f"{VENV}/bin/python", f"{SRC}/scripts/freeze_stub.py", "-o", f"{OUT}/"], log=log
-        )
+        command = [f"{VENV}/bin/python", f"{SRC}/scripts/freeze_stub.py", "-o", f"{OUT}/"]
+        if spec.cross_cc:
+            cross_compile_unpacker(spec.cross_cc, out / "lockship-unpack")
+            command += ["--unpacker", f"{OUT}/lockship-unpack"]
+        in_chroot(root, command, log=log)
         built = out / target.name
         facts = json.loads((out / (target.name + ".json")).read_text())
         if facts.get("platform") != spec.platform:
@@ -625,6 +631,20 @@ def freeze(cache: Cache, spec: Rootfs, *, force: bool) -> None:
         f"{spec.name}: {target} ({built.stat().st_size if built.exists() else facts['size']} "
         f"bytes, python {facts['python']}, needs glibc >= {facts['glibc']})"
     )
+
+
+def cross_compile_unpacker(compiler: str, output: Path) -> None:
+    """The stub's unpacker for the rootfs's platform, compiled on the host with ``compiler``."""
+    import tempfile
+
+    from lockship.builder.errors import StubError
+    from lockship.builder.stubpack import compile_unpacker, zstd_source
+
+    with tempfile.TemporaryDirectory(prefix="lockship-unpacker-") as tmp:
+        try:
+            compile_unpacker(zstd_source(Path(tmp) / "zstd"), output, compiler)
+        except StubError as e:
+            raise Failed(str(e)) from e
 
 
 def prepare_rootfs(cache: Cache, spec: Rootfs) -> None:
