@@ -24,7 +24,13 @@ from lockship.stub.manifest import Manifest, PackageInfo
 from lockship.stub.payload import TRAILER_SIZE, read_payload
 
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
-from tests.factories import ChannelServer, channel_records, write_conda_package, write_pixi_lock
+from tests.factories import (
+    ChannelServer,
+    channel_records,
+    write_conda_package,
+    write_pixi_lock,
+    write_stand_in_stub,
+)
 from tests.runners import Run, run_installer, run_lockship
 
 pytestmark = pytest.mark.e2e
@@ -562,8 +568,7 @@ def test_full_output_disk_leaves_no_installer(
 ) -> None:
     _, folder, _ = served_lock
     small = mount_tmpfs("1m")  # type: ignore[operator]
-    big_stub = folder / "big-stub"
-    big_stub.write_bytes(b"\x7fELF" + os.urandom(2_000_000))
+    big_stub = write_stand_in_stub(folder / "big-stub", b"\x7fELF" + os.urandom(2_000_000))
     run = run_lockship(
         "build", folder, "--stub", big_stub, "-o", small, "--cache-dir", folder / "cache"
     )

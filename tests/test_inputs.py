@@ -22,6 +22,7 @@ from tests.factories import (
     index_channel,
     write_conda_package,
     write_pixi_lock,
+    write_stand_in_stub,
     write_wheel,
 )
 from tests.runners import Run, run_installer, run_lockship
@@ -92,8 +93,7 @@ def conda_lock_document(records: dict[str, list[rattler.RepoDataRecord]], dev: s
 def test_conda_lock_two_platforms_and_categories(
     tmp_path: Path, two_platform_channel: Path, frozen_stub: Path
 ) -> None:
-    stand_in = tmp_path / "stand-in"
-    stand_in.write_bytes(b"stand-in stub")
+    stand_in = write_stand_in_stub(tmp_path / "stand-in", b"stand-in stub")
     with ChannelServer(two_platform_channel) as server:
         records = {
             PLATFORM: channel_records(two_platform_channel, server.url, PLATFORM),
@@ -154,8 +154,7 @@ def explicit_file(records: list[rattler.RepoDataRecord], platform: str, *, md5: 
 def test_explicit_files_for_two_platforms(
     tmp_path: Path, two_platform_channel: Path, frozen_stub: Path
 ) -> None:
-    stand_in = tmp_path / "stand-in"
-    stand_in.write_bytes(b"stand-in stub")
+    stand_in = write_stand_in_stub(tmp_path / "stand-in", b"stand-in stub")
     with ChannelServer(two_platform_channel) as server:
         linux = channel_records(two_platform_channel, server.url, PLATFORM)
         mac = channel_records(two_platform_channel, server.url, OTHER, ["mac-only"])

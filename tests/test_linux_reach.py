@@ -349,18 +349,25 @@ def test_aarch64_programs_run_from_the_host_with_the_sysroot(
     """
     header = arm64_installer.read_bytes()[:8192].decode("utf-8", "replace")
     offset = int(header.split("LOCKSHIP_STUB_OFFSET=")[1].split()[0])
-    size = int(header.split("LOCKSHIP_STUB_SIZE=")[1].split()[0])
-    stub = tmp_path / "stub"
+    unpacker_size = int(header.split("LOCKSHIP_UNPACKER_SIZE=")[1].split()[0])
+    frames_size = int(header.split("LOCKSHIP_FRAMES_SIZE=")[1].split()[0])
+    unpacker = tmp_path / "unpack"
     with open(arm64_installer, "rb") as f:
         f.seek(offset)
-        stub.write_bytes(f.read(size))
-    stub.chmod(0o755)
-    assert elf_machine(stub) == EM_AARCH64
+        unpacker.write_bytes(f.read(unpacker_size))
+    unpacker.chmod(0o755)
+    assert elf_machine(unpacker) == EM_AARCH64
     env = {
         **os.environ,
         "QEMU_LD_PREFIX": str(CACHE.sysroot),
         "_LOCKSHIP_INSTALLER": str(arm64_installer),
     }
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    command = [unpacker, arm64_installer, str(offset + unpacker_size), str(frames_size), folder]
+    subprocess.run(command, env=env, check=True, timeout=600)
+    stub = folder / "stub" / "lockship-stub"
+    assert elf_machine(stub) == EM_AARCH64
     prefix = tmp_path / "env"
     process = subprocess.run(
         [stub, "-b", "-p", prefix], capture_output=True, text=True, env=env, timeout=600

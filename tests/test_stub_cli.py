@@ -18,7 +18,13 @@ from lockship.stub.payload import iter_entry, read_payload
 from lockship.stub.windows import LOG_DIR_ENV
 
 from tests.conftest import DEMO_PLATFORM
-from tests.factories import ChannelServer, index_channel, write_conda_package, write_pixi_lock
+from tests.factories import (
+    ChannelServer,
+    index_channel,
+    write_conda_package,
+    write_pixi_lock,
+    write_stand_in_stub,
+)
 from tests.runners import Run, run_installer, run_lockship, run_on_terminal
 
 pytestmark = pytest.mark.e2e
@@ -246,8 +252,7 @@ def installer_for_platform(installer: Path, platform: str, tmp_path: Path) -> Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"".join(iter_entry(payload, entry)))
         files.append((entry.name, path))
-    stub = tmp_path / "stand-in-stub"
-    stub.write_bytes(b"never run")
+    stub = write_stand_in_stub(tmp_path / "stand-in-stub", b"never run")
     output = tmp_path / f"other-{platform}.sh"
     write_installer(output, stub, replace(manifest, platform=platform), files)
     return output
