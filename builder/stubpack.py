@@ -125,13 +125,12 @@ def archive_bytes(program_dir: Path) -> bytes:
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+    """Every path under ``root`` (``root`` first) with its archive name, sorted by name (so a
+    folder comes before what it holds)."""
     yield root, "stub"
-    for folder, folders, files in os.walk(root):
-        folders.sort()
-        base = Path(folder)
-        for entry in sorted(folders + files):
-            path = base / entry
-            yield path, "stub/" + path.relative_to(root).as_posix()
+    names = {p.relative_to(root).as_posix(): p for p in root.rglob("*")}
+    for name in sorted(names):
+        yield names[name], f"stub/{name}"
 
 
 def compress_frames(data: bytes, frames: int = FRAMES, level: int = LEVEL) -> bytes:
@@ -191,8 +190,11 @@ def compile_unpacker(zstd_dir: Path, output: Path, compiler: str | None = None) 
                 f"compiling the stub's unpacker took longer than {e.timeout:.0f} s"
             ) from e
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-        raise StubError(f"compiling the stub's unpacker with {compiler} failed: {tail[0]}")
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["?"]
+        first_error = next((line for line in lines if "error" in line), lines[-1])
+        raise StubError(
+            f"compiling the stub's unpacker with {compiler} failed: {first_error.strip()}"
+        )
 
 
 def _link_flags(compiler: str) -> list[str]:

@@ -4,8 +4,8 @@
  *
  * Bytes OFFSET..OFFSET+LENGTH of FILE are zstd frames (each with its content size and
  * checksum) that together hold one ustar archive; it is extracted into FOLDER, which must
- * exist. The frames are decoded by one thread each (at most one per CPU), then the archive is
- * written out. Only directories, regular files and symbolic links are accepted, and no name
+ * exist. Worker threads (one per CPU, at most one per frame) decode the frames while the main
+ * thread writes out each file as soon as the frames holding it are decoded. Only directories, regular files and symbolic links are accepted, and no name
  * may be absolute or contain "..": the archive is lockship's own (builder/stubpack.py).
  *
  * Exit status: 0 unpacked; 2 the bytes are damaged (a frame or the archive does not decode),
@@ -40,13 +40,18 @@ struct frame {
     size_t in_size;
     unsigned char *out;
     size_t out_size;
-    int ok;
+    int done, ok;
 };
 
 static struct frame frames[MAX_FRAMES];
 static size_t frame_count;
-static size_t next_frame;
-static pthread_mutex_t next_lock = PTHREAD_MUTEX_INITIALIZER;
+/* guarded by lock: the next frame to claim, and how far the output is decoded without a gap */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t decoded = PTHREAD_COND_INITIALIZER;
+static size_t next_frame, frames_in_order, decoded_end;
+static int broken;
+
+static int write_all(int fd, const unsigned char *data, size_t size);
 
 static int fail(int status, const char *what, const char *detail)
 {
@@ -59,17 +64,62 @@ static void *decode_frames(void *unused)
     (void)unused;
     ZSTD_DCtx *context = ZSTD_createDCtx();
     for (;;) {
-        pthread_mutex_lock(&next_lock);
+        pthread_mutex_lock(&lock);
         size_t index = next_frame++;
-        pthread_mutex_unlock(&next_lock);
-        if (index >= frame_count || context == NULL)
+        pthread_mutex_unlock(&lock);
+        if (index >= frame_count)
             break;
         struct frame *f = &frames[index];
-        size_t written = ZSTD_decompressDCtx(context, f->out, f->out_size, f->in, f->in_size);
-        f->ok = !ZSTD_isError(written) && written == f->out_size;
+        size_t written = context == NULL ? 0 : ZSTD_decompressDCtx(context, f->out, f->out_size,
+                                                                   f->in, f->in_size);
+        pthread_mutex_lock(&lock);
+        f->ok = context != NULL && !ZSTD_isError(written) && written == f->out_size;
+        f->done = 1;
+        for (; frames_in_order < frame_count && frames[frames_in_order].done; frames_in_order++) {
+            if (!frames[frames_in_order].ok) {
+                broken = 1;
+                break;
+            }
+            decoded_end += frames[frames_in_order].out_size;
+        }
+        pthread_cond_broadcast(&decoded);
+        pthread_mutex_unlock(&lock);
     }
     ZSTD_freeDCtx(context);
     return NULL;
+}
+
+/* wait until the output is decoded past ``at``; how far it is decoded (0: a frame before
+ * ``at`` does not decode) */
+static size_t decoded_past(size_t at)
+{
+    pthread_mutex_lock(&lock);
+    while (!broken && decoded_end <= at)
+        pthread_cond_wait(&decoded, &lock);
+    size_t end = decoded_end > at ? decoded_end : 0;
+    pthread_mutex_unlock(&lock);
+    return end;
+}
+
+static int decoded_up_to(size_t end)
+{
+    return end == 0 || decoded_past(end - 1) >= end;
+}
+
+/* write ``size`` bytes of the output from ``at`` to ``fd``, each part once it is decoded */
+static int write_decoded(int fd, const unsigned char *output, size_t at, size_t size)
+{
+    while (size > 0) {
+        size_t end = decoded_past(at);
+        if (end == 0)
+            return DAMAGED;
+        size_t part = end - at < size ? end - at : size;
+        if (write_all(fd, output + at, part) != 0)
+            return FAILED;
+        at += part;
+        size -= part;
+    }
+    return 0;
 }
 
 static int read_all(int fd, unsigned char *buffer, size_t size, off_t offset)
@@ -137,6 +187,8 @@ static int extract(const unsigned char *archive, size_t size, int folder)
     char name[256 + 2], target[101];
     size_t at = 0;
     while (at + 512 <= size) {
+        if (!decoded_up_to(at + 512))
+            return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
         const unsigned char *header = archive + at;
         if (header[0] == '\0')
             return 0; /* the end-of-archive blocks */
@@ -163,7 +215,9 @@ static int extract(const unsigned char *archive, size_t size, int folder)
                             (mode_t)(mode & 0777));
             if (fd < 0)
                 return fail(FAILED, "cannot create a file", strerror(errno));
-            int status = write_all(fd, archive + data, (size_t)length);
+            int status = write_decoded(fd, archive, data, (size_t)length);
+            if (status == DAMAGED)
+                return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
             if (close(fd) != 0 || status != 0)
                 return fail(FAILED, "cannot write a file", strerror(errno));
         } else if (kind == '2') {
@@ -234,15 +288,14 @@ int main(int argc, char **argv)
         threads = frame_count;
     pthread_t workers[MAX_THREADS];
     size_t started = 0;
-    for (; started + 1 < threads; started++)
+    for (; started < threads; started++)
         if (pthread_create(&workers[started], NULL, decode_frames, NULL) != 0)
             break;
-    decode_frames(NULL);
+    if (started == 0)
+        decode_frames(NULL); /* no threads: decode everything first */
+    int status = extract(output, total, folder);
+    /* the workers finish before the process exits (a damaged archive may stop early) */
     for (size_t i = 0; i < started; i++)
         pthread_join(workers[i], NULL);
-    for (size_t i = 0; i < frame_count; i++)
-        if (!frames[i].ok)
-            return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
-    free(input);
-    return extract(output, total, folder);
+    return status;
 }

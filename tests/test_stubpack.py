@@ -1,0 +1,135 @@
+"""The stub pack: a program folder behind the native unpacker the ``.sh`` header runs.
+
+The unpacker is compiled here with this machine's C compiler (once, cached like a freeze's).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from lockship.builder.errors import StubError
+from lockship.builder.stubpack import (
+    PROGRAM,
+    archive_bytes,
+    compress_frames,
+    host_unpacker,
+    read_layout,
+    trailer,
+    unpack,
+    write_pack,
+)
+
+from tests.trees import tree_state
+
+
+@pytest.fixture(scope="module")
+def unpacker() -> Path:
+    return host_unpacker()
+
+
+def program_folder(root: Path) -> Path:
+    """A folder shaped like PyInstaller's one-folder output, with a bit of everything."""
+    folder = root / "frozen"
+    (folder / "_internal" / "rattler").mkdir(parents=True)
+    (folder / "_internal" / "empty").mkdir()
+    (folder / "lockship-stub").write_text('#!/bin/sh\necho frozen program "$@"\n')
+    (folder / "lockship-stub").chmod(0o755)
+    (folder / "_internal" / "rattler" / "rattler.abi3.so").write_bytes(os.urandom(300_000))
+    (folder / "_internal" / "base_library.zip").write_bytes(b"zip" * 100_000)
+    (folder / "_internal" / "libpython.so").symlink_to("rattler/rattler.abi3.so")
+    return folder
+
+
+def test_a_pack_unpacks_to_the_same_tree_and_runs(tmp_path: Path, unpacker: Path) -> None:
+    folder = program_folder(tmp_path)
+    pack = tmp_path / "stub.pack"
+    write_pack(pack, unpacker, folder)
+    layout = read_layout(pack)
+    assert layout.unpacker_size == unpacker.stat().st_size
+    assert pack.read_bytes()[: layout.unpacker_size] == unpacker.read_bytes()
+    program = unpack(pack, tmp_path / "out")
+    assert program == tmp_path / "out" / PROGRAM
+    assert tree_state(tmp_path / "out" / "stub") == tree_state(folder)
+    run = subprocess.run([program, "-b"], capture_output=True, text=True, check=True)
+    assert run.stdout == "frozen program -b\n"
+
+
+def test_packing_the_same_folder_gives_the_same_bytes(tmp_path: Path, unpacker: Path) -> None:
+    folder = program_folder(tmp_path)
+    write_pack(tmp_path / "one", unpacker, folder)
+    os.utime(folder / "lockship-stub", (0, 0))  # another time stamp changes nothing
+    write_pack(tmp_path / "two", unpacker, folder)
+    assert (tmp_path / "one").read_bytes() == (tmp_path / "two").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(archive_bytes(folder))) as archive:
+        names = archive.getnames()
+        assert names == sorted(names) and names[0] == "stub"
+        assert {(m.uid, m.gid, m.mtime) for m in archive.getmembers()} == {(0, 0, 315532800)}
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_damaged_frames_exit_2_with_one_line(tmp_path: Path, unpacker: Path, damage: str) -> None:
+    folder = program_folder(tmp_path)
+    pack = tmp_path / "stub.pack"
+    write_pack(pack, unpacker, folder)
+    layout = read_layout(pack)
+    data = bytearray(pack.read_bytes())
+    if damage == "flipped":
+        data[layout.frames_offset + layout.frames_size // 2] ^= 0xFF
+    else:
+        del data[layout.frames_offset + layout.frames_size - 100 :]
+    broken = tmp_path / "broken"
+    broken.write_bytes(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [unpacker, broken, str(layout.frames_offset), str(layout.frames_size), out]
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("lockship-unpack: ")
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/absolute", "stub/../../escaped"])
+def test_unsafe_names_are_refused(tmp_path: Path, unpacker: Path, name: str) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b"evil"))
+    frames = compress_frames(buffer.getvalue(), frames=1, level=1)
+    head = unpacker.read_bytes()
+    pack = tmp_path / "evil.pack"
+    pack.write_bytes(head + frames + trailer(len(head), len(frames)))
+    out = tmp_path / "deep" / "out"
+    out.mkdir(parents=True)
+    run = subprocess.run(
+        [unpacker, pack, str(len(head)), str(len(frames)), out], capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert "unsafe path" in run.stderr
+    assert list(out.iterdir()) == []
+    assert not (tmp_path / "deep" / "escaped").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_a_folder_it_cannot_fill_exits_1(tmp_path: Path, unpacker: Path) -> None:
+    """Not damage: the header tries its next folder."""
+    folder = program_folder(tmp_path)
+    pack = tmp_path / "stub.pack"
+    write_pack(pack, unpacker, folder)
+    layout = read_layout(pack)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stub").write_text("in the way")
+    command = [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), out]
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 1 and "cannot create a folder" in run.stderr
+
+
+def test_a_file_that_is_not_a_pack_is_refused_with_the_freeze_command(tmp_path: Path) -> None:
+    onefile = tmp_path / "lockship-stub-linux-64"
+    onefile.write_bytes(b"\x7fELF an old one-file stub" + b"\0" * 100)
+    with pytest.raises(StubError, match=r"not a lockship stub pack .*lockship freeze-stub -o PATH"):
+        read_layout(onefile)
