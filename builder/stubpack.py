@@ -217,10 +217,7 @@ def zstd_source(target: Path) -> Path:
     The sdist is kept in ``CACHE/sources``; the first freeze downloads it with pip (the
     machine's own index configuration), or it can be put there by hand.
     """
-    release = version("zstandard")
-    cached = default_cache_dir() / "sources" / ZSTD_SDIST.format(version=release)
-    if not cached.is_file():
-        _download_sdist(release, cached)
+    cached = zstd_sdist()
     target.mkdir(parents=True, exist_ok=True)
     wanted = ("zstd.c", "zstd.h", "zstd_errors.h", "zdict.h")
     try:
@@ -238,6 +235,15 @@ def zstd_source(target: Path) -> Path:
     if not (target / "zstd.c").is_file():
         raise StubError(f"{cached} holds no zstd/zstd.c; delete it and freeze again")
     return target
+
+
+def zstd_sdist() -> Path:
+    """The python-zstandard sdist in ``CACHE/sources``, downloaded with pip if it is not there."""
+    release = version("zstandard")
+    cached = default_cache_dir() / "sources" / ZSTD_SDIST.format(version=release)
+    if not cached.is_file():
+        _download_sdist(release, cached)
+    return cached
 
 
 def _download_sdist(release: str, cached: Path) -> None:

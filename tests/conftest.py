@@ -132,6 +132,15 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def stub_program(frozen_stub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The frozen stub's program, unpacked as an installer's header unpacks it: to run it
+    directly on an installer file (``--installer``), as a Windows .exe runs on itself."""
+    from lockship.builder.stubpack import unpack
+
+    return unpack(frozen_stub, tmp_path_factory.mktemp("stub-program"))
+
+
+@pytest.fixture(scope="session")
 def download_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("download-cache")
 

@@ -110,8 +110,8 @@ def test_the_real_installer_names_its_damaged_region(
     tmp_path: Path, demo_installer: Path, region: str
 ) -> None:
     """As users run it: ``sh installer.sh --check`` on a copy with one byte flipped in a
-    comment line of the header, or at 80 % of the frozen program (where, before, --check said
-    OK)."""
+    comment line of the header, or in the last byte of the program (its pack's trailer, which
+    unpacking does not read)."""
     payload = read_payload(demo_installer)
     header, program = Manifest.from_dict(payload.metadata).regions
     data = bytearray(demo_installer.read_bytes())
@@ -119,7 +119,7 @@ def test_the_real_installer_names_its_damaged_region(
         at = data.index(b"# Usage: ") + 3
         damaged_region = header
     else:
-        at = program.offset + program.size * 4 // 5
+        at = program.offset + program.size - 1
         damaged_region = program
     data[at] ^= 0x01
     damaged = tmp_path / demo_installer.name
@@ -132,3 +132,29 @@ def test_the_real_installer_names_its_damaged_region(
         f"ERROR: {damaged_region.name} (bytes {damaged_region.offset:,} to {last:,}) is "
         "damaged; download the installer again (details: "
     ), line
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.8])
+def test_damaged_program_frames_are_refused_before_anything_runs(
+    tmp_path: Path, demo_installer: Path, where: float
+) -> None:
+    """A flipped byte inside the program's zstd frames: the header's unpacker finds it (every
+    frame has a checksum) and the installer stops with one line, touching no prefix."""
+    payload = read_payload(demo_installer)
+    _, program = Manifest.from_dict(payload.metadata).regions
+    data = bytearray(demo_installer.read_bytes())
+    data[program.offset + int(program.size * where)] ^= 0x01
+    damaged = tmp_path / demo_installer.name
+    damaged.write_bytes(bytes(data))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    run = run_installer(damaged, "-b", "-p", tmp_path / "env", env={"TMPDIR": str(temp)})
+    assert run.returncode == 1
+    (line,) = run.error_lines
+    assert line.startswith(
+        f"ERROR: the installer file {damaged} is damaged (the program is damaged: a zstd frame "
+    ), line
+    assert line.endswith("); download it again"), line
+    assert not (tmp_path / "env").exists()
+    assert list(temp.iterdir()) == []  # the header removed its folder

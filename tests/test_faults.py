@@ -441,8 +441,9 @@ def test_workers_die_with_an_installer_killed_outright(
 ) -> None:
     process = start_unpacking(bulky_installer, tmp_path / "env")
     group = process_group(process.pid)
-    # the installer proper: the stub's child that has children of its own (the workers)
-    installer = next(pid for pid in group.values() if pid in group and pid != process.pid)
+    # the installer proper: the workers' parent (the header exec'd it, so it is the group's
+    # leader; a frozen one-file program would have been the bootloader's child)
+    installer = next(parent for pid, parent in group.items() if pid not in group.values())
     os.kill(installer, signal.SIGKILL)
     process.communicate(timeout=60)  # returns once no process holds its output open
     deadline = time.monotonic() + 10

@@ -219,14 +219,14 @@ def test_prefix_longer_than_binary_placeholder(tmp_path: Path, demo_installer: P
 
 
 def test_installer_for_another_platform(
-    tmp_path: Path, demo_installer: Path, frozen_stub: Path
+    tmp_path: Path, demo_installer: Path, stub_program: Path
 ) -> None:
     """The program itself refuses a payload for another platform (the header would refuse it
     first: the stub is run on the file directly, as a Windows .exe runs)."""
     other = "osx-arm64"
     installer = installer_for_platform(demo_installer, other, tmp_path)
     process = subprocess.run(
-        [frozen_stub, "--installer", installer, "-b", "-p", tmp_path / "env"],
+        [stub_program, "--installer", installer, "-b", "-p", tmp_path / "env"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -459,7 +459,7 @@ def test_terminal_with_bf_asks_nothing(tmp_path: Path, demo_installer: Path) -> 
 
 
 def test_the_builders_stub_folder_survives_the_installer(
-    tmp_path: Path, demo_installer: Path, frozen_stub: Path
+    tmp_path: Path, demo_installer: Path, stub_program: Path
 ) -> None:
     """``LOCKSHIP_STUB_DIR`` is the builder's: an installer program run directly (as a Windows
     .exe is) with the user's value set leaves that folder alone."""
@@ -471,7 +471,7 @@ def test_the_builders_stub_folder_survives_the_installer(
     assert (stubs / "lockship-stub-win-64.exe").read_bytes() == b"MZ mine"
     assert run.returncode == 0, run.stderr
     direct = subprocess.run(
-        [frozen_stub, "--installer", demo_installer, "--version"],
+        [stub_program, "--installer", demo_installer, "--version"],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
