@@ -24,6 +24,7 @@ Environments (scaled by ``--scale``, except the 1 MB and 1 GB ones):
   ~3 % of text files with a text prefix placeholder, ~20 % of binaries with a NUL-terminated
   255-character binary placeholder, a few symlinks and dependencies between packages;
 * ``1mb``: 4 small packages (startup reference);
+* ``22mb``: 8 packages, 22 MB of archives (with ``--peer``: the file size against conda-ship's);
 * ``1gb``: 4 big packages of mostly random data (startup, memory); ``--skip-1gb`` skips it.
 
 Usage: python scripts/bench.py [--scale 0.1] [--repeat 3] [--skip-1gb] [--stub PATH]
@@ -93,7 +94,7 @@ TARGETS = {
     "build_ratio": 2.0,  # warm-cache build / plain copy
     "update_ratio": 0.5,  # update changing 1 package (-u) / fresh install of the same env
     "peer_install_ratio": 0.7,  # installer install time / conda-ship's (cold cache)
-    "peer_size_ratio": 1.5,  # installer file / conda-ship's file, small environment
+    "peer_size_ratio": 1.5,  # installer file / conda-ship's file, 22 MB environment
 }
 
 
@@ -153,6 +154,18 @@ def env_specs(scale: float) -> dict[str, EnvSpec]:
             text_placeholder_share=0.05,
             binary_placeholder_share=0.3,
             seed=2,
+        ),
+        # the small environment issue 18 compares file sizes with conda-ship on (with --peer)
+        "22mb": EnvSpec(
+            name="22mb",
+            packages=8,
+            archive_bytes=22 * MB,
+            files=600,
+            binary_share=0.7,
+            binary_file_share=0.15,
+            text_placeholder_share=0.05,
+            binary_placeholder_share=0.3,
+            seed=4,
         ),
         "1gb": EnvSpec(
             name="1gb",
@@ -1341,7 +1354,8 @@ def peer_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": main["ratio_vs_peer"] <= TARGETS["peer_install_ratio"],
             }
         )
-    for name, target in (("main", None), ("1mb", TARGETS["peer_size_ratio"])):
+    sizes = (("main", None), ("1mb", None), ("22mb", TARGETS["peer_size_ratio"]))
+    for name, target in sizes:
         if name not in peer:
             continue
         ours = results["build"][name]["installer_bytes"]
@@ -1537,7 +1551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path: Path = args.json or args.work / "bench.json"
     stub = find_stub(args.stub)
     specs = env_specs(args.scale)
-    names = ["main", "1mb"] + ([] if args.skip_1gb else ["1gb"])
+    names = ["main", "1mb"] + (["22mb"] if args.peer else []) + ([] if args.skip_1gb else ["1gb"])
     envs = {name: ensure_env(args.work, specs[name], args.jobs) for name in names}
     bench = Bench(args, stub)
     started = time.perf_counter()
@@ -1563,7 +1577,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.measure_install(envs["1gb"], installers["1gb"], with_bare=True)
         bench.measure_snapshot(envs["1gb"], installers["1gb"])
 
+    def peer_size_env() -> None:
+        installers["22mb"] = bench.build_only(envs["22mb"])
+        bench.peer_build(envs["22mb"])
+
     steps: list[tuple[str, Callable[[], None]]] = [("main", main_env), ("1mb", small_env)]
+    if args.peer:
+        steps.append(("22mb", peer_size_env))
     if not args.skip_1gb:
         steps.append(("1gb", big_env))
     for _, step in steps:

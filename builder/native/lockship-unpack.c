@@ -24,11 +24,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include "zstd.h"
+
+#ifdef MAP_POPULATE
+#define POPULATE MAP_POPULATE
+#else
+#define POPULATE 0
+#endif
+#ifndef MAP_ANONYMOUS
+#define MAP_ANONYMOUS MAP_ANON
+#endif
 
 #define MAX_FRAMES 64
 #define MAX_THREADS 8
@@ -251,11 +261,25 @@ int main(int argc, char **argv)
     int folder = open(argv[4], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (folder < 0)
         return fail(FAILED, "cannot open the folder", strerror(errno));
-    unsigned char *input = malloc((size_t)length);
-    if (input == NULL)
-        return fail(FAILED, "out of memory", NULL);
-    if (read_all(fd, input, (size_t)length, (off_t)offset) != 0)
+    struct stat file;
+    if (fstat(fd, &file) != 0)
+        return fail(FAILED, "cannot read the installer", strerror(errno));
+    if (offset > (unsigned long long)file.st_size || length > file.st_size - offset)
         return fail(DAMAGED, "cannot read the program from the installer", "it is truncated");
+    /* the frames are read where the page cache has them; a copy only where mapping fails */
+    long page = sysconf(_SC_PAGESIZE);
+    size_t skew = (size_t)(offset % (unsigned long long)(page > 0 ? page : 4096));
+    unsigned char *mapped = mmap(NULL, (size_t)length + skew, PROT_READ, MAP_PRIVATE | POPULATE,
+                                 fd, (off_t)(offset - skew));
+    const unsigned char *input = mapped + skew;
+    if (mapped == MAP_FAILED) {
+        unsigned char *copy = malloc((size_t)length);
+        if (copy == NULL)
+            return fail(FAILED, "out of memory", NULL);
+        if (read_all(fd, copy, (size_t)length, (off_t)offset) != 0)
+            return fail(DAMAGED, "cannot read the program from the installer", "it is truncated");
+        input = copy;
+    }
     close(fd);
 
     size_t total = 0;
@@ -274,9 +298,15 @@ int main(int argc, char **argv)
         total += (size_t)out_size;
         at += in_size;
     }
-    unsigned char *output = malloc(total ? total : 1);
-    if (output == NULL)
+    /* one mapping for the whole archive, in huge pages where the kernel offers them: 77 MB in
+     * 4 kB pages is 19,000 page faults */
+    unsigned char *output = mmap(NULL, total ? total : 1, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (output == MAP_FAILED)
         return fail(FAILED, "out of memory", NULL);
+#ifdef MADV_HUGEPAGE
+    madvise(output, total ? total : 1, MADV_HUGEPAGE);
+#endif
     for (size_t i = 0, at = 0; i < frame_count; at += frames[i].out_size, i++)
         frames[i].out = output + at;
 
