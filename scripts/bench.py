@@ -748,11 +748,11 @@ class Bench:
         self.stub = stub
         self.repeat: int = args.repeat
         self.interval: float = args.sample_interval
-        self.runs_dir = self.work / "runs"
+        self.runs_dir = (args.runs or self.work) / "runs"
         self.results: dict[str, Any] = {}
-        # Installers unpack their program (and write failure logs) into TMPDIR: keep that inside
-        # the work folder, on the same filesystem as the prefixes.
-        self.tmp = fresh_dir(self.work / "tmp")
+        # Installers unpack their program (and write failure logs) into TMPDIR: keep that on
+        # the same filesystem as the prefixes.
+        self.tmp = fresh_dir((args.runs or self.work) / "tmp")
         self.installer_env = {**os.environ, "TMPDIR": str(self.tmp)}
         self.peer: peers.CondaShip | None = None
         if args.peer:
@@ -997,45 +997,54 @@ class Bench:
         runs: list[dict[str, Any]] = []
         bare_runs: list[dict[str, Any]] = []
         check: dict[str, Any] = {}
+        kinds = ["installer"] + (["bare"] if with_bare else []) + (["peer"] if peer else [])
         for i in range(self.repeat):
-            log(
-                f"[{env.spec.name}] install {i + 1}/{self.repeat}: installer"
-                + (" vs bare rattler..." if with_bare else "...")
-            )
-            run, prefix = self.run_installer(env, installer, str(i))
-            first = run.first_line("err")
-            runs.append(
-                {
-                    "seconds": run.seconds,
-                    "first_line_s": first[0] if first else math.nan,
-                    "first_line": first[1] if first else None,
-                    "phases": phase_breakdown(run),
-                    "peak_rss_mb": run.peak_rss_mb,
-                    "peak_anon_mb": run.peak_anon_mb,
-                    "peak_processes": run.peak_processes,
-                    "sampler": run.sampler,
-                    "lines": run.lines,
-                }
-            )
-            bare_prefix: Path | None = None
-            if with_bare:
-                bare, bare_prefix, inner = self.run_bare(env, str(i))
-                bare_runs.append(
-                    {
-                        "seconds": bare.seconds,
-                        "inner": inner,
-                        "peak_rss_mb": bare.peak_rss_mb,
-                        "peak_anon_mb": bare.peak_anon_mb,
-                        "sampler": bare.sampler,
-                    }
-                )
-            if peer is not None:
-                peer_s.append(self.run_peer(env, peer, str(i)))
-            if i == 0 and bare_prefix is not None:
-                check = self.check_prefixes(env, prefix, bare_prefix)
-            shutil.rmtree(prefix.parent)
-            if bare_prefix is not None:
-                shutil.rmtree(bare_prefix.parent)
+            # every run follows the removal of the run before it (on this ext4 with online
+            # discard a removal slows the writes after it) and each tool goes first in turn
+            order = kinds[i % len(kinds) :] + kinds[: i % len(kinds)]
+            log(f"[{env.spec.name}] install {i + 1}/{self.repeat}: {', '.join(order)}...")
+            kept: dict[str, Path] = {}
+            for kind in order:
+                if kind == "installer":
+                    run, prefix = self.run_installer(env, installer, str(i))
+                    first = run.first_line("err")
+                    runs.append(
+                        {
+                            "seconds": run.seconds,
+                            "first_line_s": first[0] if first else math.nan,
+                            "first_line": first[1] if first else None,
+                            "phases": phase_breakdown(run),
+                            "peak_rss_mb": run.peak_rss_mb,
+                            "peak_anon_mb": run.peak_anon_mb,
+                            "peak_processes": run.peak_processes,
+                            "sampler": run.sampler,
+                            "lines": run.lines,
+                        }
+                    )
+                    kept["installer"] = prefix
+                elif kind == "bare":
+                    bare, bare_prefix, inner = self.run_bare(env, str(i))
+                    bare_runs.append(
+                        {
+                            "seconds": bare.seconds,
+                            "inner": inner,
+                            "peak_rss_mb": bare.peak_rss_mb,
+                            "peak_anon_mb": bare.peak_anon_mb,
+                            "sampler": bare.sampler,
+                        }
+                    )
+                    kept["bare"] = bare_prefix
+                else:
+                    assert peer is not None
+                    peer_s.append(self.run_peer(env, peer, str(i)))
+                if i > 0:  # the first turn keeps both prefixes to compare them
+                    for path in kept.values():
+                        shutil.rmtree(path.parent)
+                    kept.clear()
+            if i == 0 and "bare" in kept:
+                check = self.check_prefixes(env, kept["installer"], kept["bare"])
+            for path in kept.values():
+                shutil.rmtree(path.parent)
         result: dict[str, Any] = {
             "installer_s": [r["seconds"] for r in runs],
             "installer_median_s": median([r["seconds"] for r in runs]),
@@ -1506,6 +1515,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Path("/tmp/lockship-bench"),
         help="work folder; generated channels are cached here (default /tmp/lockship-bench)",
     )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        help="where the timed runs install (default: the work folder); a tmpfs such as "
+        "/dev/shm/lockship-bench takes the disk out of the install figures",
+    )
     parser.add_argument("--json", type=Path, help="results file (default <work>/bench.json)")
     parser.add_argument(
         "--peer",
@@ -1542,6 +1557,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.repeat < 1 or args.startup_repeat < 1 or args.scale <= 0:
         parser.error("--repeat and --startup-repeat must be >= 1, --scale > 0")
     args.work = args.work.resolve()
+    args.runs = args.runs.resolve() if args.runs else None
     return args
 
 
