@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,7 +19,6 @@ from pathlib import Path
 
 from lockship import stub
 from lockship.builder.elf import ELF_MAGIC, format_version, glibc_versions
-from lockship.builder.errors import StubError
 from lockship.builder.paths import host_platform
 from lockship.builder.stubpack import host_unpacker, write_pack
 from lockship.builder.stubs import (
@@ -30,6 +28,7 @@ from lockship.builder.stubs import (
     stub_identity,
     toolchain,
 )
+from lockship.builder.tools import run_tool
 from lockship.stub.boundary import CHUNK_SIZE, atomic_write, file_sha256, write_text_atomically
 
 #: seconds a PyInstaller run may take (a freeze takes 15 s to 2 min; 20 s under Wine)
@@ -181,23 +180,13 @@ def _run_pyinstaller(work: Path, *, compress: bool, onefile: bool) -> Path:
         # PyInstaller reads one zlib level for the archive and for the PYZ's modules, which are
         # read in place: stored, they need no inflating at import either (-15 ms, +3 MB)
         env["PYINSTALLER_ZLIB_COMPRESSION_LEVEL"] = "0"
-    try:
-        process = subprocess.run(
-            command,
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=FREEZE_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise StubError(
-            f"freezing the installer stub with PyInstaller took longer than {e.timeout:.0f} s"
-        ) from e
-    if process.returncode != 0:
-        tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["?"]
-        raise StubError(f"freezing the installer stub with PyInstaller failed: {tail[0]}")
+    run_tool(
+        command,
+        what="freezing the installer stub with PyInstaller",
+        timeout=FREEZE_TIMEOUT,
+        cwd=work,
+        env=env,
+    )
     return work / "dist" / (STUB_BASENAME + (".exe" if onefile else ""))
 
 

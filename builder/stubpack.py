@@ -1,4 +1,4 @@
-"""The Linux and macOS stub: a packed program folder that unpacks itself in a fifth of a second.
+"""The Linux and macOS stub: a packed program folder that unpacks itself in ~0.16 s (77 MB here).
 
 A ``.sh`` installer's program is a PyInstaller one-folder program (no one-file bootloader to
 unpack it a second time), stored as a *stub pack*::
@@ -36,6 +36,7 @@ import zstandard
 from lockship.builder.errors import StubError
 from lockship.builder.paths import default_cache_dir
 from lockship.builder.stubs import FREEZE_COMMAND
+from lockship.builder.tools import first_error, run_tool
 
 MAGIC = b"LSSTUBPK"
 FORMAT = 1
@@ -176,24 +177,12 @@ def compile_unpacker(zstd_dir: Path, output: Path, compiler: str | None = None) 
         *_link_flags(compiler),
     ]
     with tempfile.TemporaryDirectory(prefix="lockship-cc-") as tmp:
-        try:
-            done = subprocess.run(
-                command,
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=COMPILE_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as e:
-            raise StubError(
-                f"compiling the stub's unpacker took longer than {e.timeout:.0f} s"
-            ) from e
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or ["?"]
-        first_error = next((line for line in lines if "error" in line), lines[-1])
-        raise StubError(
-            f"compiling the stub's unpacker with {compiler} failed: {first_error.strip()}"
+        run_tool(
+            command,
+            what=f"compiling the stub's unpacker with {compiler}",
+            timeout=COMPILE_TIMEOUT,
+            cwd=Path(tmp),
+            pick=first_error,
         )
 
 

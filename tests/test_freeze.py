@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lockship.builder import freeze
+from lockship.builder import freeze, tools
 from lockship.builder.errors import StubError
 
 REAL_RUN = subprocess.run
@@ -32,7 +32,7 @@ def test_a_hanging_pyinstaller_is_stopped(tmp_path: Path, monkeypatch: pytest.Mo
         seen.update(kwargs)
         raise subprocess.TimeoutExpired(command, kwargs["timeout"])
 
-    monkeypatch.setattr(freeze.subprocess, "run", only_pyinstaller(run))
+    monkeypatch.setattr(tools.subprocess, "run", only_pyinstaller(run))
     with pytest.raises(StubError, match=r"took longer than 1800 s"):
         freeze.freeze_stub(tmp_path / "stub")
     assert seen["timeout"] == freeze.FREEZE_TIMEOUT
@@ -45,7 +45,7 @@ def test_a_failing_pyinstaller_names_its_last_line(
     def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(command, 1, "", "lots\nof\nSyntaxError: oops\n")
 
-    monkeypatch.setattr(freeze.subprocess, "run", only_pyinstaller(run))
+    monkeypatch.setattr(tools.subprocess, "run", only_pyinstaller(run))
     with pytest.raises(StubError, match=r"with PyInstaller failed: SyntaxError: oops$"):
         freeze.freeze_stub(tmp_path / "stub")
 

@@ -16,6 +16,7 @@ from lockship.builder.errors import StubError
 from lockship.builder.stubpack import (
     PROGRAM,
     archive_bytes,
+    compile_unpacker,
     compress_frames,
     host_unpacker,
     read_layout,
@@ -133,3 +134,27 @@ def test_a_file_that_is_not_a_pack_is_refused_with_the_freeze_command(tmp_path: 
     onefile.write_bytes(b"\x7fELF an old one-file stub" + b"\0" * 100)
     with pytest.raises(StubError, match=r"not a lockship stub pack .*lockship freeze-stub -o PATH"):
         read_layout(onefile)
+
+
+def test_a_failing_compiler_is_named_with_its_first_error(tmp_path: Path) -> None:
+    compiler = tmp_path / "cc"
+    compiler.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = -dumpmachine ] && { echo x86_64-linux-gnu; exit 0; }\n'
+        "echo 'unpack.c:1:1: error: first thing wrong' >&2\n"
+        "echo 'unpack.c:9:1: error: what followed from it' >&2\n"
+        "echo '   ^~~~' >&2\n"
+        "exit 1\n"
+    )
+    compiler.chmod(0o755)
+    with pytest.raises(StubError) as failed:
+        compile_unpacker(tmp_path, tmp_path / "out", str(compiler))
+    assert str(failed.value) == (
+        f"compiling the stub's unpacker with {compiler} failed: "
+        "unpack.c:1:1: error: first thing wrong"
+    )
+
+
+def test_no_compiler_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(StubError, match=r"no C compiler \(no-such-cc\) .*xcode-select --install"):
+        compile_unpacker(tmp_path, tmp_path / "out", "no-such-cc")
