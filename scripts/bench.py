@@ -530,8 +530,22 @@ def _status_kb(pid: int) -> tuple[str, dict[str, int]] | None:
     return (name, values) if "VmRSS" in values else None
 
 
+def _pss_kb(pid: int) -> int | None:
+    """The process's proportional set size: each page it shares counted by its share of it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 class TreeSampler:
-    """Samples the summed RSS of a process tree in a background thread."""
+    """Samples the summed RSS of a process tree in a background thread, and the summed PSS:
+    a sum of RSS counts a page that forked workers share with their parent once per process,
+    a sum of PSS once in all."""
 
     def __init__(self, root: int, interval: float) -> None:
         self.root = root
@@ -539,6 +553,7 @@ class TreeSampler:
         self.samples = 0
         self.peak_rss_kb = 0
         self.peak_anon_kb = 0
+        self.peak_pss_kb = 0
         self.peak_processes: list[tuple[str, int]] = []
         self.max_processes = 0
         self.cpu_s = 0.0
@@ -562,7 +577,7 @@ class TreeSampler:
         self.cpu_s = time.thread_time() - cpu0
 
     def sample(self) -> None:
-        rss = anon = 0
+        rss = anon = pss = 0
         procs: list[tuple[str, int]] = []
         for pid in _tree_pids(self.root):
             status = _status_kb(pid)
@@ -571,6 +586,7 @@ class TreeSampler:
             name, values = status
             rss += values["VmRSS"]
             anon += values.get("RssAnon", 0)
+            pss += _pss_kb(pid) or 0
             procs.append((name, values["VmRSS"]))
         self.samples += 1
         self.max_processes = max(self.max_processes, len(procs))
@@ -578,6 +594,7 @@ class TreeSampler:
             self.peak_rss_kb = rss
             self.peak_processes = procs
         self.peak_anon_kb = max(self.peak_anon_kb, anon)
+        self.peak_pss_kb = max(self.peak_pss_kb, pss)
 
 
 @dataclass
@@ -587,6 +604,7 @@ class Run:
     lines: list[tuple[float, str, str]]  # (seconds since start, "out"|"err", text)
     peak_rss_mb: float
     peak_anon_mb: float
+    peak_pss_mb: float
     peak_processes: list[tuple[str, float]]
     sampler: dict[str, float] = field(default_factory=dict)
 
@@ -647,6 +665,7 @@ def timed_run(
         lines=lines,
         peak_rss_mb=(sampler.peak_rss_kb * 1024 / MB) if sampler else math.nan,
         peak_anon_mb=(sampler.peak_anon_kb * 1024 / MB) if sampler else math.nan,
+        peak_pss_mb=(sampler.peak_pss_kb * 1024 / MB) if sampler else math.nan,
         peak_processes=[(n, kb * 1024 / MB) for n, kb in sampler.peak_processes] if sampler else [],
         sampler={
             "samples": sampler.samples,
@@ -1016,6 +1035,7 @@ class Bench:
                             "phases": phase_breakdown(run),
                             "peak_rss_mb": run.peak_rss_mb,
                             "peak_anon_mb": run.peak_anon_mb,
+                            "peak_pss_mb": run.peak_pss_mb,
                             "peak_processes": run.peak_processes,
                             "sampler": run.sampler,
                             "lines": run.lines,
@@ -1030,6 +1050,7 @@ class Bench:
                             "inner": inner,
                             "peak_rss_mb": bare.peak_rss_mb,
                             "peak_anon_mb": bare.peak_anon_mb,
+                            "peak_pss_mb": bare.peak_pss_mb,
                             "sampler": bare.sampler,
                         }
                     )
@@ -1054,6 +1075,7 @@ class Bench:
             "peak_rss_mb": [r["peak_rss_mb"] for r in runs],
             "peak_rss_median_mb": median([r["peak_rss_mb"] for r in runs]),
             "peak_anon_median_mb": median([r["peak_anon_mb"] for r in runs]),
+            "peak_pss_median_mb": median([r["peak_pss_mb"] for r in runs]),
             "phases_median_s": {
                 k: median([r["phases"].get(k, math.nan) for r in runs]) for k in runs[0]["phases"]
             },
@@ -1077,6 +1099,7 @@ class Bench:
                     ),
                     "bare_peak_rss_median_mb": median([r["peak_rss_mb"] for r in bare_runs]),
                     "bare_peak_anon_median_mb": median([r["peak_anon_mb"] for r in bare_runs]),
+                    "bare_peak_pss_median_mb": median([r["peak_pss_mb"] for r in bare_runs]),
                     "ratio": median([r["seconds"] for r in runs])
                     / median([r["seconds"] for r in bare_runs]),
                     "bare_runs": bare_runs,
@@ -1292,6 +1315,16 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "ratio": big["peak_rss_median_mb"] / big["bare_peak_rss_median_mb"],
                 "target": f"<= {TARGETS['peak_rss_mb']:.0f} MB",
                 "met": big["peak_rss_median_mb"] <= TARGETS["peak_rss_mb"],
+            }
+        )
+        rows.append(
+            {
+                "measure": "peak PSS, tree (1 GB, info)",
+                "lockship": _fmt(big["peak_pss_median_mb"], "MB", 0),
+                "reference": f"bare rattler {_fmt(big['bare_peak_pss_median_mb'], 'MB', 0)}",
+                "ratio": big["peak_pss_median_mb"] / big["bare_peak_pss_median_mb"],
+                "target": f"({TARGETS['peak_rss_mb']:.0f} MB)",
+                "met": None,
             }
         )
     else:
