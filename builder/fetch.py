@@ -115,16 +115,18 @@ async def download_verified(
     retries: int,
     place: Callable[[Path], tuple[Path, str]],
 ) -> tuple[Path, str]:
-    """Download ``url`` to a new temporary file in ``folder``; ``place(temporary)`` checks it
+    """Download ``url`` to a new temporary folder in ``folder``; ``place(file)`` checks it
     and returns where it belongs and its sha256; it is renamed there. Returns the same pair.
 
     ``folder`` must be on the file system of the final place (the cache's own folders are).
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = unquote(urlparse(url).path).rsplit("/", 1)[-1] or "download"
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    os.close(fd)
-    part = Path(temporary)
+    # a folder of its own: a download that is cancelled (another one failed) may still be
+    # written by rattler's runtime after the task is gone, and once the folder is removed
+    # nothing can recreate a file in it
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder))
+    part = work / name
     try:
         await with_retries(lambda: download_url(client, url, part), retries)
         final, sha256 = await asyncio.to_thread(place, part)
@@ -132,7 +134,7 @@ async def download_verified(
         part.chmod(0o644)
         os.replace(part, final)
     finally:
-        part.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     return final, sha256
 
 
