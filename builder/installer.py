@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import jinja2
 from lockship.builder.errors import BuildError, ChecksumMismatch
-from lockship.builder.stubpack import PackLayout, read_layout
+from lockship.builder.stubpack import PROGRAM, PackLayout, read_layout
 from lockship.builder.stubs import FREEZE_COMMAND
 from lockship.stub.boundary import CHUNK_SIZE, atomic_write, file_sha256
 from lockship.stub.manifest import Manifest, Region
@@ -98,6 +98,7 @@ def render_header(
             total_size=str(total_size).ljust(_FIELD_WIDTH),
             glibc_min=glibc_min or "",
             uname_pattern=UNAME_PATTERNS[manifest.platform],
+            program=PROGRAM,
         ).encode("utf-8")
 
     length = len(render(0))
