@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -113,6 +114,41 @@ def test_unsafe_names_are_refused(tmp_path: Path, unpacker: Path, name: str) -> 
     assert "unsafe path" in run.stderr
     assert list(out.iterdir()) == []
     assert not (tmp_path / "deep" / "escaped").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_memory_stays_at_a_few_frames_whatever_the_program_size(
+    tmp_path: Path, unpacker: Path
+) -> None:
+    """96 MB of program in 32 frames: at most one frame more than the decoding threads (at
+    most 8) is held at a time, so the unpacker never holds the whole program."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    block = os.urandom(1 << 20)
+    with open(folder / "rattler.abi3.so", "wb") as f:
+        for i in range(96):
+            f.write(block[i:] + block[:i])  # compressible at level 1, but not to nothing
+    data = archive_bytes(folder)
+    frames = compress_frames(data, frames=32, level=1)
+    head = unpacker.read_bytes()
+    pack = tmp_path / "big.pack"
+    pack.write_bytes(head + frames + trailer(len(head), len(frames)))
+    out = tmp_path / "out"
+    out.mkdir()
+    # the peak of the unpacker alone: a child's ru_maxrss counts what its parent had mapped
+    # when it forked, so a small interpreter starts it rather than this test process
+    measure = (
+        "import os, sys; pid = os.posix_spawn(sys.argv[1], sys.argv[1:], {}); "
+        "_, status, usage = os.wait4(pid, 0); "
+        "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"
+    )
+    command = [sys.executable, "-I", "-c", measure, unpacker, pack]
+    command += [str(len(head)), str(len(frames)), out]
+    code, peak_kb = subprocess.run(command, capture_output=True, text=True).stdout.split()
+    assert code == "0"
+    unpacked = out / "stub" / "rattler.abi3.so"
+    assert unpacked.read_bytes() == (folder / "rattler.abi3.so").read_bytes()
+    peak_mb = int(peak_kb) / 1024  # kB on Linux
+    assert peak_mb < 48, f"the unpacker peaked at {peak_mb:.0f} MB for a 96 MB program"
 
 
 def test_a_folder_it_cannot_fill_exits_1(tmp_path: Path, unpacker: Path) -> None:

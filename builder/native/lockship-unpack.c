@@ -4,9 +4,12 @@
  *
  * Bytes OFFSET..OFFSET+LENGTH of FILE are zstd frames (each with its content size and
  * checksum) that together hold one ustar archive; it is extracted into FOLDER, which must
- * exist. Worker threads (one per CPU, at most one per frame) decode the frames while the main
- * thread writes out each file as soon as the frames holding it are decoded. Only directories, regular files and symbolic links are accepted, and no name
- * may be absolute or contain "..": the archive is lockship's own (builder/stubpack.py).
+ * exist. Worker threads (one per CPU, at most one per frame) decode the frames in order while
+ * the main thread writes the files out of them; at most one frame more than there are threads
+ * is held decoded at a time, and each frame's compressed pages are let go once it is decoded,
+ * so memory stays at a few frames (~30 MB) whatever the size of the program. Only
+ * directories, regular files and symbolic links are accepted, and no name may be absolute or
+ * contain "..": the archive is lockship's own (builder/stubpack.py).
  *
  * Exit status: 0 unpacked; 2 the bytes are damaged (a frame or the archive does not decode),
  * with one line on stderr; 1 anything else (usage, reading, writing: a full or read-only
@@ -31,11 +34,6 @@
 
 #include "zstd.h"
 
-#ifdef MAP_POPULATE
-#define POPULATE MAP_POPULATE
-#else
-#define POPULATE 0
-#endif
 #ifndef MAP_ANONYMOUS
 #define MAP_ANONYMOUS MAP_ANON
 #endif
@@ -45,28 +43,86 @@
 #define DAMAGED 2
 #define FAILED 1
 
+enum { WAITING, DECODED, BROKEN, NO_MEMORY };
+
 struct frame {
     const unsigned char *in;
     size_t in_size;
-    unsigned char *out;
+    unsigned char *out; /* a buffer of the pool while the frame is decoded and not yet written */
     size_t out_size;
-    int done, ok;
+    int state;
 };
 
-static struct frame frames[MAX_FRAMES];
-static size_t frame_count;
-/* guarded by lock: the next frame to claim, and how far the output is decoded without a gap */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t decoded = PTHREAD_COND_INITIALIZER;
-static size_t next_frame, frames_in_order, decoded_end;
-static int broken;
-
 static int write_all(int fd, const unsigned char *data, size_t size);
+
+static struct frame frames[MAX_FRAMES];
+static size_t frame_count, largest_frame;
+static int input_mapped;
+/* Guarded by lock. Frames are claimed in order, and at most ``window`` of them hold a buffer
+ * at a time (claimed, not yet written out): memory stays at ``window`` frames, whatever the
+ * size of the program. A written frame's buffer goes back to the pool for the next one. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t decoded = PTHREAD_COND_INITIALIZER, released = PTHREAD_COND_INITIALIZER;
+static size_t next_frame, frames_released, window;
+static unsigned char *pool[MAX_THREADS + 1];
+static size_t pooled;
+static int stopping;
 
 static int fail(int status, const char *what, const char *detail)
 {
     fprintf(stderr, "lockship-unpack: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
     return status;
+}
+
+/* pages of the mapped installer, rounded out to whole pages */
+static void advise_input(const unsigned char *in, size_t size, int advice)
+{
+#ifdef __linux__
+    if (!input_mapped)
+        return; /* a copy in the heap: MADV_DONTNEED would zero it */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)in / page * page;
+    uintptr_t end = ((uintptr_t)in + size + page - 1) / page * page;
+    madvise((void *)start, end - start, advice); /* advice only: an old kernel may say EINVAL */
+#else
+    (void)in;
+    (void)size;
+    (void)advice;
+#endif
+}
+
+static unsigned char *new_buffer(void)
+{
+    size_t size = largest_frame ? largest_frame : 1;
+    unsigned char *buffer =
+        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buffer == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(buffer, size, MADV_HUGEPAGE); /* 10 MB in 4 kB pages is 2,400 page faults */
+#endif
+    return buffer;
+}
+
+/* decode frame ``index`` into ``buffer`` (NULL: out of memory), and say so to the writer */
+static void decode(ZSTD_DCtx *context, size_t index, unsigned char *buffer)
+{
+    struct frame *f = &frames[index];
+#if defined(__linux__) && defined(MADV_POPULATE_READ)
+    advise_input(f->in, f->in_size, MADV_POPULATE_READ); /* one call instead of a page fault per page */
+#endif
+    size_t written = context && buffer ? ZSTD_decompressDCtx(context, buffer, f->out_size, f->in,
+                                                             f->in_size)
+                                       : 0;
+    int ok = context && buffer && !ZSTD_isError(written) && written == f->out_size;
+#ifdef MADV_DONTNEED
+    advise_input(f->in, f->in_size, MADV_DONTNEED); /* decoded: its compressed pages leave this process */
+#endif
+    pthread_mutex_lock(&lock);
+    f->out = buffer;
+    f->state = ok ? DECODED : buffer && context ? BROKEN : NO_MEMORY;
+    pthread_cond_broadcast(&decoded);
+    pthread_mutex_unlock(&lock);
 }
 
 static void *decode_frames(void *unused)
@@ -75,59 +131,93 @@ static void *decode_frames(void *unused)
     ZSTD_DCtx *context = ZSTD_createDCtx();
     for (;;) {
         pthread_mutex_lock(&lock);
-        size_t index = next_frame++;
-        pthread_mutex_unlock(&lock);
-        if (index >= frame_count)
+        while (!stopping && next_frame < frame_count && next_frame >= frames_released + window)
+            pthread_cond_wait(&released, &lock);
+        if (stopping || next_frame >= frame_count) {
+            pthread_mutex_unlock(&lock);
             break;
-        struct frame *f = &frames[index];
-        size_t written = context == NULL ? 0 : ZSTD_decompressDCtx(context, f->out, f->out_size,
-                                                                   f->in, f->in_size);
-        pthread_mutex_lock(&lock);
-        f->ok = context != NULL && !ZSTD_isError(written) && written == f->out_size;
-        f->done = 1;
-        for (; frames_in_order < frame_count && frames[frames_in_order].done; frames_in_order++) {
-            if (!frames[frames_in_order].ok) {
-                broken = 1;
-                break;
-            }
-            decoded_end += frames[frames_in_order].out_size;
         }
-        pthread_cond_broadcast(&decoded);
+        size_t index = next_frame++;
+        unsigned char *buffer = pooled ? pool[--pooled] : NULL;
         pthread_mutex_unlock(&lock);
+        decode(context, index, buffer ? buffer : new_buffer());
     }
     ZSTD_freeDCtx(context);
     return NULL;
 }
 
-/* wait until the output is decoded past ``at``; how far it is decoded (0: a frame before
- * ``at`` does not decode) */
-static size_t decoded_past(size_t at)
+static void stop_decoding(void)
 {
     pthread_mutex_lock(&lock);
-    while (!broken && decoded_end <= at)
-        pthread_cond_wait(&decoded, &lock);
-    size_t end = decoded_end > at ? decoded_end : 0;
+    stopping = 1;
+    pthread_cond_broadcast(&released);
     pthread_mutex_unlock(&lock);
-    return end;
 }
 
-static int decoded_up_to(size_t end)
+/* The archive as one stream over the frames, read by the main thread in order. */
+struct reader {
+    size_t frame, at; /* the frame being read, and the position in it */
+    int threads;      /* 0: decode each frame here, when it is needed */
+    ZSTD_DCtx *context;
+};
+
+/* the current frame decoded (0), DAMAGED, or FAILED (no memory to decode it in) */
+static int current(struct reader *r)
 {
-    return end == 0 || decoded_past(end - 1) >= end;
+    struct frame *f = &frames[r->frame];
+    if (!r->threads && f->state == WAITING) {
+        pthread_mutex_lock(&lock);
+        unsigned char *buffer = pooled ? pool[--pooled] : NULL;
+        frames_released = next_frame = r->frame + 1;
+        pthread_mutex_unlock(&lock);
+        decode(r->context, r->frame, buffer ? buffer : new_buffer());
+    }
+    pthread_mutex_lock(&lock);
+    while (f->state == WAITING)
+        pthread_cond_wait(&decoded, &lock);
+    int state = f->state;
+    pthread_mutex_unlock(&lock);
+    return state == DECODED ? 0 : state == BROKEN ? DAMAGED : FAILED;
 }
 
-/* write ``size`` bytes of the output from ``at`` to ``fd``, each part once it is decoded */
-static int write_decoded(int fd, const unsigned char *output, size_t at, size_t size)
+/* move past ``size`` bytes of the current frame; a frame read to its end gives its buffer back */
+static void advance(struct reader *r, size_t size)
+{
+    r->at += size;
+    while (r->frame < frame_count && r->at == frames[r->frame].out_size) {
+        pthread_mutex_lock(&lock);
+        if (frames[r->frame].out)
+            pool[pooled++] = frames[r->frame].out;
+        frames[r->frame].out = NULL;
+        frames_released = r->frame + 1;
+        pthread_cond_broadcast(&released);
+        pthread_mutex_unlock(&lock);
+        r->frame++;
+        r->at = 0;
+    }
+}
+
+/* pass ``size`` bytes of the archive to ``fd`` (-1: skip them, or copy them to ``copy``);
+ * 0, DAMAGED (a frame does not decode, or the archive ends first) or FAILED (writing, or no
+ * memory: errno says which) */
+static int take(struct reader *r, size_t size, int fd, unsigned char *copy)
 {
     while (size > 0) {
-        size_t end = decoded_past(at);
-        if (end == 0)
+        if (r->frame >= frame_count)
             return DAMAGED;
-        size_t part = end - at < size ? end - at : size;
-        if (write_all(fd, output + at, part) != 0)
+        int status = current(r);
+        if (status != 0)
+            return status;
+        struct frame *f = &frames[r->frame];
+        size_t part = f->out_size - r->at < size ? f->out_size - r->at : size;
+        if (fd >= 0 && write_all(fd, f->out + r->at, part) != 0)
             return FAILED;
-        at += part;
+        if (copy) {
+            memcpy(copy, f->out + r->at, part);
+            copy += part;
+        }
         size -= part;
+        advance(r, part);
     }
     return 0;
 }
@@ -192,14 +282,18 @@ static int safe_name(const char *name)
     return 1;
 }
 
-static int extract(const unsigned char *archive, size_t size, int folder)
+static int extract(struct reader *r, int folder)
 {
+    unsigned char header[512];
     char name[256 + 2], target[101];
-    size_t at = 0;
-    while (at + 512 <= size) {
-        if (!decoded_up_to(at + 512))
-            return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
-        const unsigned char *header = archive + at;
+    for (;;) {
+        int status = take(r, sizeof header, -1, header);
+        if (status == FAILED)
+            return fail(FAILED, "out of memory", NULL);
+        if (status != 0)
+            return r->frame >= frame_count
+                       ? fail(DAMAGED, "the program archive is damaged", "it has no end")
+                       : fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
         if (header[0] == '\0')
             return 0; /* the end-of-archive blocks */
         if (memcmp(header + 257, "ustar", 5) != 0)
@@ -213,9 +307,9 @@ static int extract(const unsigned char *archive, size_t size, int folder)
                  (int)strnlen((const char *)header, 100), (const char *)header);
         if (!safe_name(name))
             return fail(DAMAGED, "the program archive names an unsafe path", name);
-        size_t data = at + 512;
-        if (length > size - data)
-            return fail(DAMAGED, "the program archive is damaged", "it ends inside a file");
+        if (length > SIZE_MAX - 511)
+            return fail(DAMAGED, "the program archive is damaged", "bad header field");
+        size_t padding = ((size_t)length + 511) / 512 * 512 - (size_t)length;
         int kind = header[156];
         if (kind == '5') {
             if (mkdirat(folder, name, (mode_t)(mode & 0777)) != 0 && errno != EEXIST)
@@ -225,9 +319,11 @@ static int extract(const unsigned char *archive, size_t size, int folder)
                             (mode_t)(mode & 0777));
             if (fd < 0)
                 return fail(FAILED, "cannot create a file", strerror(errno));
-            int status = write_decoded(fd, archive, data, (size_t)length);
+            status = take(r, (size_t)length, fd, NULL);
             if (status == DAMAGED)
-                return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
+                return r->frame >= frame_count
+                           ? fail(DAMAGED, "the program archive is damaged", "it ends inside a file")
+                           : fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
             if (close(fd) != 0 || status != 0)
                 return fail(FAILED, "cannot write a file", strerror(errno));
         } else if (kind == '2') {
@@ -238,9 +334,14 @@ static int extract(const unsigned char *archive, size_t size, int folder)
         } else {
             return fail(DAMAGED, "the program archive holds an entry of an unknown kind", name);
         }
-        at = data + ((size_t)length + 511) / 512 * 512;
+        if (kind != '0' && kind != '\0')
+            padding = 0; /* only a regular file's data follows its header */
+        status = take(r, padding, -1, NULL);
+        if (status != 0)
+            return status == FAILED ? fail(FAILED, "out of memory", NULL)
+                                    : fail(DAMAGED, "the program archive is damaged",
+                                           "it ends inside a file");
     }
-    return fail(DAMAGED, "the program archive is damaged", "it has no end");
 }
 
 int main(int argc, char **argv)
@@ -269,10 +370,11 @@ int main(int argc, char **argv)
     /* the frames are read where the page cache has them; a copy only where mapping fails */
     long page = sysconf(_SC_PAGESIZE);
     size_t skew = (size_t)(offset % (unsigned long long)(page > 0 ? page : 4096));
-    unsigned char *mapped = mmap(NULL, (size_t)length + skew, PROT_READ, MAP_PRIVATE | POPULATE,
-                                 fd, (off_t)(offset - skew));
+    unsigned char *mapped =
+        mmap(NULL, (size_t)length + skew, PROT_READ, MAP_PRIVATE, fd, (off_t)(offset - skew));
     const unsigned char *input = mapped + skew;
-    if (mapped == MAP_FAILED) {
+    input_mapped = mapped != MAP_FAILED;
+    if (!input_mapped) {
         unsigned char *copy = malloc((size_t)length);
         if (copy == NULL)
             return fail(FAILED, "out of memory", NULL);
@@ -282,49 +384,46 @@ int main(int argc, char **argv)
     }
     close(fd);
 
-    size_t total = 0;
     for (size_t at = 0; at < length;) {
         if (frame_count == MAX_FRAMES)
             return fail(DAMAGED, "the program is damaged", "too many frames");
         size_t in_size = ZSTD_findFrameCompressedSize(input + at, (size_t)length - at);
         unsigned long long out_size = ZSTD_getFrameContentSize(input + at, (size_t)length - at);
         if (ZSTD_isError(in_size) || out_size == ZSTD_CONTENTSIZE_UNKNOWN ||
-            out_size == ZSTD_CONTENTSIZE_ERROR || out_size > SIZE_MAX - total)
+            out_size == ZSTD_CONTENTSIZE_ERROR || out_size > SIZE_MAX)
             return fail(DAMAGED, "the program is damaged", "a zstd frame header is invalid");
         frames[frame_count].in = input + at;
         frames[frame_count].in_size = in_size;
         frames[frame_count].out_size = (size_t)out_size;
+        if (out_size > largest_frame)
+            largest_frame = (size_t)out_size;
         frame_count++;
-        total += (size_t)out_size;
         at += in_size;
-    }
-    /* one mapping for the whole archive, in huge pages where the kernel offers them: 77 MB in
-     * 4 kB pages is 19,000 page faults */
-    unsigned char *output = mmap(NULL, total ? total : 1, PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (output == MAP_FAILED)
-        return fail(FAILED, "out of memory", NULL);
-#ifdef MADV_HUGEPAGE
-    madvise(output, total ? total : 1, MADV_HUGEPAGE);
+#ifdef MADV_DONTNEED
+        /* finding its size walked the frame's blocks, which maps most of it (large page cache
+         * folios map whole): let it go, its decoder maps it again */
+        advise_input(input + at - in_size, in_size, MADV_DONTNEED);
 #endif
-    for (size_t i = 0, at = 0; i < frame_count; at += frames[i].out_size, i++)
-        frames[i].out = output + at;
-
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     size_t threads = cpus < 1 ? 1 : (size_t)cpus;
     if (threads > MAX_THREADS)
         threads = MAX_THREADS;
     if (threads > frame_count)
         threads = frame_count;
+    /* one frame more than the decoders: the one being written while they decode the next */
+    window = threads + 1;
     pthread_t workers[MAX_THREADS];
     size_t started = 0;
     for (; started < threads; started++)
         if (pthread_create(&workers[started], NULL, decode_frames, NULL) != 0)
             break;
+    struct reader reader = {0, 0, started > 0, started > 0 ? NULL : ZSTD_createDCtx()};
     if (started == 0)
-        decode_frames(NULL); /* no threads: decode everything first */
-    int status = extract(output, total, folder);
+        window = 1; /* no threads: each frame is decoded here when it is needed */
+    int status = extract(&reader, folder);
     /* the workers finish before the process exits (a damaged archive may stop early) */
+    stop_decoding();
     for (size_t i = 0; i < started; i++)
         pthread_join(workers[i], NULL);
     return status;
