@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from tests.factories import (  # noqa: E402
 )
 from tests.runners import run_lockship  # noqa: E402
 
+#: mount(size, *options) -> the mounted folder
+MountTmpfs = Callable[..., Path]
+
 #: This machine's platform: the demo recipes build for it, and tests that run what they build
 #: (installers, installed packages) build for it too.
 DEMO_PLATFORM = str(rattler.Subdir.current())
@@ -52,6 +56,25 @@ platforms = ["{platform}"]
 [dependencies]
 {dependencies}
 """
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[MountTmpfs]:
+    """``mount(size, *options)``: a new tmpfs of that size under ``tmp_path`` (root only)."""
+    mounted: list[Path] = []
+
+    def mount(size: str, *options: str) -> Path:
+        target = tmp_path / f"mnt{len(mounted)}"
+        target.mkdir()
+        opts = ",".join([f"size={size}", *options])
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", target]).returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", target], check=False)
 
 
 @pytest.fixture(scope="session")

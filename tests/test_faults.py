@@ -23,7 +23,7 @@ from lockship.builder.installer import write_installer
 from lockship.stub.manifest import Manifest, PackageInfo
 from lockship.stub.payload import TRAILER_SIZE, read_payload
 
-from tests.conftest import DEMO_PLATFORM, InstallerFactory
+from tests.conftest import DEMO_PLATFORM, InstallerFactory, MountTmpfs
 from tests.factories import (
     ChannelServer,
     channel_records,
@@ -45,24 +45,6 @@ def one_error(run: Run, code: int = 1) -> str:
 
 def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
-@pytest.fixture
-def mount_tmpfs(tmp_path: Path) -> Iterator[object]:
-    mounted: list[Path] = []
-
-    def mount(size: str, *options: str) -> Path:
-        target = tmp_path / f"mnt{len(mounted)}"
-        target.mkdir()
-        opts = ",".join([f"size={size}", *options])
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", target]).returncode:
-            pytest.skip("cannot mount a tmpfs here (needs root)")
-        mounted.append(target)
-        return target
-
-    yield mount
-    for target in mounted:
-        subprocess.run(["umount", "-l", target], check=False)
 
 
 # --- 1-3: damaged installer files ----------------------------------------------------------
@@ -272,14 +254,14 @@ def test_read_only_parent(tmp_path: Path, demo_installer: Path) -> None:
 
 
 def test_disk_fills_up_mid_install(
-    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, mount_tmpfs: object
+    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, mount_tmpfs: MountTmpfs
 ) -> None:
     channel = installer_factory.channel_with(
         demo_channel,
         {"name": "big", "version": "1.0", "files": {"share/big.bin": os.urandom(3_000_000)}},
     )
     installer = installer_factory.build(channel)
-    small = mount_tmpfs("2m")  # type: ignore[operator]
+    small = mount_tmpfs("2m")
     prefix = small / "env"
     run = run_installer(installer, "-b", "-p", prefix, env={"LOCKSHIP_SKIP_DISK_CHECK": "1"})
     line = one_error(run)
@@ -291,7 +273,7 @@ def test_disk_fills_up_mid_install(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers unpack on Linux")
 def test_the_disk_budget_counts_what_the_route_writes(
-    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, mount_tmpfs: object
+    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, mount_tmpfs: MountTmpfs
 ) -> None:
     """Workers write no archive copies, so they need the unpacked size only; copies need both."""
     channel = installer_factory.channel_with(
@@ -299,7 +281,7 @@ def test_the_disk_budget_counts_what_the_route_writes(
         {"name": "big", "version": "1.0", "files": {"share/big.bin": os.urandom(3_000_000)}},
     )
     installer = installer_factory.build(channel)
-    roomy = mount_tmpfs("6m")  # type: ignore[operator]
+    roomy = mount_tmpfs("6m")
     copies = run_installer(
         installer, "-b", "-p", roomy / "copies", env={"LOCKSHIP_UNPACK_WORKERS": "0"}
     )
@@ -502,8 +484,8 @@ def test_unwritable_tmpdir(tmp_path: Path, demo_installer: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["env"]  # its temporary folder is gone
 
 
-def test_noexec_tmpdir(tmp_path: Path, demo_installer: Path, mount_tmpfs: object) -> None:
-    noexec = mount_tmpfs("200m", "noexec")  # type: ignore[operator]
+def test_noexec_tmpdir(tmp_path: Path, demo_installer: Path, mount_tmpfs: MountTmpfs) -> None:
+    noexec = mount_tmpfs("200m", "noexec")
     prefix = tmp_path / "apps" / "env"
     prefix.parent.mkdir()
     run = run_installer(demo_installer, "-b", "-p", prefix, env={"TMPDIR": str(noexec)})
@@ -511,6 +493,38 @@ def test_noexec_tmpdir(tmp_path: Path, demo_installer: Path, mount_tmpfs: object
     assert (prefix / "bin" / "lsdemo-hello").exists()
     assert list(noexec.iterdir()) == []
     assert [p.name for p in prefix.parent.iterdir()] == ["env"]
+
+
+def test_a_tmpdir_without_room_is_passed_over_not_filled(
+    tmp_path: Path, demo_installer: Path, mount_tmpfs: MountTmpfs
+) -> None:
+    small = mount_tmpfs("8m")  # the program takes ~75 MB
+    prefix = tmp_path / "apps" / "env"
+    prefix.parent.mkdir()
+    run = run_installer(demo_installer, "-b", "-p", prefix, env={"TMPDIR": str(small)})
+    assert run.returncode == 0, run.stderr
+    assert (prefix / "bin" / "lsdemo-hello").exists()
+    assert list(small.iterdir()) == []
+    assert [p.name for p in prefix.parent.iterdir()] == ["env"]
+
+
+def test_no_folder_for_the_program_names_each_folder_tried_and_why(
+    demo_installer: Path, mount_tmpfs: MountTmpfs
+) -> None:
+    small_tmp, small_home, apps = mount_tmpfs("8m"), mount_tmpfs("8m"), mount_tmpfs("8m")
+    shipped = mount_tmpfs("64m")
+    installer = shipped / demo_installer.name
+    shutil.copy2(demo_installer, installer)
+    subprocess.run(["mount", "-o", "remount,ro", shipped], check=True)
+    env = {"TMPDIR": str(small_tmp), "HOME": str(small_home)}
+    run = run_installer(installer, "-b", "-p", apps / "env", env=env)
+    line = one_error(run)
+    assert line.startswith("ERROR: no folder to unpack the installer program into (tried ")
+    for folder in (small_tmp, apps, small_home):
+        assert f" {folder}: not enough room: the program needs " in line
+        assert list(folder.iterdir()) == []
+    assert f" {shipped}: cannot make a folder there" in line
+    assert line.endswith("set TMPDIR to one")
 
 
 # --- builder -------------------------------------------------------------------------------
@@ -565,10 +579,10 @@ def test_download_faults(
 
 
 def test_full_output_disk_leaves_no_installer(
-    served_lock: tuple[ChannelServer, Path, str], frozen_stub: Path, mount_tmpfs: object
+    served_lock: tuple[ChannelServer, Path, str], frozen_stub: Path, mount_tmpfs: MountTmpfs
 ) -> None:
     _, folder, _ = served_lock
-    small = mount_tmpfs("1m")  # type: ignore[operator]
+    small = mount_tmpfs("1m")
     big_stub = write_stand_in_stub(folder / "big-stub", b"\x7fELF" + os.urandom(2_000_000))
     run = run_lockship(
         "build", folder, "--stub", big_stub, "-o", small, "--cache-dir", folder / "cache"

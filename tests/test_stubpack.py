@@ -26,6 +26,7 @@ from lockship.builder.stubpack import (
     write_pack,
 )
 
+from tests.conftest import MountTmpfs
 from tests.trees import tree_state
 
 
@@ -149,6 +150,25 @@ def test_memory_stays_at_a_few_frames_whatever_the_program_size(
     assert unpacked.read_bytes() == (folder / "rattler.abi3.so").read_bytes()
     peak_mb = int(peak_kb) / 1024  # kB on Linux
     assert peak_mb < 48, f"the unpacker peaked at {peak_mb:.0f} MB for a 96 MB program"
+
+
+def test_a_folder_without_room_is_refused_before_anything_is_written(
+    tmp_path: Path, unpacker: Path, mount_tmpfs: MountTmpfs
+) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "rattler.abi3.so").write_bytes(os.urandom(3 << 20))
+    pack = tmp_path / "stub.pack"
+    write_pack(pack, unpacker, folder)
+    layout = read_layout(pack)
+    small = mount_tmpfs("1m")
+    command = [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), small]
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stderr == (
+        "lockship-unpack: not enough room: the program needs 4 MB, 1 MB are free\n"
+    )
+    assert list(small.iterdir()) == []
 
 
 def test_a_folder_it_cannot_fill_exits_1(tmp_path: Path, unpacker: Path) -> None:

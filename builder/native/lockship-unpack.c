@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -384,19 +385,21 @@ int main(int argc, char **argv)
     }
     close(fd);
 
+    size_t needed = 0; /* the archive's size: a little more than its files' */
     for (size_t at = 0; at < length;) {
         if (frame_count == MAX_FRAMES)
             return fail(DAMAGED, "the program is damaged", "too many frames");
         size_t in_size = ZSTD_findFrameCompressedSize(input + at, (size_t)length - at);
         unsigned long long out_size = ZSTD_getFrameContentSize(input + at, (size_t)length - at);
         if (ZSTD_isError(in_size) || out_size == ZSTD_CONTENTSIZE_UNKNOWN ||
-            out_size == ZSTD_CONTENTSIZE_ERROR || out_size > SIZE_MAX)
+            out_size == ZSTD_CONTENTSIZE_ERROR || out_size > SIZE_MAX - needed)
             return fail(DAMAGED, "the program is damaged", "a zstd frame header is invalid");
         frames[frame_count].in = input + at;
         frames[frame_count].in_size = in_size;
         frames[frame_count].out_size = (size_t)out_size;
         if (out_size > largest_frame)
             largest_frame = (size_t)out_size;
+        needed += (size_t)out_size;
         frame_count++;
         at += in_size;
 #ifdef MADV_DONTNEED
@@ -405,6 +408,20 @@ int main(int argc, char **argv)
         advise_input(input + at - in_size, in_size, MADV_DONTNEED);
 #endif
     }
+    /* a folder without room for the program is refused before anything is written: filling
+     * the user's temporary folder to the last byte would fail other programs writing there */
+    struct statvfs room;
+    if (fstatvfs(folder, &room) == 0 && room.f_blocks > 0) {
+        unsigned long long free_bytes =
+            (unsigned long long)room.f_bavail * (room.f_frsize ? room.f_frsize : room.f_bsize);
+        if (free_bytes < needed) {
+            char detail[96];
+            snprintf(detail, sizeof detail, "the program needs %llu MB, %llu MB are free",
+                     ((unsigned long long)needed >> 20) + 1, free_bytes >> 20);
+            return fail(FAILED, "not enough room", detail);
+        }
+    }
+
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     size_t threads = cpus < 1 ? 1 : (size_t)cpus;
     if (threads > MAX_THREADS)
