@@ -62,6 +62,41 @@ def test_a_pack_unpacks_to_the_same_tree_and_runs(tmp_path: Path, unpacker: Path
     assert run.stdout == "frozen program -b\n"
 
 
+@pytest.mark.parametrize("threads", ["0", "1", "2", "7"])
+def test_any_number_of_decoding_threads_gives_the_same_tree(
+    tmp_path: Path, unpacker: Path, threads: str
+) -> None:
+    """0: the main thread decodes each frame when it needs it (as when no thread can start)."""
+    folder = program_folder(tmp_path)
+    data = archive_bytes(folder)
+    frames = compress_frames(data, frames=13, level=1)  # files and headers across frame ends
+    head = unpacker.read_bytes()
+    pack = tmp_path / "stub.pack"
+    pack.write_bytes(head + frames + trailer(len(head), len(frames)))
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [unpacker, pack, str(len(head)), str(len(frames)), out]
+    env = {**os.environ, "LOCKSHIP_UNPACK_THREADS": threads}
+    subprocess.run(command, env=env, check=True)
+    assert tree_state(out / "stub") == tree_state(folder)
+
+
+def test_a_thread_count_that_is_not_a_number_is_refused(tmp_path: Path, unpacker: Path) -> None:
+    pack = tmp_path / "stub.pack"
+    write_pack(pack, unpacker, program_folder(tmp_path))
+    layout = read_layout(pack)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), out]
+    env = {**os.environ, "LOCKSHIP_UNPACK_THREADS": "many"}
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert (
+        run.stderr == "lockship-unpack: LOCKSHIP_UNPACK_THREADS is not a number of threads: many\n"
+    )
+    assert list(out.iterdir()) == []
+
+
 def test_packing_the_same_folder_gives_the_same_bytes(tmp_path: Path, unpacker: Path) -> None:
     folder = program_folder(tmp_path)
     write_pack(tmp_path / "one", unpacker, folder)
@@ -74,8 +109,11 @@ def test_packing_the_same_folder_gives_the_same_bytes(tmp_path: Path, unpacker: 
         assert {(m.uid, m.gid, m.mtime) for m in archive.getmembers()} == {(0, 0, 315532800)}
 
 
+@pytest.mark.parametrize("threads", ["0", ""])
 @pytest.mark.parametrize("damage", ["flipped", "truncated"])
-def test_damaged_frames_exit_2_with_one_line(tmp_path: Path, unpacker: Path, damage: str) -> None:
+def test_damaged_frames_exit_2_with_one_line(
+    tmp_path: Path, unpacker: Path, damage: str, threads: str
+) -> None:
     folder = program_folder(tmp_path)
     pack = tmp_path / "stub.pack"
     write_pack(pack, unpacker, folder)
@@ -90,7 +128,8 @@ def test_damaged_frames_exit_2_with_one_line(tmp_path: Path, unpacker: Path, dam
     out = tmp_path / "out"
     out.mkdir()
     command = [unpacker, broken, str(layout.frames_offset), str(layout.frames_size), out]
-    run = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, "LOCKSHIP_UNPACK_THREADS": threads}
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("lockship-unpack: ")
 
@@ -138,13 +177,15 @@ def test_memory_stays_at_a_few_frames_whatever_the_program_size(
     # the peak of the unpacker alone: a child's ru_maxrss counts what its parent had mapped
     # when it forked, so a small interpreter starts it rather than this test process
     measure = (
-        "import os, sys; pid = os.posix_spawn(sys.argv[1], sys.argv[1:], {}); "
+        "import os, sys; pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ); "
         "_, status, usage = os.wait4(pid, 0); "
         "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"
     )
     command = [sys.executable, "-I", "-c", measure, unpacker, pack]
     command += [str(len(head)), str(len(frames)), out]
-    code, peak_kb = subprocess.run(command, capture_output=True, text=True).stdout.split()
+    env = {**os.environ, "LOCKSHIP_UNPACK_THREADS": "8"}  # the most it starts: 9 frames held
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    code, peak_kb = run.stdout.split()
     assert code == "0"
     unpacked = out / "stub" / "rattler.abi3.so"
     assert unpacked.read_bytes() == (folder / "rattler.abi3.so").read_bytes()

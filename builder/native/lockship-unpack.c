@@ -43,6 +43,7 @@
 #define MAX_THREADS 8
 #define DAMAGED 2
 #define FAILED 1
+#define NO_ROOM_IN_MEMORY 3 /* within the program only; exits as FAILED */
 
 enum { WAITING, DECODED, BROKEN, NO_MEMORY };
 
@@ -110,14 +111,16 @@ static void decode(ZSTD_DCtx *context, size_t index, unsigned char *buffer)
 {
     struct frame *f = &frames[index];
 #if defined(__linux__) && defined(MADV_POPULATE_READ)
-    advise_input(f->in, f->in_size, MADV_POPULATE_READ); /* one call instead of a page fault per page */
+    /* one call instead of a page fault per page */
+    advise_input(f->in, f->in_size, MADV_POPULATE_READ);
 #endif
     size_t written = context && buffer ? ZSTD_decompressDCtx(context, buffer, f->out_size, f->in,
                                                              f->in_size)
                                        : 0;
     int ok = context && buffer && !ZSTD_isError(written) && written == f->out_size;
 #ifdef MADV_DONTNEED
-    advise_input(f->in, f->in_size, MADV_DONTNEED); /* decoded: its compressed pages leave this process */
+    /* decoded: its compressed pages leave this process */
+    advise_input(f->in, f->in_size, MADV_DONTNEED);
 #endif
     pthread_mutex_lock(&lock);
     f->out = buffer;
@@ -162,15 +165,12 @@ struct reader {
     ZSTD_DCtx *context;
 };
 
-/* the current frame decoded (0), DAMAGED, or FAILED (no memory to decode it in) */
+/* the current frame decoded (0), DAMAGED, or NO_ROOM_IN_MEMORY to decode it in */
 static int current(struct reader *r)
 {
     struct frame *f = &frames[r->frame];
     if (!r->threads && f->state == WAITING) {
-        pthread_mutex_lock(&lock);
-        unsigned char *buffer = pooled ? pool[--pooled] : NULL;
-        frames_released = next_frame = r->frame + 1;
-        pthread_mutex_unlock(&lock);
+        unsigned char *buffer = pooled ? pool[--pooled] : NULL; /* no other thread runs */
         decode(r->context, r->frame, buffer ? buffer : new_buffer());
     }
     pthread_mutex_lock(&lock);
@@ -178,7 +178,7 @@ static int current(struct reader *r)
         pthread_cond_wait(&decoded, &lock);
     int state = f->state;
     pthread_mutex_unlock(&lock);
-    return state == DECODED ? 0 : state == BROKEN ? DAMAGED : FAILED;
+    return state == DECODED ? 0 : state == BROKEN ? DAMAGED : NO_ROOM_IN_MEMORY;
 }
 
 /* move past ``size`` bytes of the current frame; a frame read to its end gives its buffer back */
@@ -199,8 +199,8 @@ static void advance(struct reader *r, size_t size)
 }
 
 /* pass ``size`` bytes of the archive to ``fd`` (-1: skip them, or copy them to ``copy``);
- * 0, DAMAGED (a frame does not decode, or the archive ends first) or FAILED (writing, or no
- * memory: errno says which) */
+ * 0, DAMAGED (a frame does not decode, or the archive ends first), FAILED (writing: errno
+ * says why) or NO_ROOM_IN_MEMORY */
 static int take(struct reader *r, size_t size, int fd, unsigned char *copy)
 {
     while (size > 0) {
@@ -283,18 +283,26 @@ static int safe_name(const char *name)
     return 1;
 }
 
+/* the line for a take() that failed ``where`` in the archive, and the exit status */
+static int take_failed(const struct reader *r, int status, const char *where)
+{
+    if (status == NO_ROOM_IN_MEMORY)
+        return fail(FAILED, "out of memory", NULL);
+    if (status == FAILED)
+        return fail(FAILED, "cannot write a file", strerror(errno));
+    if (r->frame >= frame_count)
+        return fail(DAMAGED, "the program archive is damaged", where);
+    return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
+}
+
 static int extract(struct reader *r, int folder)
 {
     unsigned char header[512];
     char name[256 + 2], target[101];
     for (;;) {
         int status = take(r, sizeof header, -1, header);
-        if (status == FAILED)
-            return fail(FAILED, "out of memory", NULL);
         if (status != 0)
-            return r->frame >= frame_count
-                       ? fail(DAMAGED, "the program archive is damaged", "it has no end")
-                       : fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
+            return take_failed(r, status, "it has no end");
         if (header[0] == '\0')
             return 0; /* the end-of-archive blocks */
         if (memcmp(header + 257, "ustar", 5) != 0)
@@ -321,11 +329,9 @@ static int extract(struct reader *r, int folder)
             if (fd < 0)
                 return fail(FAILED, "cannot create a file", strerror(errno));
             status = take(r, (size_t)length, fd, NULL);
-            if (status == DAMAGED)
-                return r->frame >= frame_count
-                           ? fail(DAMAGED, "the program archive is damaged", "it ends inside a file")
-                           : fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
-            if (close(fd) != 0 || status != 0)
+            if (status != 0)
+                return take_failed(r, status, "it ends inside a file");
+            if (close(fd) != 0)
                 return fail(FAILED, "cannot write a file", strerror(errno));
         } else if (kind == '2') {
             snprintf(target, sizeof target, "%.*s", (int)strnlen((const char *)header + 157, 100),
@@ -339,9 +345,7 @@ static int extract(struct reader *r, int folder)
             padding = 0; /* only a regular file's data follows its header */
         status = take(r, padding, -1, NULL);
         if (status != 0)
-            return status == FAILED ? fail(FAILED, "out of memory", NULL)
-                                    : fail(DAMAGED, "the program archive is damaged",
-                                           "it ends inside a file");
+            return take_failed(r, status, "it ends inside a file");
     }
 }
 
@@ -422,8 +426,16 @@ int main(int argc, char **argv)
         }
     }
 
+    /* LOCKSHIP_UNPACK_THREADS: decoding threads (default one per CPU; 0: the main thread) */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t threads = cpus < 1 ? 1 : (size_t)cpus;
+    const char *wanted = getenv("LOCKSHIP_UNPACK_THREADS");
+    if (wanted && *wanted) {
+        errno = 0;
+        cpus = strtol(wanted, &end, 10);
+        if (errno || *end || cpus < 0)
+            return fail(FAILED, "LOCKSHIP_UNPACK_THREADS is not a number of threads", wanted);
+    }
+    size_t threads = cpus < 1 ? (wanted && *wanted ? 0 : 1) : (size_t)cpus;
     if (threads > MAX_THREADS)
         threads = MAX_THREADS;
     if (threads > frame_count)
