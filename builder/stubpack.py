@@ -49,7 +49,10 @@ PROGRAM = "stub/lockship-stub"
 FRAMES = 8
 #: 21 MB for the 75 MB linux-64 folder (level 12: 23.6 MB); decoding speed hardly depends on it
 LEVEL = 19
-UNPACKER_SOURCE = Path(__file__).parent / "native" / "lockship-unpack.c"
+#: the unpacker's C sources (builder/native), compiled with zstd's into one program
+UNPACKER_SOURCES = tuple(
+    Path(__file__).parent / "native" / name for name in ("lockship-unpack.c", "lockship-sweep.c")
+)
 #: seconds a compile of the unpacker may take (zstd's amalgamated source: ~40 s here)
 COMPILE_TIMEOUT = 20 * 60
 
@@ -152,7 +155,7 @@ def compress_frames(data: bytes, frames: int = FRAMES, level: int = LEVEL) -> by
 
 
 def compile_unpacker(zstd_dir: Path, output: Path, compiler: str | None = None) -> None:
-    """Compile :data:`UNPACKER_SOURCE` with zstd's amalgamated ``zstd.c`` in ``zstd_dir``.
+    """Compile :data:`UNPACKER_SOURCES` with zstd's amalgamated ``zstd.c`` in ``zstd_dir``.
 
     The machine's C compiler (``$CC``, else ``cc``) links it dynamically against the C library
     only: a machine that runs the stub has that.
@@ -171,7 +174,7 @@ def compile_unpacker(zstd_dir: Path, output: Path, compiler: str | None = None) 
         "-ffunction-sections",
         "-fdata-sections",
         f"-I{zstd_dir}",
-        str(UNPACKER_SOURCE),
+        *map(str, UNPACKER_SOURCES),
         str(zstd_dir / "zstd.c"),
         "-o",
         str(output),
@@ -259,7 +262,7 @@ def host_unpacker(
     ``CACHE/unpackers``)."""
     compiler = os.environ.get("CC") or "cc"
     cache_dir = cache_dir or default_cache_dir()
-    digest = hashlib.sha256(UNPACKER_SOURCE.read_bytes())
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in UNPACKER_SOURCES))
     digest.update(version("zstandard").encode())
     digest.update(_compiler_identity(compiler).encode())
     cached = cache_dir / "unpackers" / digest.hexdigest()[:16] / "lockship-unpack"

@@ -86,6 +86,7 @@ def freeze_inputs() -> list[Path]:
         here / "elf.py",
         here / "stubpack.py",
         here / "native" / "lockship-unpack.c",
+        here / "native" / "lockship-sweep.c",
     ]
 
 

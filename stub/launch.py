@@ -28,8 +28,9 @@ INSTALLER_ENV = "_LOCKSHIP_INSTALLER"
 PROG_ENV = "_LOCKSHIP_PROG"
 UNPACKED_DIR_ENV = "_LOCKSHIP_UNPACKED_DIR"
 
-#: what the header puts in its folder: the unpacker, and the program's folder it fills
-HEADER_FILES = frozenset({"unpack", "stub"})
+#: what the header puts in its folder: the unpacker, the program's folder it fills, and the lock
+#: the program holds while it runs (builder/native/lockship-sweep.c)
+HEADER_FILES = frozenset({"unpack", "stub", ".lock"})
 #: the program in the header's folder (lockship.builder.stubpack.PROGRAM)
 PROGRAM = ("stub", "lockship-stub")
 

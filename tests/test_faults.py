@@ -434,6 +434,47 @@ def test_workers_die_with_an_installer_killed_outright(
     assert process_group(process.pid) == {}
 
 
+def test_the_folder_of_an_installer_killed_outright_goes_with_the_next_installer(
+    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, demo_installer: Path
+) -> None:
+    """Its program held the folder's lock; once nothing holds it, the next unpacking beside it
+    removes the folder (a running installer's stays)."""
+    asleep = 'mkdir -p "$PREFIX/share" && touch "$PREFIX/share/asleep" && sleep 60\n'
+    sleepy = {"name": "sleepy", "version": "1.0", "files": {"bin/.sleepy-post-link.sh": asleep}}
+    sleeping = installer_factory.build(installer_factory.channel_with(demo_channel, sleepy))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    prefix = tmp_path / "sleeping"
+    process = subprocess.Popen(
+        ["bash", str(sleeping), "-b", "-p", str(prefix)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (prefix / "share" / "asleep").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    [folder] = tmp.glob("lockship-*")  # (rattler runs the post-link script from a file here)
+    an_hour_ago = time.time() - 3600
+    os.utime(folder / ".lock", (an_hour_ago, an_hour_ago))  # older than any unpacking
+    assert run_installer(demo_installer, "-b", "-p", tmp_path / "b", env=env).returncode == 0
+    assert list(tmp.glob("lockship-*")) == [folder]  # still running: its folder stays
+
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while process_group(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (folder / "stub").is_dir()  # nothing could remove it
+    assert run_installer(demo_installer, "-b", "-p", tmp_path / "c", env=env).returncode == 0
+    assert list(tmp.glob("lockship-*")) == []
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("unshare"),
     reason="needs Linux, root and unshare to hide /dev/shm",

@@ -5,11 +5,13 @@ The unpacker is compiled here with this machine's C compiler (once, cached like 
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -210,6 +212,67 @@ def test_a_folder_without_room_is_refused_before_anything_is_written(
         "lockship-unpack: not enough room: the program needs 4 MB, 1 MB are free\n"
     )
     assert list(small.iterdir()) == []
+
+
+def test_with_a_lock_it_removes_only_the_folders_of_installers_killed_outright(
+    tmp_path: Path, unpacker: Path
+) -> None:
+    """A header's folder holds ``.lock``, locked while its program runs; an unpacker given
+    its own lock removes the sibling folders whose lock is free and a minute old."""
+    base = tmp_path / "tmp"
+    base.mkdir()
+    hour_ago = time.time() - 3600
+
+    def header_folder(name: str, *, lock: bool = True, age: float = hour_ago) -> Path:
+        folder = base / name
+        (folder / "stub" / "_internal").mkdir(parents=True)
+        (folder / "stub" / "_internal" / "libpython.so").write_bytes(b"x" * 1000)
+        (folder / "stub" / "lib").symlink_to(outside)  # removed, not followed
+        (folder / "unpack").write_bytes(b"unpacker")
+        if lock:
+            (folder / ".lock").touch()
+            os.utime(folder / ".lock", (age, age))
+        return folder
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the installer's")
+    killed = header_folder("lockship-Kil1ed00")
+    running = header_folder("lockship-Runn1ng0")
+    young = header_folder("lockship-Y0ung000", age=time.time())
+    unlocked = header_folder("lockship-01dstyle", lock=False)
+    other = header_folder("lockship-not-a-header")
+    with open(running / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # its program is still running
+        pack = tmp_path / "stub.pack"
+        write_pack(pack, unpacker, program_folder(tmp_path))
+        layout = read_layout(pack)
+        new = base / "lockship-NewOne00"
+        new.mkdir()
+        with open(new / ".lock", "a") as lock:
+            command = [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), new]
+            run = subprocess.run([*command, str(lock.fileno())], pass_fds=[lock.fileno()])
+            assert run.returncode == 0
+            # the lock is held (by this open file): another opening of .lock cannot take it
+            with open(new / ".lock") as other_opening:
+                again = subprocess.run(
+                    [*command, str(other_opening.fileno())],
+                    pass_fds=[other_opening.fileno()],
+                    capture_output=True,
+                    text=True,
+                )
+    assert not killed.exists()
+    assert {p.name for p in base.iterdir()} == {
+        running.name,
+        young.name,
+        unlocked.name,
+        other.name,
+        new.name,
+    }
+    assert (new / "stub" / "lockship-stub").is_file()
+    assert (outside / "keep").read_text() == "not the installer's"
+    assert again.returncode == 1
+    assert again.stderr.startswith("lockship-unpack: cannot lock the folder: ")
 
 
 def test_a_folder_it_cannot_fill_exits_1(tmp_path: Path, unpacker: Path) -> None:

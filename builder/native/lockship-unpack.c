@@ -1,6 +1,6 @@
 /* lockship-unpack: unpack a .sh installer's program folder, as fast as the machine allows.
  *
- * Usage: lockship-unpack FILE OFFSET LENGTH FOLDER
+ * Usage: lockship-unpack FILE OFFSET LENGTH FOLDER [LOCK_FD]
  *
  * Bytes OFFSET..OFFSET+LENGTH of FILE are zstd frames (each with its content size and
  * checksum) that together hold one ustar archive; it is extracted into FOLDER, which must
@@ -9,7 +9,9 @@
  * is held decoded at a time, and each frame's compressed pages are let go once it is decoded,
  * so memory stays at a few frames (~30 MB) whatever the size of the program. Only
  * directories, regular files and symbolic links are accepted, and no name may be absolute or
- * contain "..": the archive is lockship's own (builder/stubpack.py).
+ * contain "..": the archive is lockship's own (builder/stubpack.py). With LOCK_FD (the header's
+ * open FOLDER/.lock) it locks the folder for the program's lifetime and, once unpacked, removes
+ * the folders that installers killed outright left beside it (lockship-sweep.c).
  *
  * Exit status: 0 unpacked; 2 the bytes are damaged (a frame or the archive does not decode),
  * with one line on stderr; 1 anything else (usage, reading, writing: a full or read-only
@@ -34,6 +36,10 @@
 #include <unistd.h>
 
 #include "zstd.h"
+
+/* lockship-sweep.c */
+int lock_folder(int lock_fd);
+void sweep_stale_folders(int folder);
 
 #ifndef MAP_ANONYMOUS
 #define MAP_ANONYMOUS MAP_ANON
@@ -351,10 +357,13 @@ static int extract(struct reader *r, int folder)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5)
-        return fail(FAILED, "usage: lockship-unpack FILE OFFSET LENGTH FOLDER", NULL);
+    if (argc != 5 && argc != 6)
+        return fail(FAILED, "usage: lockship-unpack FILE OFFSET LENGTH FOLDER [LOCK_FD]", NULL);
     char *end;
     errno = 0;
+    long lock_fd = argc == 6 ? strtol(argv[5], &end, 10) : -1;
+    if (argc == 6 && (errno || *end || end == argv[5] || lock_fd < 0 || lock_fd > INT_MAX))
+        return fail(FAILED, "LOCK_FD is not a file descriptor", argv[5]);
     unsigned long long offset = strtoull(argv[2], &end, 10);
     if (errno || *end || end == argv[2])
         return fail(FAILED, "OFFSET is not a number", argv[2]);
@@ -367,6 +376,8 @@ int main(int argc, char **argv)
     int folder = open(argv[4], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (folder < 0)
         return fail(FAILED, "cannot open the folder", strerror(errno));
+    if (lock_fd >= 0 && lock_folder((int)lock_fd) != 0)
+        return fail(FAILED, "cannot lock the folder", strerror(errno));
     struct stat file;
     if (fstat(fd, &file) != 0)
         return fail(FAILED, "cannot read the installer", strerror(errno));
@@ -455,5 +466,7 @@ int main(int argc, char **argv)
     stop_decoding();
     for (size_t i = 0; i < started; i++)
         pthread_join(workers[i], NULL);
+    if (status == 0 && lock_fd >= 0)
+        sweep_stale_folders(folder);
     return status;
 }
