@@ -275,6 +275,35 @@ def test_with_a_lock_it_removes_only_the_folders_of_installers_killed_outright(
     assert again.stderr.startswith("lockship-unpack: cannot lock the folder: ")
 
 
+def test_the_sweep_does_not_enter_another_file_system(
+    tmp_path: Path, unpacker: Path, mount_tmpfs: MountTmpfs
+) -> None:
+    """A file system mounted inside a killed installer's folder is left alone."""
+    mounted = mount_tmpfs("1m")
+    (mounted / "keep").write_text("on another file system")
+    base = tmp_path / "tmp"
+    killed = base / "lockship-Kil1ed00"
+    (killed / "stub" / "inside").mkdir(parents=True)
+    (killed / "stub" / "file").write_text("the installer's")
+    if subprocess.run(["mount", "--bind", mounted, killed / "stub" / "inside"]).returncode:
+        pytest.skip("cannot bind-mount here (needs root)")
+    try:
+        (killed / ".lock").touch()
+        os.utime(killed / ".lock", (time.time() - 3600,) * 2)
+        pack = tmp_path / "stub.pack"
+        write_pack(pack, unpacker, program_folder(tmp_path))
+        layout = read_layout(pack)
+        new = base / "lockship-NewOne00"
+        new.mkdir()
+        with open(new / ".lock", "a") as lock:
+            command = [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), new]
+            subprocess.run([*command, str(lock.fileno())], pass_fds=[lock.fileno()], check=True)
+        assert (killed / "stub" / "inside" / "keep").read_text() == "on another file system"
+        assert not (killed / "stub" / "file").exists()
+    finally:
+        subprocess.run(["umount", "-l", killed / "stub" / "inside"], check=False)
+
+
 def test_a_folder_it_cannot_fill_exits_1(tmp_path: Path, unpacker: Path) -> None:
     """Not damage: the header tries its next folder."""
     folder = program_folder(tmp_path)

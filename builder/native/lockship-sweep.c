@@ -32,8 +32,9 @@ int lock_folder(int lock_fd)
     return flock(lock_fd, LOCK_EX | LOCK_NB);
 }
 
-/* remove what the folder ``fd`` holds, and close it; links are removed, never followed */
-static void remove_contents(int fd)
+/* remove what the folder ``fd`` holds, and close it; links are removed, never followed, and
+ * nothing on another file system (a mount inside) is entered */
+static void remove_contents(int fd, dev_t device)
 {
     DIR *dir = fdopendir(fd);
     if (dir == NULL) {
@@ -46,10 +47,15 @@ static void remove_contents(int fd)
         if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || unlinkat(fd, name, 0) == 0)
             continue;
         int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub >= 0) {
-            remove_contents(sub);
-            unlinkat(fd, name, AT_REMOVEDIR);
+        struct stat inside;
+        if (sub < 0)
+            continue;
+        if (fstat(sub, &inside) != 0 || inside.st_dev != device) {
+            close(sub);
+            continue;
         }
+        remove_contents(sub, device);
+        unlinkat(fd, name, AT_REMOVEDIR);
     }
     closedir(dir);
 }
@@ -75,7 +81,7 @@ static void sweep_one(int parent, const char *name, const struct stat *own, time
         close(folder);
         return;
     }
-    remove_contents(folder); /* the lock stays held meanwhile: no other sweep starts on it */
+    remove_contents(folder, seen.st_dev); /* the lock stays held: no other sweep starts on it */
     unlinkat(parent, name, AT_REMOVEDIR);
     close(lock);
 }
