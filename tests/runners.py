@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -62,6 +63,28 @@ def run_installer(
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     return Run(process.returncode, process.stdout, process.stderr)
+
+
+def start_until_asleep(
+    installer: Path, prefix: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start ``bash installer -b ARGS -p PREFIX`` in its own process group; return once a
+    post-link script has touched ``PREFIX/share/asleep`` (and sleeps, holding the install)."""
+    process = subprocess.Popen(
+        ["bash", str(installer), "-b", *args, "-p", str(prefix)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    deadline = time.monotonic() + 120
+    while not (prefix / "share" / "asleep").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the post-link script never started"
+        time.sleep(0.05)
+    return process
 
 
 def run_on_terminal(installer: Path, *args: str | Path, answers: str) -> tuple[int, str]:

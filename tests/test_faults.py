@@ -31,7 +31,7 @@ from tests.factories import (
     write_pixi_lock,
     write_stand_in_stub,
 )
-from tests.runners import Run, run_installer, run_lockship
+from tests.runners import Run, run_installer, run_lockship, start_until_asleep
 
 pytestmark = pytest.mark.e2e
 
@@ -445,20 +445,7 @@ def test_the_folder_of_an_installer_killed_outright_goes_with_the_next_installer
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {"TMPDIR": str(tmp)}
-    prefix = tmp_path / "sleeping"
-    process = subprocess.Popen(
-        ["bash", str(sleeping), "-b", "-p", str(prefix)],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (prefix / "share" / "asleep").exists():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
+    process = start_until_asleep(sleeping, tmp_path / "sleeping", env=env)
     [folder] = tmp.glob("lockship-*")  # (rattler runs the post-link script from a file here)
     an_hour_ago = time.time() - 3600
     os.utime(folder / ".lock", (an_hour_ago, an_hour_ago))  # older than any unpacking

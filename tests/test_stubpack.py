@@ -13,6 +13,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 from lockship.builder.errors import StubError
@@ -214,6 +215,22 @@ def test_a_folder_without_room_is_refused_before_anything_is_written(
     assert list(small.iterdir()) == []
 
 
+def header_command(tmp_path: Path, unpacker: Path, folder: Path) -> list[str | Path]:
+    """The unpacker's command line, as the header runs it, for a small program into the new
+    ``folder`` (without LOCK_FD)."""
+    pack = tmp_path / "stub.pack"
+    write_pack(pack, unpacker, program_folder(tmp_path))
+    layout = read_layout(pack)
+    folder.mkdir()
+    return [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), folder]
+
+
+def run_with_lock(command: list[str | Path], lock: IO[str]) -> subprocess.CompletedProcess[str]:
+    """``command`` given the open ``lock`` as its LOCK_FD, as the header's fd 9."""
+    fd = lock.fileno()
+    return subprocess.run([*command, str(fd)], pass_fds=[fd], capture_output=True, text=True)
+
+
 def test_with_a_lock_it_removes_only_the_folders_of_installers_killed_outright(
     tmp_path: Path, unpacker: Path
 ) -> None:
@@ -244,23 +261,14 @@ def test_with_a_lock_it_removes_only_the_folders_of_installers_killed_outright(
     other = header_folder("lockship-not-a-header")
     with open(running / ".lock") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # its program is still running
-        pack = tmp_path / "stub.pack"
-        write_pack(pack, unpacker, program_folder(tmp_path))
-        layout = read_layout(pack)
         new = base / "lockship-NewOne00"
-        new.mkdir()
+        command = header_command(tmp_path, unpacker, new)
         with open(new / ".lock", "a") as lock:
-            command = [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), new]
-            run = subprocess.run([*command, str(lock.fileno())], pass_fds=[lock.fileno()])
+            run = run_with_lock(command, lock)
             assert run.returncode == 0
             # the lock is held (by this open file): another opening of .lock cannot take it
             with open(new / ".lock") as other_opening:
-                again = subprocess.run(
-                    [*command, str(other_opening.fileno())],
-                    pass_fds=[other_opening.fileno()],
-                    capture_output=True,
-                    text=True,
-                )
+                again = run_with_lock(command, other_opening)
     assert not killed.exists()
     assert {p.name for p in base.iterdir()} == {
         running.name,
@@ -290,14 +298,10 @@ def test_the_sweep_does_not_enter_another_file_system(
     try:
         (killed / ".lock").touch()
         os.utime(killed / ".lock", (time.time() - 3600,) * 2)
-        pack = tmp_path / "stub.pack"
-        write_pack(pack, unpacker, program_folder(tmp_path))
-        layout = read_layout(pack)
         new = base / "lockship-NewOne00"
-        new.mkdir()
+        command = header_command(tmp_path, unpacker, new)
         with open(new / ".lock", "a") as lock:
-            command = [unpacker, pack, str(layout.frames_offset), str(layout.frames_size), new]
-            subprocess.run([*command, str(lock.fileno())], pass_fds=[lock.fileno()], check=True)
+            assert run_with_lock(command, lock).returncode == 0
         assert (killed / "stub" / "inside" / "keep").read_text() == "on another file system"
         assert not (killed / "stub" / "file").exists()
     finally:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from tests.factories import (
     write_pixi_lock,
     write_wheel,
 )
-from tests.runners import Run, run_installer, run_lockship
+from tests.runners import Run, run_installer, run_lockship, start_until_asleep
 from tests.trees import tree_state
 
 pytestmark = pytest.mark.e2e
@@ -246,23 +245,6 @@ def sleeping_post_link(seconds: int) -> dict[str, object]:
     return package("sleepy", files={"bin/.sleepy-post-link.sh": script})
 
 
-def start_update(installer: Path, prefix: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        ["bash", str(installer), "-b", "-u", "-p", str(prefix)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (prefix / "share" / "asleep").exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the post-link script never started"
-        time.sleep(0.05)
-    return process
-
-
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_an_update_rolls_it_back(
     tmp_path: Path,
@@ -278,7 +260,7 @@ def test_a_signal_during_an_update_rolls_it_back(
     prefix = tmp_path / "env"
     ok(run_installer(v1, "-b", "-p", prefix))
     before = tree_state(prefix)
-    process = start_update(v2, prefix)
+    process = start_until_asleep(v2, prefix, "-u")
     os.kill(process.pid, sig)  # the installer only, as a terminal's Ctrl-C or a kill would
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
@@ -302,7 +284,7 @@ def test_an_update_killed_outright_is_restored_by_the_next_run(
     prefix = tmp_path / "env"
     ok(run_installer(v1, "-b", "-p", prefix))
     before = tree_state(prefix)
-    process = start_update(v2, prefix)
+    process = start_until_asleep(v2, prefix, "-u")
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
     assert tree_state(prefix) != before  # the update was half done
