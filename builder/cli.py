@@ -21,7 +21,7 @@ from lockship.builder.config import (
 )
 from lockship.builder.errors import BuildError, UsageError
 from lockship.builder.network import NetworkOptions
-from lockship.builder.options import build_parser
+from lockship.builder.options import parse_arguments
 from lockship.builder.paths import default_cache_dir, host_platform
 from lockship.builder.sources import Source
 from lockship.builder.stubs import facts_path, stub_file_name
@@ -36,7 +36,7 @@ def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
 
 
 def run(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     if args.command == "freeze-stub":
         return freeze_stub_command(args.output, compress=args.compress, unpacker=args.unpacker)
     return build_command(args)

@@ -4,6 +4,7 @@ their help texts (``builder/cli.py`` runs them)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -16,7 +17,21 @@ from lockship.stub import __version__
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see lockship {self.prog.split()[-1]} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed; a :class:`UsageError` names the help to read.
+
+    Arguments no command knows are found by the top parser: the error then points at the
+    chosen command's help (``lockship build --help``), not at the top one.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = f"{parser.prog} {args.command}"
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see {command} --help)")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:

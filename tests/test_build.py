@@ -237,7 +237,12 @@ def test_sha256_mismatch_names_package_expected_and_actual(
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     result = run_lockship("build", "--no-such-option")
     assert result.returncode == 2
-    assert one_error(result.stderr).startswith("ERROR: unrecognized arguments")
+    assert one_error(result.stderr) == (
+        "ERROR: unrecognized arguments: --no-such-option (see lockship build --help)"
+    )
+    result = run_lockship("build", "--concurrency", "many")
+    assert result.returncode == 2
+    assert one_error(result.stderr).endswith("(see lockship build --help)")
     result = run_lockship("frobnicate")
     assert result.returncode == 2
 
