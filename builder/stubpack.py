@@ -49,10 +49,11 @@ PROGRAM = "stub/lockship-stub"
 FRAMES = 8
 #: 21 MB for the 75 MB linux-64 folder (level 12: 23.6 MB); decoding speed hardly depends on it
 LEVEL = 19
-#: the unpacker's C sources (builder/native), compiled with zstd's into one program
-UNPACKER_SOURCES = tuple(
-    Path(__file__).parent / "native" / name for name in ("lockship-unpack.c", "lockship-sweep.c")
-)
+#: the unpacker's C sources and the header they share (builder/native), compiled with zstd's
+#: into one program
+NATIVE = Path(__file__).parent / "native"
+UNPACKER_SOURCES = tuple(sorted(NATIVE.glob("*.c")))
+UNPACKER_FILES = tuple(sorted([*UNPACKER_SOURCES, *NATIVE.glob("*.h")]))
 #: seconds a compile of the unpacker may take (zstd's amalgamated source: ~40 s here)
 COMPILE_TIMEOUT = 20 * 60
 
@@ -174,6 +175,7 @@ def compile_unpacker(zstd_dir: Path, output: Path, compiler: str | None = None) 
         "-ffunction-sections",
         "-fdata-sections",
         f"-I{zstd_dir}",
+        f"-I{NATIVE}",
         *map(str, UNPACKER_SOURCES),
         str(zstd_dir / "zstd.c"),
         "-o",
@@ -262,7 +264,7 @@ def host_unpacker(
     ``CACHE/unpackers``)."""
     compiler = os.environ.get("CC") or "cc"
     cache_dir = cache_dir or default_cache_dir()
-    digest = hashlib.sha256(b"".join(source.read_bytes() for source in UNPACKER_SOURCES))
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in UNPACKER_FILES))
     digest.update(version("zstandard").encode())
     digest.update(_compiler_identity(compiler).encode())
     cached = cache_dir / "unpackers" / digest.hexdigest()[:16] / "lockship-unpack"

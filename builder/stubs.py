@@ -85,8 +85,7 @@ def freeze_inputs() -> list[Path]:
         here / "freeze.py",
         here / "elf.py",
         here / "stubpack.py",
-        here / "native" / "lockship-unpack.c",
-        here / "native" / "lockship-sweep.c",
+        *sorted([*(here / "native").glob("*.c"), *(here / "native").glob("*.h")]),
     ]
 
 

@@ -19,14 +19,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lockship-unpack.h"
+
 #define STALE_SECONDS 60
 #define NAME_PREFIX "lockship-"
 #define NAME_LENGTH (sizeof NAME_PREFIX - 1 + 8) /* mktemp -d "$base/lockship-XXXXXXXX" */
 
-int lock_folder(int lock_fd);
-void sweep_stale_folders(int folder);
-
-/* 0 if this process now holds the folder's lock (the header's open .lock, ``lock_fd``) */
 int lock_folder(int lock_fd)
 {
     return flock(lock_fd, LOCK_EX | LOCK_NB);

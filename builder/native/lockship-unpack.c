@@ -4,7 +4,7 @@
  *
  * Bytes OFFSET..OFFSET+LENGTH of FILE are zstd frames (each with its content size and
  * checksum) that together hold one ustar archive; it is extracted into FOLDER, which must
- * exist. Worker threads (one per CPU, at most one per frame) decode the frames in order while
+ * exist (lockship-tar.c). Worker threads (one per CPU, at most one per frame) decode the frames in order while
  * the main thread writes the files out of them; at most one frame more than there are threads
  * is held decoded at a time, and each frame's compressed pages are let go once it is decoded,
  * so memory stays at a few frames (~30 MB) whatever the size of the program. Only
@@ -35,11 +35,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "lockship-unpack.h"
 #include "zstd.h"
-
-/* lockship-sweep.c */
-int lock_folder(int lock_fd);
-void sweep_stale_folders(int folder);
 
 #ifndef MAP_ANONYMOUS
 #define MAP_ANONYMOUS MAP_ANON
@@ -47,9 +44,6 @@ void sweep_stale_folders(int folder);
 
 #define MAX_FRAMES 64
 #define MAX_THREADS 8
-#define DAMAGED 2
-#define FAILED 1
-#define NO_ROOM_IN_MEMORY 3 /* within the program only; exits as FAILED */
 
 enum { WAITING, DECODED, BROKEN, NO_MEMORY };
 
@@ -76,7 +70,7 @@ static unsigned char *pool[MAX_THREADS + 1];
 static size_t pooled;
 static int stopping;
 
-static int fail(int status, const char *what, const char *detail)
+int fail(int status, const char *what, const char *detail)
 {
     fprintf(stderr, "lockship-unpack: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
     return status;
@@ -204,10 +198,7 @@ static void advance(struct reader *r, size_t size)
     }
 }
 
-/* pass ``size`` bytes of the archive to ``fd`` (-1: skip them, or copy them to ``copy``);
- * 0, DAMAGED (a frame does not decode, or the archive ends first), FAILED (writing: errno
- * says why) or NO_ROOM_IN_MEMORY */
-static int take(struct reader *r, size_t size, int fd, unsigned char *copy)
+int take(struct reader *r, size_t size, int fd, unsigned char *copy)
 {
     while (size > 0) {
         if (r->frame >= frame_count)
@@ -260,37 +251,7 @@ static int write_all(int fd, const unsigned char *data, size_t size)
     return 0;
 }
 
-/* a ustar numeric field: octal digits, NUL or space terminated */
-static int octal(const unsigned char *field, size_t width, unsigned long long *value)
-{
-    unsigned long long result = 0;
-    size_t i = 0;
-    while (i < width && field[i] == ' ')
-        i++;
-    size_t digits = 0;
-    for (; i < width && field[i] >= '0' && field[i] <= '7'; i++, digits++)
-        result = result * 8 + (unsigned long long)(field[i] - '0');
-    if (digits == 0 || (i < width && field[i] != '\0' && field[i] != ' '))
-        return -1;
-    *value = result;
-    return 0;
-}
-
-static int safe_name(const char *name)
-{
-    if (name[0] == '\0' || name[0] == '/')
-        return 0;
-    for (const char *part = name; part; part = strchr(part, '/')) {
-        if (*part == '/')
-            part++;
-        if (strncmp(part, "..", 2) == 0 && (part[2] == '/' || part[2] == '\0'))
-            return 0;
-    }
-    return 1;
-}
-
-/* the line for a take() that failed ``where`` in the archive, and the exit status */
-static int take_failed(const struct reader *r, int status, const char *where)
+int take_failed(const struct reader *r, int status, const char *where)
 {
     if (status == NO_ROOM_IN_MEMORY)
         return fail(FAILED, "out of memory", NULL);
@@ -299,60 +260,6 @@ static int take_failed(const struct reader *r, int status, const char *where)
     if (r->frame >= frame_count)
         return fail(DAMAGED, "the program archive is damaged", where);
     return fail(DAMAGED, "the program is damaged", "a zstd frame does not decode");
-}
-
-static int extract(struct reader *r, int folder)
-{
-    unsigned char header[512];
-    char name[256 + 2], target[101];
-    for (;;) {
-        int status = take(r, sizeof header, -1, header);
-        if (status != 0)
-            return take_failed(r, status, "it has no end");
-        if (header[0] == '\0')
-            return 0; /* the end-of-archive blocks */
-        if (memcmp(header + 257, "ustar", 5) != 0)
-            return fail(DAMAGED, "the program archive is damaged", "not a ustar header");
-        unsigned long long mode, length;
-        if (octal(header + 100, 8, &mode) || octal(header + 124, 12, &length))
-            return fail(DAMAGED, "the program archive is damaged", "bad header field");
-        const char *prefix = (const char *)header + 345;
-        int prefix_length = (int)strnlen(prefix, 155);
-        snprintf(name, sizeof name, "%.*s%s%.*s", prefix_length, prefix, prefix_length ? "/" : "",
-                 (int)strnlen((const char *)header, 100), (const char *)header);
-        if (!safe_name(name))
-            return fail(DAMAGED, "the program archive names an unsafe path", name);
-        if (length > SIZE_MAX - 511)
-            return fail(DAMAGED, "the program archive is damaged", "bad header field");
-        size_t padding = ((size_t)length + 511) / 512 * 512 - (size_t)length;
-        int kind = header[156];
-        if (kind == '5') {
-            if (mkdirat(folder, name, (mode_t)(mode & 0777)) != 0 && errno != EEXIST)
-                return fail(FAILED, "cannot create a folder", strerror(errno));
-        } else if (kind == '0' || kind == '\0') {
-            int fd = openat(folder, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                            (mode_t)(mode & 0777));
-            if (fd < 0)
-                return fail(FAILED, "cannot create a file", strerror(errno));
-            status = take(r, (size_t)length, fd, NULL);
-            if (status != 0)
-                return take_failed(r, status, "it ends inside a file");
-            if (close(fd) != 0)
-                return fail(FAILED, "cannot write a file", strerror(errno));
-        } else if (kind == '2') {
-            snprintf(target, sizeof target, "%.*s", (int)strnlen((const char *)header + 157, 100),
-                     (const char *)header + 157);
-            if (symlinkat(target, folder, name) != 0)
-                return fail(FAILED, "cannot create a symbolic link", strerror(errno));
-        } else {
-            return fail(DAMAGED, "the program archive holds an entry of an unknown kind", name);
-        }
-        if (kind != '0' && kind != '\0')
-            padding = 0; /* only a regular file's data follows its header */
-        status = take(r, padding, -1, NULL);
-        if (status != 0)
-            return take_failed(r, status, "it ends inside a file");
-    }
 }
 
 int main(int argc, char **argv)
