@@ -43,7 +43,6 @@ from lockship.stub.signals import install_handlers
 from lockship.stub.summary import json_summary, text_summary
 from lockship.stub.windows import (
     check_path_lengths,
-    log_dir,
     long_paths_enabled,
     relaunch_next_to_prefix,
     relaunched,
@@ -368,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             program=launch.prog,
             header=f"lockship installer {__version__}",
             known=(InstallError, PayloadError),
-            log_dir=log_dir(),
+            log_dir=launch.log_dir,
         )
     finally:
         remove_unpacked_folder(launch)

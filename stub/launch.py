@@ -1,13 +1,20 @@
 """How the installer program was started, and the one folder it removes at exit.
 
 A ``.sh`` installer's shell header (``builder/templates/header.sh.j2``) unpacks the program into
-a new folder and runs it with three private variables:
+a new folder and runs it with four private variables:
 
 ==========================  ================================================================
 ``_LOCKSHIP_INSTALLER``     the installer file, whose payload the program reads
 ``_LOCKSHIP_PROG``          the installer's file name, for messages
 ``_LOCKSHIP_UNPACKED_DIR``  the folder the header made for the program
+``_LOCKSHIP_LOG_DIR``       where an error's log goes: it must outlive that folder
 ==========================  ================================================================
+
+The header also points ``TMPDIR`` at ``tmp`` in its folder, so that what the program and the
+scripts it runs leave there (rattler's link scripts are files in ``TMPDIR`` while they run)
+goes with the folder, also when the installer is killed outright and a later installer's
+unpacker sweeps the folder away. A Windows relaunch passes ``_LOCKSHIP_LOG_DIR`` for the same
+reason (``stub.windows``).
 
 A Windows ``.exe``, or a stub run directly, has none of them and reads its own file. The names
 are private so that no setting of the user's is taken for one: the builder's
@@ -27,10 +34,11 @@ from pathlib import Path
 INSTALLER_ENV = "_LOCKSHIP_INSTALLER"
 PROG_ENV = "_LOCKSHIP_PROG"
 UNPACKED_DIR_ENV = "_LOCKSHIP_UNPACKED_DIR"
+LOG_DIR_ENV = "_LOCKSHIP_LOG_DIR"
 
-#: what the header puts in its folder: the unpacker, the program's folder it fills, and the lock
-#: the program holds while it runs (builder/native/lockship-sweep.c)
-HEADER_FILES = frozenset({"unpack", "stub", ".lock"})
+#: what the header puts in its folder: the unpacker, the program's folder it fills, the lock
+#: the program holds while it runs (builder/native/lockship-sweep.c) and the program's TMPDIR
+HEADER_FILES = frozenset({"unpack", "stub", ".lock", "tmp"})
 #: the program in the header's folder (lockship.builder.stubpack.PROGRAM)
 PROGRAM = ("stub", "lockship-stub")
 
@@ -45,6 +53,8 @@ class Launch:
     prog: str
     #: the header's folder holding this program, removed at exit; None if there is none
     unpacked_dir: Path | None
+    #: where an error's log goes; None: the temporary folder
+    log_dir: str | None = None
 
 
 def read_launch(
@@ -65,6 +75,7 @@ def read_launch(
         unpacked_dir=header_folder(
             environ.get(UNPACKED_DIR_ENV), executable=Path(executable), frozen=frozen
         ),
+        log_dir=environ.get(LOG_DIR_ENV) or None,
     )
 
 

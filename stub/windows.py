@@ -3,11 +3,12 @@ its temporary files from %TEMP% to a folder next to the prefix.
 
 Each decision is a pure function of injected facts, so every platform's behaviour is tested on
 any machine. The relaunch is a protocol between a parent and its child, spoken through private
-environment variables whose names live here and nowhere else:
+environment variables whose names live here (but for the log's, see below):
 
 ==========================  ===================================================================
 ``_LOCKSHIP_RELAUNCHED``    ``1`` in the child: do not relaunch again
-``_LOCKSHIP_LOG_DIR``       where the child writes an error's log (its own TEMP is removed)
+``_LOCKSHIP_LOG_DIR``       where the child writes an error's log (its own TEMP is removed;
+                            the name is ``stub.launch``'s, which a ``.sh`` header sets too)
 ``_LOCKSHIP_LOCALAPPDATA``  the real %LOCALAPPDATA% (the child's names its unpacking folder)
 ==========================  ===================================================================
 
@@ -27,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lockship.stub.errors import PrefixError
+from lockship.stub.launch import LOG_DIR_ENV
 
 WINDOWS_MAX_PATH = 260
 
 RELAUNCHED_ENV = "_LOCKSHIP_RELAUNCHED"
-LOG_DIR_ENV = "_LOCKSHIP_LOG_DIR"
 REAL_LOCALAPPDATA = "_LOCKSHIP_LOCALAPPDATA"
 
 
@@ -140,11 +141,6 @@ def restore_environment() -> None:
 def relaunched() -> bool:
     """Whether this process is the child of a relaunch."""
     return os.environ.get(RELAUNCHED_ENV) == "1"
-
-
-def log_dir() -> str | None:
-    """The folder the relaunching parent asked this child to write its error log into."""
-    return os.environ.get(LOG_DIR_ENV) or None
 
 
 def relaunch_next_to_prefix(base: Path, argv: Sequence[str]) -> int:

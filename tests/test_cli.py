@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lockship.stub import cli, signals
 from lockship.stub.errors import UsageError
-from lockship.stub.windows import LOG_DIR_ENV
+from lockship.stub.launch import LOG_DIR_ENV
 
 
 def test_grouped_flags_are_parsed_like_separate_ones() -> None:

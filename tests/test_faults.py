@@ -438,7 +438,8 @@ def test_the_folder_of_an_installer_killed_outright_goes_with_the_next_installer
     tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory, demo_installer: Path
 ) -> None:
     """Its program held the folder's lock; once nothing holds it, the next unpacking beside it
-    removes the folder (a running installer's stays)."""
+    removes the folder (a running installer's stays), and with it the temporary files of the
+    program and its scripts: nothing is left in TMPDIR."""
     asleep = 'mkdir -p "$PREFIX/share" && touch "$PREFIX/share/asleep" && sleep 60\n'
     sleepy = {"name": "sleepy", "version": "1.0", "files": {"bin/.sleepy-post-link.sh": asleep}}
     sleeping = installer_factory.build(installer_factory.channel_with(demo_channel, sleepy))
@@ -446,11 +447,13 @@ def test_the_folder_of_an_installer_killed_outright_goes_with_the_next_installer
     tmp.mkdir()
     env = {"TMPDIR": str(tmp)}
     process = start_until_asleep(sleeping, tmp_path / "sleeping", env=env)
-    [folder] = tmp.glob("lockship-*")  # (rattler runs the post-link script from a file here)
+    [folder] = tmp.iterdir()
+    # rattler runs the post-link script from a temporary file: in the folder's TMPDIR
+    assert [p.suffix for p in (folder / "tmp").iterdir()] == [".sh"]
     an_hour_ago = time.time() - 3600
     os.utime(folder / ".lock", (an_hour_ago, an_hour_ago))  # older than any unpacking
     assert run_installer(demo_installer, "-b", "-p", tmp_path / "b", env=env).returncode == 0
-    assert list(tmp.glob("lockship-*")) == [folder]  # still running: its folder stays
+    assert list(tmp.iterdir()) == [folder]  # still running: its folder stays
 
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
@@ -459,7 +462,7 @@ def test_the_folder_of_an_installer_killed_outright_goes_with_the_next_installer
         time.sleep(0.05)
     assert (folder / "stub").is_dir()  # nothing could remove it
     assert run_installer(demo_installer, "-b", "-p", tmp_path / "c", env=env).returncode == 0
-    assert list(tmp.glob("lockship-*")) == []
+    assert list(tmp.iterdir()) == []
 
 
 @pytest.mark.skipif(

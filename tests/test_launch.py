@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from lockship.stub.launch import (
     INSTALLER_ENV,
+    LOG_DIR_ENV,
     PROG_ENV,
     UNPACKED_DIR_ENV,
     header_folder,
@@ -18,13 +19,17 @@ from lockship.stub.launch import (
 
 
 def header_made(base: Path, *, unpacker: bool = True) -> Path:
-    """A folder as the header leaves it: the unpacker, and the program folder it filled."""
+    """A folder as the header leaves it: the unpacker, the program folder it filled, the lock
+    and the program's TMPDIR (here with a link script that rattler left in it)."""
     folder = base / "lockship-Ab3dE6gH"
     (folder / "stub" / "_internal").mkdir(parents=True)
     (folder / "stub" / "lockship-stub").write_bytes(b"\x7fELF the program")
     (folder / "stub" / "_internal" / "libpython3.11.so.1.0").write_bytes(b"\x7fELF")
     if unpacker:
         (folder / "unpack").write_bytes(b"\x7fELF the unpacker")
+    (folder / ".lock").touch()
+    (folder / "tmp").mkdir()
+    (folder / "tmp" / ".tmpktLldv.sh").write_text("post-link\n")
     return folder
 
 
@@ -38,6 +43,7 @@ def test_the_header_variables(tmp_path: Path) -> None:
         INSTALLER_ENV: "/downloads/demo.sh",
         PROG_ENV: "demo.sh",
         UNPACKED_DIR_ENV: str(folder),
+        LOG_DIR_ENV: str(tmp_path),
     }
     launch = read_launch(
         ["-b"], environ, argv0=str(program(folder)), executable=str(program(folder)), frozen=True
@@ -46,6 +52,7 @@ def test_the_header_variables(tmp_path: Path) -> None:
     assert launch.installer == Path("/downloads/demo.sh")
     assert launch.prog == "demo.sh"
     assert launch.unpacked_dir == folder
+    assert launch.log_dir == str(tmp_path)
     remove_unpacked_folder(launch)
     assert not folder.exists()
 
@@ -60,6 +67,7 @@ def test_without_the_header_the_program_reads_its_own_file(tmp_path: Path) -> No
     launch = read_launch([], environ, argv0=exe, executable=exe, frozen=True)
     assert launch.installer == Path(exe)
     assert launch.unpacked_dir is None
+    assert launch.log_dir is None
     remove_unpacked_folder(launch)
     assert (stubs / "stub").read_text() == "mine"
 

@@ -29,13 +29,13 @@ from lockship.stub.destination import PrefixDestination
 from lockship.stub.errors import PrefixError
 from lockship.stub.install import install
 from lockship.stub.interaction import decide_interaction
+from lockship.stub.launch import LOG_DIR_ENV
 from lockship.stub.manifest import Manifest, PackageInfo
 from lockship.stub.payload import iter_entry, read_payload
 from lockship.stub.preflight import InstallRequest, preflight
 from lockship.stub.progress import SilentReporter
 from lockship.stub.source import PayloadSource
 from lockship.stub.windows import (
-    LOG_DIR_ENV,
     REAL_LOCALAPPDATA,
     RELAUNCHED_ENV,
     check_path_lengths,

@@ -12,10 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from lockship.stub.launch import INSTALLER_ENV, UNPACKED_DIR_ENV
+from lockship.stub.launch import INSTALLER_ENV, LOG_DIR_ENV, UNPACKED_DIR_ENV
 from lockship.stub.manifest import Manifest
 from lockship.stub.payload import iter_entry, read_payload
-from lockship.stub.windows import LOG_DIR_ENV
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
