@@ -2,10 +2,19 @@
 
 rattler bakes the *current* PATH into its scripts unless told otherwise; we pass the shell's own
 PATH reference so the user's PATH at activation time follows the prefix's paths.
+
+rattler's PowerShell (py-rattler 0.28, ``rattler_shell``'s ``PowerShell::default``) runs
+``pwsh -v`` to choose which executable would run its scripts; starting PowerShell takes from a
+fraction of a second to several, and an installer has no business starting it. The script it
+writes does not depend on that choice, so the PowerShell script is made with no program to be
+found on PATH (:func:`no_programs_on_path`).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +48,24 @@ def activation_script(prefix: Path, target: ShellTarget, platform: str) -> str:
         current_path=[target.path_reference],
         path_modification_behavior=PathModificationBehavior.Replace,
     )
-    script: str = activate(prefix, variables, target.shell, platform=Subdir(platform)).script
+    with no_programs_on_path():
+        script: str = activate(prefix, variables, target.shell, platform=Subdir(platform)).script
     return script
+
+
+@contextmanager
+def no_programs_on_path() -> Iterator[None]:
+    """This process's PATH names no folder while the body runs (a device, where no program can
+    be), so nothing the body tries to start by name is found; then PATH is as it was."""
+    saved = os.environ.get("PATH")
+    os.environ["PATH"] = os.devnull
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["PATH"]
+        else:
+            os.environ["PATH"] = saved
 
 
 def write_activation_scripts(prefix: Path, platform: str) -> list[Path]:

@@ -1053,3 +1053,14 @@ def write_stand_in_stub(path: Path, content: bytes = STAND_IN) -> Path:
     frames = compress_frames(b"\0" * 1024, frames=1, level=1)
     path.write_bytes(content + frames + trailer(len(content), len(frames)))
     return path
+
+
+def write_marking_program(folder: Path, name: str) -> Path:
+    """A program ``name`` in the new ``folder`` that, when run, writes its arguments to a mark
+    file; returns the mark's path (it exists only once the program ran)."""
+    folder.mkdir()
+    mark = folder / f"{name}-ran"
+    program = folder / name
+    program.write_text(f'#!/bin/sh\necho "$@" > "{mark}"\n')
+    program.chmod(0o755)
+    return mark

@@ -21,6 +21,7 @@ from tests.factories import (
     ChannelServer,
     index_channel,
     write_conda_package,
+    write_marking_program,
     write_pixi_lock,
     write_stand_in_stub,
 )
@@ -77,6 +78,18 @@ def assert_demo_prefix(prefix: Path) -> None:
     leftovers = {".lockship-stage", ".lockship.lock", "LOCKSHIP-INCOMPLETE.txt", "CACHEDIR.TAG"}
     assert not leftovers & {p.name for p in prefix.iterdir()}
     assert (prefix / "activate.fish").is_file() and (prefix / "activate.ps1").is_file()
+
+
+def test_the_installer_starts_no_powershell(tmp_path: Path, demo_installer: Path) -> None:
+    """rattler would run ``pwsh -v`` while it makes activate.ps1 (PowerShell takes a second or
+    more to start); the installer makes the script without starting it."""
+    mark = write_marking_program(tmp_path / "bin", "pwsh")
+    prefix = tmp_path / "env"
+    path = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    run = run_installer(demo_installer, "-b", "-p", prefix, env={"PATH": path})
+    assert run.returncode == 0, run.stderr
+    assert "$Env:PATH" in (prefix / "activate.ps1").read_text()
+    assert not mark.exists()
 
 
 @pytest.mark.parametrize("via", ["bash", "sh", "exec"])
