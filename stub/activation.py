@@ -56,7 +56,10 @@ def activation_script(prefix: Path, target: ShellTarget, platform: str) -> str:
 @contextmanager
 def no_programs_on_path() -> Iterator[None]:
     """This process's PATH names no folder while the body runs (a device, where no program can
-    be), so nothing the body tries to start by name is found; then PATH is as it was."""
+    be), so nothing the body tries to start by name is found; then PATH is as it was.
+
+    PATH is the process's: no other thread may start a program meanwhile (none does while the
+    installer writes these scripts)."""
     saved = os.environ.get("PATH")
     os.environ["PATH"] = os.devnull
     try:
