@@ -10,7 +10,6 @@ route, see ``stub.staging``) are rewritten, and only their ``url``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +56,10 @@ def link_packages(
     installed: Sequence[PrefixRecord] = (),
 ) -> None:
     """Link ``staged`` into ``prefix`` (replacing ``installed``, the packages there before)."""
+    # only rattler's coroutine needs asyncio, whose import (~25 ms here) would otherwise come
+    # before the installer's first line, and before --info, --check or an early error
+    import asyncio
+
     bridge = _LinkReporter(reporter)  # type: ignore[abstract]  # rattler's no-op defaults
     reporter.start("Linking", len(staged.records), unit="pkg")
     try:

@@ -71,6 +71,13 @@ def test_the_installer_loads_nothing_of_the_builder() -> None:
         assert loaded == [], f"importing {module} loaded {loaded}"
 
 
+def test_the_installer_loads_asyncio_only_to_link() -> None:
+    """asyncio takes ~25 ms to import and only runs rattler's coroutine: loaded with the
+    installer's modules, it would delay the first line (and --info, --check, early errors)."""
+    for module, loaded in loaded_after_importing(STUB_MODULES, ("asyncio",)).items():
+        assert loaded == [], f"importing {module} loaded {loaded}"
+
+
 @pytest.mark.parametrize("module", ["lockship.builder.cli", *BUILDER_MODULES])
 def test_the_builder_loads_only_the_door_of_the_installer(module: str) -> None:
     (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
