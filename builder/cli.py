@@ -38,13 +38,11 @@ def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
 def run(argv: Sequence[str]) -> int:
     args = parse_arguments(argv)
     if args.command == "freeze-stub":
-        return freeze_stub_command(args.output, compress=args.compress, unpacker=args.unpacker)
+        return freeze_stub_command(args.output, unpacker=args.unpacker)
     return build_command(args)
 
 
-def freeze_stub_command(
-    output: str, *, compress: bool = False, unpacker: Path | None = None
-) -> int:
+def freeze_stub_command(output: str, *, unpacker: Path | None = None) -> int:
     """``lockship freeze-stub -o PATH``: freeze, then print the sidecar's content."""
     from lockship.builder.freeze import freeze_stub
 
@@ -55,7 +53,6 @@ def freeze_stub_command(
     facts = freeze_stub(
         target,
         on_line=lambda line: print(line, file=sys.stderr, flush=True),
-        compress=compress,
         unpacker=unpacker,
     )
     took = time.monotonic() - started

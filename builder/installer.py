@@ -1,18 +1,13 @@
 """Join a stub and a payload into one installer file, atomically.
 
-Linux and macOS installers are ``[shell header][stub pack][payload]``: the header copies the
-pack's unpacker out of the file, which unpacks the one-folder program (:mod:`.stubpack`), and
-runs it; the program's own archive lookup never sees the payload. That keeps start-up
-independent of the payload size, is immune to PyInstaller's magic bytes inside packages, and
-leaves a macOS program's bytes, and with them its signatures, as they were frozen.
-
-Windows installers are one ``.exe``: ``[bootloader][package entries][PyInstaller archive]
-[index][trailer]``. The one-file bootloader finds its archive by searching backwards from the end
-of the file for the archive's cookie and computes the archive's start from the cookie; so the
-stub is split where its archive begins and the archive is stored as the *last* payload entry.
-The bootloader then only searches through the index and trailer (a few KB, JSON that cannot
-contain the cookie's control bytes), start-up does not depend on the payload size, and a package
-that carries PyInstaller's magic bytes sits before the real archive where the search never goes.
+Every stub is a stub pack (:mod:`.stubpack`): an unpacker, the one-folder program as zstd
+frames, a trailer. Linux and macOS installers are ``[shell header][stub pack][payload]``: the
+header copies the pack's unpacker out of the file, which unpacks the program, and runs it.
+Windows installers are ``[stub pack][payload]``: the pack's unpacker is the ``.exe``'s own
+program (``lockship-launch``), which finds the frames after its PE image. The program reads the
+payload from the installer file, whose trailer it finds from the end (after a signature, if
+any). That keeps start-up independent of the payload size and leaves a macOS program's bytes,
+and with them its signatures, as they were frozen.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import queue
-import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -45,10 +39,8 @@ UNAME_PATTERNS = {
 }
 _FIELD_WIDTH = 14
 
-#: PyInstaller's one-file archive cookie (PyInstaller/archive/writers.py, CArchiveWriter)
-COOKIE_MAGIC = b"MEI\014\013\012\013\016"
-COOKIE = struct.Struct("!8sIIII64s")
-ARCHIVE_ENTRY = "lockship/pyinstaller-archive"
+#: how a Windows program begins (the DOS header of a PE file)
+PE_MAGIC = b"MZ"
 
 
 @dataclass(frozen=True)
@@ -160,26 +152,16 @@ def write_installer_to(
     try:
         stub_size = stub_path.stat().st_size
         is_windows = manifest.platform.startswith("win-")
-        archive_start = onefile_archive_start(stub_path) if is_windows else stub_size
+        pack = read_layout(stub_path)
+        _check_stub_kind(stub_path, windows=is_windows)
         entries = [
             _Range(path, 0, path.stat().st_size, known.get(name), name) for name, path in files
         ]
-        if is_windows:
-            # the stub is split where its one-file archive starts; a whole-stub hash cannot
-            # be checked in the stream, so check it first
-            if stub_sha256 and file_sha256(stub_path) != stub_sha256:
-                raise _stub_mismatch(stub_path)
-            stub_sha256 = None
-            archive_size = stub_size - archive_start
-            entries.append(_Range(stub_path, archive_start, archive_size, None, ARCHIVE_ENTRY))
         entries = [e if e.sha256 else replace(e, sha256=_range_sha256(e)) for e in entries]
-        header = b""
-        if not is_windows:
-            pack = read_layout(stub_path)
-            header = render_header(manifest, output.name, pack, glibc_min)
-            stub_sha256 = stub_sha256 or file_sha256(stub_path)
-        payload_offset = len(header) + archive_start
-        program = _program_region(stub_path, len(header), archive_start, stub_sha256)
+        header = b"" if is_windows else render_header(manifest, output.name, pack, glibc_min)
+        stub_sha256 = stub_sha256 or file_sha256(stub_path)
+        payload_offset = len(header) + stub_size
+        program = _program_region(stub_path, len(header), stub_size, stub_sha256)
         listed = [(e.name, e.size, e.sha256 or "") for e in entries]
 
         def plan(header_sha256: str) -> tuple[list[Entry], bytes]:
@@ -199,7 +181,7 @@ def write_installer_to(
             planned, tail = plan(hashlib.sha256(header).hexdigest())
             if payload_offset + sum(e.size for e in entries) + len(tail) != total:
                 raise BuildError("internal error: the installer index changed length")
-        stub = _Range(stub_path, 0, archive_start, stub_sha256, "stub")
+        stub = _Range(stub_path, 0, stub_size, stub_sha256, "stub")
         actual, sha256 = _stream(out, header, [stub, *entries], tail)
     except OSError as e:
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
@@ -231,11 +213,11 @@ _HEADER = "the installer's header"
 _PROGRAM = "the installer's program"
 
 
-def _program_region(stub_path: Path, offset: int, size: int, sha256: str | None) -> Region:
-    """The stub's bytes in the installer: all of it after a shell header, or on Windows the
-    bootloader before its archive (the archive is an entry), signature fields zeroed."""
+def _program_region(stub_path: Path, offset: int, size: int, sha256: str) -> Region:
+    """The stub's bytes in the installer: after a shell header, or on Windows at the start of
+    the file with the PE header's signature fields zeroed (signing changes them)."""
     if offset:  # after a shell header: the whole stub, whose sha256 is known
-        return Region(_PROGRAM, offset, size, sha256 or file_sha256(stub_path))
+        return Region(_PROGRAM, offset, size, sha256)
     with open(stub_path, "rb") as f:
         zeroed = signature_fields(f.read(4096))
     return Region(_PROGRAM, 0, size, range_sha256(stub_path, 0, size, zeroed), zeroed)
@@ -338,31 +320,16 @@ FLUSH_EVERY = 64 * 1024 * 1024
 _QUEUE_CHUNKS = 16
 
 
-def onefile_archive_start(stub_path: Path) -> int:
-    """Where the PyInstaller archive of a one-file program begins (from its last cookie)."""
-    size = stub_path.stat().st_size
+def _check_stub_kind(stub_path: Path, *, windows: bool) -> None:
+    """A Windows installer needs a Windows stub, and a ``.sh`` installer one of the others."""
     with open(stub_path, "rb") as f:
-        position = size
-        tail = b""
-        while position > 0:
-            step = min(64 * 1024, position)
-            position -= step
-            f.seek(position)
-            block = f.read(step) + tail
-            found = block.rfind(COOKIE_MAGIC)
-            if found != -1 and len(block) - found >= COOKIE.size:
-                cookie_at = position + found
-                f.seek(cookie_at)
-                _, length, _, _, _, _ = COOKIE.unpack(f.read(COOKIE.size))
-                start = cookie_at + COOKIE.size - int(length)
-                if 0 <= start < cookie_at:
-                    return start
-                break
-            tail = block[: COOKIE.size]
-    raise BuildError(
-        f"{stub_path} is not a PyInstaller one-file program (no archive cookie found); "
-        f"use a stub frozen with {FREEZE_COMMAND}"
-    )
+        is_pe = f.read(len(PE_MAGIC)) == PE_MAGIC
+    if is_pe != windows:
+        wanted = "Windows" if windows else "Linux or macOS"
+        raise BuildError(
+            f"{stub_path} is not a {wanted} stub; use the stub frozen for the installer's "
+            f"platform ({FREEZE_COMMAND})"
+        )
 
 
 def _check_entries(manifest: Manifest, written: dict[str, str]) -> None:

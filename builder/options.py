@@ -283,17 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the stub file to write, or a folder (DIR/) for {stub_file_name(host_platform())}",
     )
     freeze.add_argument(
-        "--compress",
-        action="store_true",
-        help="Windows: compress the .exe's archive (less than half the size, starts ~0.4 s "
-        "slower); Linux and macOS stubs are always compressed",
-    )
-    freeze.add_argument(
         "--unpacker",
         metavar="PATH",
         type=Path,
-        help="Linux and macOS: a lockship-unpack built for this platform (default: compile "
-        "builder/native/lockship-unpack.c with $CC or cc)",
+        help="the pack's unpacker built for this platform: lockship-unpack, or on Windows "
+        "lockship-launch.exe (default: compile builder/native's sources with $CC, else cc, "
+        "on Windows gcc)",
     )
     return parser
 

@@ -1,17 +1,20 @@
-"""The Linux and macOS stub: a packed program folder that unpacks itself in ~0.16 s (77 MB here).
+"""The installer stub: a packed program folder that unpacks itself in ~0.16 s (77 MB here).
 
-A ``.sh`` installer's program is a PyInstaller one-folder program (no one-file bootloader to
-unpack it a second time), stored as a *stub pack*::
+An installer's program is a PyInstaller one-folder program (no one-file bootloader to unpack it
+a second time), stored as a *stub pack*::
 
-    [lockship-unpack: U bytes][zstd frames: F bytes][trailer: 32 bytes]
+    [unpacker: U bytes][zstd frames: F bytes][trailer: 32 bytes]
 
-``lockship-unpack`` (``native/lockship-unpack.c``, compiled for the stub's platform with the
-zstd library python-zstandard ships) is a small native program that decodes the frames, one
-thread per CPU, into a ustar archive and extracts it; the shell header copies it out of the
-installer, runs it, and then runs :data:`PROGRAM` from the folder it made. The frames hold one
-archive of the folder, with every name under ``stub/``, in sorted order, owned by 0:0 and dated
-1980, split into :data:`FRAMES` frames at level :data:`LEVEL`: the same folder gives the same
-bytes. The trailer is ``LSSTUBPK``, U, F and the format version as little-endian 64-bit
+On Linux and macOS the unpacker is ``lockship-unpack`` (``native/lockship-unpack.c`` and its
+parts), a small native program that decodes the frames, one thread per CPU, into a ustar archive
+and extracts it; the shell header copies it out of the installer, runs it, and then runs
+:data:`PROGRAM` from the folder it made. On Windows it is ``lockship-launch``
+(``native/windows/lockship-launch.c``), the ``.exe``'s own first program: it finds the frames
+after its PE image, extracts them the same way, runs :data:`WINDOWS_PROGRAM` and removes the
+folder after it. Both are compiled with the zstd library python-zstandard ships. The frames hold
+one archive of the folder, with every name under ``stub/``, in sorted order, owned by 0:0 and
+dated 1980, split into :data:`FRAMES` frames at level :data:`LEVEL`: the same folder gives the
+same bytes. The trailer is ``LSSTUBPK``, U, F and the format version as little-endian 64-bit
 numbers. A macOS folder's bytes (and with them its signatures) come out as they went in.
 """
 
@@ -44,6 +47,8 @@ _TRAILER = struct.Struct("<8sQQQ")
 TRAILER_SIZE = _TRAILER.size
 #: the program the header runs, relative to the folder the unpacker fills
 PROGRAM = "stub/lockship-stub"
+#: the program the Windows launcher runs, relative to its folder
+WINDOWS_PROGRAM = "stub/lockship-stub.exe"
 #: frames decode in parallel (one thread each), and the unpacker holds at most one more than
 #: its threads at a time: eight (~10 MB each) cost 3 % in size against one
 FRAMES = 8
@@ -54,6 +59,9 @@ LEVEL = 19
 NATIVE = Path(__file__).parent / "native"
 UNPACKER_SOURCES = tuple(sorted(NATIVE.glob("*.c")))
 UNPACKER_FILES = tuple(sorted([*UNPACKER_SOURCES, *NATIVE.glob("*.h")]))
+#: the Windows launcher's sources and their header, compiled with zstd's into one program
+LAUNCHER_SOURCES = tuple(sorted((NATIVE / "windows").glob("*.c")))
+LAUNCHER_FILES = tuple(sorted([*LAUNCHER_SOURCES, *(NATIVE / "windows").glob("*.h")]))
 #: seconds a compile of the unpacker may take (zstd's amalgamated source: ~40 s here)
 COMPILE_TIMEOUT = 20 * 60
 
@@ -155,32 +163,45 @@ def compress_frames(data: bytes, frames: int = FRAMES, level: int = LEVEL) -> by
         return b"".join(pool.map(one, chunks))
 
 
-def compile_unpacker(zstd_dir: Path, output: Path, compiler: str | None = None) -> None:
-    """Compile :data:`UNPACKER_SOURCES` with zstd's amalgamated ``zstd.c`` in ``zstd_dir``.
+def compile_unpacker(
+    zstd_dir: Path, output: Path, compiler: str | None = None, *, windows: bool = False
+) -> None:
+    """Compile :data:`UNPACKER_SOURCES` (or for ``windows`` :data:`LAUNCHER_SOURCES`) with
+    zstd's amalgamated ``zstd.c`` in ``zstd_dir``.
 
-    The machine's C compiler (``$CC``, else ``cc``) links it dynamically against the C library
-    only: a machine that runs the stub has that.
+    The compiler (``$CC``, else ``cc``, or a mingw-w64 ``gcc`` for Windows) links it dynamically
+    against the C library only: a machine that runs the stub has that. Unused code is dropped
+    (zstd's compressor): for PE files that needs no unwind tables, which reference every function.
     """
-    compiler = compiler or os.environ.get("CC") or "cc"
+    compiler = compiler or os.environ.get("CC") or ("gcc" if windows else "cc")
     if shutil.which(compiler) is None:
         raise StubError(
             f"no C compiler ({compiler}) to build the stub's unpacker: install one (gcc or "
-            f"clang; on macOS `xcode-select --install`) or set $CC"
+            f"clang; on macOS `xcode-select --install`; for Windows mingw-w64) or set $CC"
         )
+    sources = LAUNCHER_SOURCES if windows else UNPACKER_SOURCES
+    flags = (
+        ["-municode", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]
+        if windows
+        else ["-pthread"]
+    )
     command = [
         compiler,
         "-O2",
         "-std=c99",
-        "-pthread",
+        *flags,
         "-ffunction-sections",
         "-fdata-sections",
         f"-I{zstd_dir}",
         f"-I{NATIVE}",
-        *map(str, UNPACKER_SOURCES),
+        *map(str, sources),
         str(zstd_dir / "zstd.c"),
         "-o",
         str(output),
         *_link_flags(compiler),
+        # the same sources, the same bytes: a PE file records when it was linked unless told
+        # not to, and mingw's assert() the (temporary) path of zstd.c
+        *(["-Wl,--no-insert-timestamp", f"-ffile-prefix-map={zstd_dir}=zstd"] if windows else []),
     ]
     with tempfile.TemporaryDirectory(prefix="lockship-cc-") as tmp:
         run_tool(
@@ -260,21 +281,24 @@ def _download_sdist(release: str, cached: Path) -> None:
 def host_unpacker(
     cache_dir: Path | None = None, on_line: Callable[[str], None] = lambda _: None
 ) -> Path:
-    """``lockship-unpack`` for this machine, compiled once per source and compiler (cached in
-    ``CACHE/unpackers``)."""
-    compiler = os.environ.get("CC") or "cc"
+    """The stub's unpacker for this machine (on Windows its launcher), compiled once per source
+    and compiler (cached in ``CACHE/unpackers``)."""
+    windows = sys.platform == "win32"
+    compiler = os.environ.get("CC") or ("gcc" if windows else "cc")
     cache_dir = cache_dir or default_cache_dir()
-    digest = hashlib.sha256(b"".join(source.read_bytes() for source in UNPACKER_FILES))
+    sources = LAUNCHER_FILES if windows else UNPACKER_FILES
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in sources))
     digest.update(version("zstandard").encode())
     digest.update(_compiler_identity(compiler).encode())
-    cached = cache_dir / "unpackers" / digest.hexdigest()[:16] / "lockship-unpack"
+    name = "lockship-launch.exe" if windows else "lockship-unpack"
+    cached = cache_dir / "unpackers" / digest.hexdigest()[:16] / name
     if cached.is_file():
         return cached
     on_line("Compiling the stub's unpacker (zstd's decoder) with the C compiler (once)...")
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".unpacker-", dir=cached.parent) as tmp:
         built = Path(tmp) / cached.name
-        compile_unpacker(zstd_source(Path(tmp) / "zstd"), built, compiler)
+        compile_unpacker(zstd_source(Path(tmp) / "zstd"), built, compiler, windows=windows)
         os.replace(built, cached)
     return cached
 

@@ -86,6 +86,9 @@ def freeze_inputs() -> list[Path]:
         here / "elf.py",
         here / "stubpack.py",
         *sorted([*(here / "native").glob("*.c"), *(here / "native").glob("*.h")]),
+        *sorted(
+            [*(here / "native" / "windows").glob("*.c"), *(here / "native" / "windows").glob("*.h")]
+        ),
     ]
 
 

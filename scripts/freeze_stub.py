@@ -1,8 +1,8 @@
 """Freeze the installer stub for this machine, with its sidecar OUTPUT.json (what CI publishes).
 
-Usage: python scripts/freeze_stub.py -o OUTPUT [--compress]
+Usage: python scripts/freeze_stub.py -o OUTPUT [--unpacker PATH]
 
-The same as ``lockship freeze-stub -o OUTPUT [--compress]`` (which pip users have), runnable
+The same as ``lockship freeze-stub -o OUTPUT [--unpacker PATH]`` (which pip users have), runnable
 from a checkout without installing it. Progress goes to stderr; the stub's facts (the sidecar's
 content) go to stdout as JSON.
 """

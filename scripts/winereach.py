@@ -44,6 +44,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -495,6 +496,21 @@ def copy_sources(target: Path) -> None:
     reach.copy_repo_files(REPO_FILES, target)
 
 
+def compile_launcher(output: Path) -> None:
+    """The stub pack's Windows launcher, cross-compiled here with mingw-w64 (Wine has no C
+    compiler; compiling zstd takes ~20 s)."""
+    _import_lockship()
+    from lockship.builder.errors import StubError
+    from lockship.builder.stubpack import compile_unpacker, zstd_source
+
+    with tempfile.TemporaryDirectory(prefix="lockship-launcher-") as tmp:
+        try:
+            zstd = zstd_source(Path(tmp) / "zstd")
+            compile_unpacker(zstd, output, "x86_64-w64-mingw32-gcc", windows=True)
+        except StubError as e:
+            raise Failed(f"compiling the Windows launcher: {e}") from e
+
+
 def freeze(cache: Cache, *, force: bool) -> None:
     target = cache.stub()
     if not force and stub_problem(cache) is None:
@@ -506,12 +522,16 @@ def freeze(cache: Cache, *, force: bool) -> None:
     with cache.step(f"stub: freeze the {PLATFORM} stub under Wine ({expected})"):
         source = cache.root / "src"
         copy_sources(source)
+        launcher = source / "lockship-launch.exe"
+        compile_launcher(launcher)
         # freeze_stub.py writes the sidecar and then the stub, each renamed into place
         wine_python(
             cache,
             windows_path(source / "scripts" / "freeze_stub.py"),
             "-o",
             windows_path(target),
+            "--unpacker",
+            windows_path(launcher),
             log=log,
         )
         shutil.rmtree(source, ignore_errors=True)

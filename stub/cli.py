@@ -265,7 +265,7 @@ def install_interactively(
         reporter.message(NO_LINK_SCRIPTS)
     base = _temporary_base(prefix, windows=windows)
     if base is not None:
-        return relaunch_next_to_prefix(base, launch.argv)
+        return relaunch_next_to_prefix(base, launch.installer, launch.argv)
     verb = "Updating" if request.update and prefix.exists() else "Installing"
     reporter.message(f"{verb} {_what(manifest)} ({len(manifest.packages)} packages) into {prefix}")
     install(PayloadSource(payload, manifest), PrefixDestination(plan), reporter)
@@ -327,13 +327,14 @@ def _confirm(question: str, default: bool = True) -> bool:
 
 
 def _temporary_base(prefix: Path, *, windows: bool) -> Path | None:
-    unpacked = getattr(sys, "_MEIPASS", None)
+    frozen = bool(getattr(sys, "frozen", False))
+    # the launcher runs FOLDER\stub\lockship-stub.exe, FOLDER being new in the base
     return temporary_base(
         prefix,
         windows=windows,
-        frozen=bool(getattr(sys, "frozen", False)),
+        frozen=frozen,
         relaunched=relaunched(),
-        unpacked_in=Path(unpacked).parent if unpacked else None,
+        unpacked_in=Path(sys.executable).parents[2] if frozen else None,
     )
 
 

@@ -24,8 +24,8 @@ def decide_interaction(*, batch: bool, stdin_tty: bool, owns_console: bool) -> I
 def owns_console() -> bool:
     """True when this process's console window was created for it (a double-click).
 
-    A console opened from cmd, PowerShell or a terminal also lists the shell; a one-file
-    program double-clicked lists only its bootloader and itself.
+    A console opened from cmd, PowerShell or a terminal also lists the shell; an installer
+    double-clicked lists only its launcher and its program (this process).
     """
     if sys.platform != "win32":
         return False

@@ -12,9 +12,9 @@ environment variables whose names live here (but for the log's, see below):
 ``_LOCKSHIP_LOCALAPPDATA``  the real %LOCALAPPDATA% (the child's names its unpacking folder)
 ==========================  ===================================================================
 
-The Windows stub's one-file bootloader unpacks into %LOCALAPPDATA% (``builder/stubs.py``), so a
-relaunched child gets its new folder there and :func:`restore_environment` puts the real value
-back before anything else reads it.
+The ``.exe``'s launcher (``builder/native/windows/lockship-launch.c``) unpacks the program into
+a new folder in %LOCALAPPDATA%, so a relaunched installer gets its new folder there and
+:func:`restore_environment` puts the real value back before anything else reads it.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def temporary_base(
     """Where a Windows installer should unpack itself instead of %TEMP%: next to the prefix.
 
     Returns None when no relaunch is needed: not Windows, not frozen, already relaunched, or
-    already unpacked in that folder (``unpacked_in``: the folder holding the one-file
-    program's unpacked copy; the default prefix lies where the stub first unpacks itself).
+    already unpacked in that folder (``unpacked_in``: the folder holding the launcher's
+    folder; the default prefix lies where the launcher first unpacks the program).
     """
     if not windows or not frozen or relaunched:
         return None
@@ -116,9 +116,6 @@ def relaunch_environment(
         "TEMP": str(folder),
         "TMP": str(folder),
         "LOCALAPPDATA": str(folder),
-        # without it the new bootloader takes itself for the second half of this one-file
-        # program (they talk through _PYI_* variables) and reuses this process's unpacked copy
-        "PYINSTALLER_RESET_ENVIRONMENT": "1",
         RELAUNCHED_ENV: "1",
         LOG_DIR_ENV: log_dir,
     }
@@ -143,8 +140,8 @@ def relaunched() -> bool:
     return os.environ.get(RELAUNCHED_ENV) == "1"
 
 
-def relaunch_next_to_prefix(base: Path, argv: Sequence[str]) -> int:
-    """Run the installer again with its temporary files in a new folder in ``base``; its code.
+def relaunch_next_to_prefix(base: Path, installer: Path, argv: Sequence[str]) -> int:
+    """Run ``installer`` again with its temporary files in a new folder in ``base``; its code.
 
     Antivirus scanning of %TEMP% is a known cause of slow or failed installs; the questions have
     been answered already, so the second run is unattended (-b). No timeout: the child is the
@@ -154,6 +151,6 @@ def relaunch_next_to_prefix(base: Path, argv: Sequence[str]) -> int:
     # an error's log must outlive the folder removed below
     env = relaunch_environment(folder, log_dir=tempfile.gettempdir())
     try:
-        return subprocess.run([sys.executable, *argv, "-b"], env=env, check=False).returncode
+        return subprocess.run([str(installer), *argv, "-b"], env=env, check=False).returncode
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -1042,14 +1042,14 @@ STAND_IN = b"\x7fELF stand-in stub " + b"\x00" * 100
 
 
 def write_stand_in_stub(path: Path, content: bytes = STAND_IN) -> Path:
-    """A stub for builds whose installers are not run: on Windows a file of ``content``; else
-    a stub pack whose unpacker is ``content`` and whose frames hold an empty folder."""
+    """A stub for builds whose installers are not run: a stub pack whose unpacker is
+    ``content`` (for an ``.exe``, made to begin as a PE file does) and whose frames hold an
+    empty folder."""
     from lockship.builder.stubpack import compress_frames, trailer
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".exe"):
-        path.write_bytes(content)
-        return path
+    if path.name.endswith(".exe") and not content.startswith(b"MZ"):
+        content = b"MZ" + content
     frames = compress_frames(b"\0" * 1024, frames=1, level=1)
     path.write_bytes(content + frames + trailer(len(content), len(frames)))
     return path

@@ -17,7 +17,7 @@ from lockship.stub.payload import PayloadError, read_payload
 from tests.factories import write_stand_in_stub
 from tests.runners import run_installer
 from tests.test_payload import _pe_preamble, _sign
-from tests.test_platforms import fake_onefile, manifest_for, package
+from tests.test_platforms import manifest_for, package
 
 PE_OPTIONAL = 0x80 + 24
 #: the two PE header fields Authenticode signing rewrites (checksum, certificate directory):
@@ -30,7 +30,7 @@ SIGNATURE_FIELDS = {*range(PE_OPTIONAL + 64, PE_OPTIONAL + 68)} | {
 def small_installer(tmp_path: Path, platform: str) -> Path:
     info, archive = package(tmp_path, "tiny", platform, {"share/tiny.txt": "tiny"})
     if platform.startswith("win-"):
-        stub = fake_onefile(tmp_path / "stub.exe", bootloader=bytes(_pe_preamble(512)))
+        stub = write_stand_in_stub(tmp_path / "stub.exe", bytes(_pe_preamble(512)))
         output = tmp_path / "tiny-1.0-win-64.exe"
     else:
         stub = write_stand_in_stub(tmp_path / "stub", os.urandom(1500))

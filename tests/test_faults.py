@@ -424,7 +424,7 @@ def test_workers_die_with_an_installer_killed_outright(
     process = start_unpacking(bulky_installer, tmp_path / "env")
     group = process_group(process.pid)
     # the installer proper: the workers' parent (the header exec'd it, so it is the group's
-    # leader; a frozen one-file program would have been the bootloader's child)
+    # leader)
     installer = next(parent for pid, parent in group.items() if pid not in group.values())
     os.kill(installer, signal.SIGKILL)
     process.communicate(timeout=60)  # returns once no process holds its output open

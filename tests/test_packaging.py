@@ -39,13 +39,19 @@ NOT_SHIPPED = (
 )
 PIP_WHEEL = ("-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check")
 #: Files the installed package needs at run time besides its modules.
-PACKAGE_DATA = (
-    "lockship/builder/templates/header.sh.j2",
-    "lockship/builder/py.typed",
-    "lockship/stub/py.typed",
+#: the stub's native sources among them: a pip-installed builder compiles the unpacker (and on
+#: Windows the launcher) when it freezes a stub
+SOURCE_DATA = (
+    "builder/templates/header.sh.j2",
+    "builder/native/lockship-unpack.c",
+    "builder/native/lockship-unpack.h",
+    "builder/native/windows/lockship-launch.c",
+    "builder/native/windows/lockship-launch.h",
+    "builder/py.typed",
+    "stub/py.typed",
 )
-#: the same files in the source tree (the sdist holds the repository's folders)
-SOURCE_DATA = ("builder/templates/header.sh.j2", "builder/py.typed", "stub/py.typed")
+#: the same files in the wheel
+PACKAGE_DATA = tuple(f"lockship/{name}" for name in SOURCE_DATA)
 
 
 def _env() -> dict[str, str]:

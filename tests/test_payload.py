@@ -204,7 +204,7 @@ def _sign(installer: Path, certificate: bytes) -> None:
 
 @pytest.mark.parametrize("preamble_size", [1024, 1027, 1029])  # each padding length
 def test_a_signed_exe_keeps_its_payload_readable(tmp_path: Path, preamble_size: int) -> None:
-    files = {"win-64/a-1-0.conda": b"A" * 3000, "lockship/pyinstaller-archive": b"archive"}
+    files = {"win-64/a-1-0.conda": b"A" * 3000, "lockship/LICENSE.txt": b"license"}
     installer = make_installer(tmp_path, files, preamble=bytes(_pe_preamble(preamble_size)))
     _sign(installer, b"\x30\x82certificate table" * 20)
     payload = read_payload(installer)

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
@@ -15,15 +14,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from lockship.builder.installer import (
-    ARCHIVE_ENTRY,
-    COOKIE,
-    COOKIE_MAGIC,
-    installer_file_name,
-    onefile_archive_start,
-    render_header,
-    write_installer,
-)
+from lockship.builder.errors import BuildError, StubError
+from lockship.builder.installer import installer_file_name, render_header, write_installer
 from lockship.builder.stubpack import PackLayout, read_layout, write_pack
 from lockship.stub.destination import PrefixDestination
 from lockship.stub.errors import PrefixError
@@ -44,18 +36,7 @@ from lockship.stub.windows import (
     temporary_base,
 )
 
-from tests.factories import write_conda_package
-
-
-def fake_onefile(path: Path, *, bootloader: bytes = b"MZ fake PE bootloader" * 50) -> Path:
-    """A stand-in one-file program: bootloader bytes, then an archive that ends in a cookie."""
-    archive_body = b"PYZ fake archive contents " * 40
-    toc = b"fake toc"
-    toc_offset = len(archive_body)
-    length = toc_offset + len(toc) + COOKIE.size
-    cookie = COOKIE.pack(COOKIE_MAGIC, length, toc_offset, len(toc), 311, b"python311.dll")
-    path.write_bytes(bootloader + archive_body + toc + cookie)
-    return path
+from tests.factories import write_conda_package, write_stand_in_stub
 
 
 def package(
@@ -106,43 +87,62 @@ def manifest_for(platform: str, packages: list[PackageInfo]) -> Manifest:
 
 
 def test_windows_exe_layout(tmp_path: Path) -> None:
-    stub = fake_onefile(tmp_path / "lockship-stub-win-64.exe")
-    archive_start = onefile_archive_start(stub)
-    assert stub.read_bytes()[:archive_start].startswith(b"MZ")
-    # a package that carries PyInstaller's cookie must not be mistaken for the real archive
-    info, archive = package(tmp_path, "carrier", "win-64", {"Library/bin/x.bin": COOKIE_MAGIC * 20})
-    manifest = manifest_for("win-64", [info])
+    """[stub pack][payload]: the launcher and the frames unmodified at the start of the file,
+    where the launcher finds them after its PE image, and no shell header."""
+    program = tmp_path / "program"
+    program.mkdir()
+    (program / "lockship-stub.exe").write_bytes(b"MZ the program" + os.urandom(3000))
+    stub = tmp_path / "lockship-stub-win-64.exe"
+    write_pack(stub, write_stand_in_launcher(tmp_path / "launch.exe"), program)
+    info, archive = package(tmp_path, "app", "win-64", {"Library/bin/x.bin": b"x" * 100})
     output = tmp_path / installer_file_name("demo", "1.0", "win-64")
     assert output.name == "demo-1.0-win-64.exe"
-    # compression hides the bytes inside the .conda; this raw entry carries a whole fake
-    # cookie (as a package shipping a PyInstaller program would) in the file itself
-    poison = tmp_path / "poison.txt"
-    fake_cookie = COOKIE.pack(COOKIE_MAGIC, 4096, 0, 0, 311, b"evil.dll".ljust(64, b"\0"))
-    poison.write_bytes(os.urandom(8192) + fake_cookie + os.urandom(256))
-    write_installer(
-        output, stub, manifest, [(info.entry, archive), ("lockship/LICENSE.txt", poison)]
+    license_file = tmp_path / "LICENSE.txt"
+    license_file.write_text("license")
+    layout = write_installer(
+        output,
+        stub,
+        manifest_for("win-64", [info]),
+        [(info.entry, archive), ("lockship/LICENSE.txt", license_file)],
     )
     data = output.read_bytes()
-    assert data.startswith(stub.read_bytes()[:archive_start])  # the bootloader, unmodified
+    assert data.startswith(stub.read_bytes())
+    assert (layout.stub_offset, layout.stub_size) == (0, stub.stat().st_size)
+    in_installer = tmp_path / "stub-again.exe"
+    in_installer.write_bytes(data[: stub.stat().st_size])
+    assert read_layout(in_installer) == read_layout(stub)
     payload = read_payload(output)
-    assert [e.name for e in payload.entries] == [info.entry, "lockship/LICENSE.txt", ARCHIVE_ENTRY]
-    assert archive_start < data.find(fake_cookie) < payload.entries[-1].offset
-    last = payload.entries[-1]
-    assert b"".join(iter_entry(payload, last)) == stub.read_bytes()[archive_start:]
-    # What the bootloader does: search backwards for the cookie, compute the archive start.
-    cookie_at = data.rfind(COOKIE_MAGIC)
-    _, length, _, _, _, _ = COOKIE.unpack(data[cookie_at : cookie_at + COOKIE.size])
-    assert cookie_at + COOKIE.size - length == last.offset
-    assert len(data) - (cookie_at + COOKIE.size) < 64 * 1024  # only index + trailer to search
+    assert [e.name for e in payload.entries] == [info.entry, "lockship/LICENSE.txt"]
+    assert payload.entries[0].offset == stub.stat().st_size
+    assert b"".join(iter_entry(payload, payload.entries[1])) == b"license"
+    regions = Manifest.from_dict(payload.metadata).regions
+    assert [(r.name, r.offset, r.size) for r in regions] == [
+        ("the installer's program", 0, stub.stat().st_size)
+    ]
 
 
-def test_windows_stub_must_be_a_onefile_program(tmp_path: Path) -> None:
-    not_frozen = tmp_path / "plain.exe"
-    not_frozen.write_bytes(b"MZ" + b"\x00" * 1000)
-    from lockship.builder.errors import BuildError
+def write_stand_in_launcher(path: Path) -> Path:
+    """Bytes that begin as a PE file does, for installers that are not run."""
+    path.write_bytes(b"MZ stand-in launcher" + b"\0" * 500)
+    return path
 
-    with pytest.raises(BuildError, match="not a PyInstaller one-file program"):
-        onefile_archive_start(not_frozen)
+
+def test_a_windows_installer_needs_a_windows_stub_pack(tmp_path: Path) -> None:
+    info, archive = package(tmp_path, "app", "win-64", {"Library/bin/x.bin": b"x"})
+    manifest = manifest_for("win-64", [info])
+    output = tmp_path / "demo-1.0-win-64.exe"
+    plain = tmp_path / "plain.exe"
+    plain.write_bytes(b"MZ" + b"\x00" * 1000)  # e.g. a one-file stub of an older lockship
+    with pytest.raises(StubError, match="is not a lockship stub pack"):
+        write_installer(output, plain, manifest, [(info.entry, archive)])
+    linux = write_stand_in_stub(tmp_path / "lockship-stub-linux-64")
+    with pytest.raises(BuildError, match="is not a Windows stub; use the stub frozen for"):
+        write_installer(output, linux, manifest, [(info.entry, archive)])
+    windows = write_stand_in_stub(tmp_path / "lockship-stub-win-64.exe")
+    linux_manifest = manifest_for("linux-64", [info])
+    with pytest.raises(BuildError, match="is not a Linux or macOS stub"):
+        write_installer(tmp_path / "demo.sh", windows, linux_manifest, [(info.entry, archive)])
+    assert not output.exists() and not (tmp_path / "demo.sh").exists()
 
 
 @pytest.mark.parametrize(
@@ -250,13 +250,12 @@ def test_windows_temporary_folder_goes_next_to_the_prefix(tmp_path: Path) -> Non
 
 
 def test_relaunch_environment_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The child's bootloader unpacks into its %LOCALAPPDATA%; the child puts the real one back."""
+    """The child's launcher unpacks into its %LOCALAPPDATA%; the child puts the real one back."""
     monkeypatch.setenv("LOCALAPPDATA", r"C:\Users\me\AppData\Local")
     folder = tmp_path / ".lockship-tmp-x"
     env = relaunch_environment(folder, log_dir=str(tmp_path))
     assert env["LOCALAPPDATA"] == env["TEMP"] == env["TMP"] == str(folder)
     assert env[RELAUNCHED_ENV] == "1" and env[LOG_DIR_ENV] == str(tmp_path)
-    assert env["PYINSTALLER_RESET_ENVIRONMENT"] == "1"  # a new instance, not a second half
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     restore_environment()
@@ -341,4 +340,3 @@ def test_osx_layout_and_activation(tmp_path: Path) -> None:
         or f'export PATH="{prefix}/bin:${{PATH}}"' in script
     )
     assert (prefix / "uninstall.sh").is_file()
-    assert struct.calcsize("!8sIIII64s") == COOKIE.size == 88

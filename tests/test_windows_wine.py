@@ -47,8 +47,11 @@ CACHE = winereach.Cache(winereach.default_cache())
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 HELLO_BAT = f"@echo off\r\necho hello from {PLACEHOLDER}\r\necho data=%LSWIN_DATA%\r\n"
 NAMES = {"lswin-hello", "lswin-data"}
-#: what PyInstaller's one-file bootloader and the installer leave in temporary folders
-LEFTOVERS = ("_MEI*", ".lockship-tmp-*")
+#: the folder the .exe's launcher unpacks the program into (lockship-XXXXXXXX)
+LAUNCHER_FOLDER = "lockship-" + "[0-9a-f]" * 8
+#: what the launcher, the installer and (in older installers) PyInstaller's one-file bootloader
+#: leave in temporary folders
+LEFTOVERS = (LAUNCHER_FOLDER, ".lockship-tmp-*", "_MEI*")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class Wine:
     def run(self, *argv: str | Path, timeout: float = 300) -> Run:
         """A Windows program, stdin from /dev/null, stdout and stderr on pipes.
 
-        Run again (with a warning) when Wine failed to start one of its processes
+        Run again (with a warning) when Wine failed to start the installer's program
         (:func:`wine_failed_to_start`): that happened once in a CI run and in none of 80 runs
         by hand, loaded or not; no Windows has that failure.
         """
@@ -202,17 +205,15 @@ WINE_ATTEMPTS = 3
 
 
 def wine_failed_to_start(run: Run) -> bool:
-    """Whether ``run`` is Wine failing to create a process before any of ours printed a line.
+    """Whether ``run`` is Wine failing to start the installer's program, and nothing else.
 
-    PyInstaller's one-file bootloader then says ``Failed to create child process!`` and
-    ``CreateProcessW: Internal error.``: Wine's NtCreateUserProcess reports
-    STATUS_INTERNAL_ERROR when the new process ends before it has started.
+    Wine's NtCreateUserProcess reports STATUS_INTERNAL_ERROR when the new process ends before it
+    has started; the launcher then says so in one line, before the program could print any.
     """
     return (
-        run.returncode == 255
+        run.returncode == 1
         and not run.stdout
-        and "Failed to create child process!" in run.stderr
-        and "CreateProcessW: Internal error." in run.stderr
+        and run.stderr.strip() == "ERROR: cannot start the installer's program: Internal error"
     )
 
 
@@ -240,12 +241,15 @@ def assert_installed(wine: Wine, prefix: Path) -> None:
 
 
 def test_only_wines_failure_to_start_a_process_is_run_again() -> None:
-    # what the CI run printed, and what a failure of the installer itself looks like
-    failed = "[PYI-32:ERROR] Failed to create child process!\nCreateProcessW: Internal error.\n\n"
-    assert wine_failed_to_start(Run(255, "", failed))
-    assert not wine_failed_to_start(Run(1, "", failed))
-    assert not wine_failed_to_start(Run(255, "Installing lswin 1.0\n", failed))
-    assert not wine_failed_to_start(Run(255, "", "ERROR: the prefix C:\\x is not empty\n"))
+    # what the launcher prints then (seen once in a CI run with the one-file bootloader of the
+    # time, as "CreateProcessW: Internal error."), and what other failures look like
+    failed = "ERROR: cannot start the installer's program: Internal error\n"
+    assert wine_failed_to_start(Run(1, "", failed))
+    assert not wine_failed_to_start(Run(2, "", failed))
+    assert not wine_failed_to_start(Run(1, "Installing lswin 1.0\n", failed))
+    denied = "ERROR: cannot start the installer's program: Access denied\n"
+    assert not wine_failed_to_start(Run(1, "", denied))
+    assert not wine_failed_to_start(Run(1, "", "ERROR: the prefix C:\\x is not empty\n"))
     assert not wine_failed_to_start(Run(0, "done\n", ""))
 
 
@@ -307,8 +311,8 @@ def test_stdin_from_dev_null_without_batch_installs_without_asking(
 
 
 def test_never_unpacks_into_temp(wine: Wine, installer: Path) -> None:
-    """The stub's bootloader unpacks into %LOCALAPPDATA% (the default prefix's folder) and,
-    relaunched for another prefix, next to that prefix: %TEMP% never sees an _MEI folder."""
+    """The launcher unpacks the program into %LOCALAPPDATA% (the default prefix's folder) and,
+    relaunched for another prefix, next to that prefix: %TEMP% never sees its folder."""
     temps = [*wine.drive_c.glob("users/*/Temp"), *wine.drive_c.glob("users/*/AppData/Local/Temp")]
     local = list(wine.drive_c.glob("users/*/AppData/Local"))
     for folder in local:  # a default prefix an interrupted run left behind
@@ -320,9 +324,9 @@ def test_never_unpacks_into_temp(wine: Wine, installer: Path) -> None:
 
     def watch() -> None:
         while not stop.is_set():
-            seen.update(str(p) for t in temps for p in t.glob("_MEI*"))
-            seen_local.update(str(p) for f in local for p in f.glob("_MEI*"))
-            seen_next.update(str(p) for p in wine.base.glob(".lockship-tmp-*/_MEI*"))
+            seen.update(str(p) for t in temps for p in t.glob(LAUNCHER_FOLDER))
+            seen_local.update(str(p) for f in local for p in f.glob(LAUNCHER_FOLDER))
+            seen_next.update(str(p) for p in wine.base.glob(f".lockship-tmp-*/{LAUNCHER_FOLDER}"))
             time.sleep(0.005)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -339,7 +343,7 @@ def test_never_unpacks_into_temp(wine: Wine, installer: Path) -> None:
     try:
         assert len(default) == 1 and records(default[0]) == NAMES
         assert seen == set(), f"unpacked into %TEMP%: {sorted(seen)}"
-        assert seen_local, "the watcher never saw the stub unpack into %LOCALAPPDATA%"
+        assert seen_local, "the watcher never saw the launcher unpack into %LOCALAPPDATA%"
         assert seen_next, f"no unpacking next to the prefix: {seen_local=}"
     finally:
         for folder in default:
@@ -436,18 +440,23 @@ def test_a_signed_installer_verifies_checks_and_installs(
 
 
 def test_the_windows_freeze_is_reproducible(wine: Wine, tmp_path: Path) -> None:
-    """Freezing the same sources again under Wine gives the prepared stub's bytes (PyInstaller
-    stamps the .exe with SOURCE_DATE_EPOCH and lists modules in hash-seed order)."""
+    """Freezing the same sources again under Wine, with the launcher compiled again, gives the
+    prepared stub's bytes (PyInstaller stamps the .exe with SOURCE_DATE_EPOCH and lists modules
+    in hash-seed order; the launcher is linked without a time stamp)."""
     source = CACHE.root / f"src-{uuid.uuid4().hex[:8]}"
     again = wine.base / "again" / "lockship-stub-win-64.exe"
     again.parent.mkdir()
     try:
         winereach.copy_sources(source)
+        launcher = source / "lockship-launch.exe"
+        winereach.compile_launcher(launcher)
         winereach.wine_python(
             CACHE,
             winereach.windows_path(source / "scripts" / "freeze_stub.py"),
             "-o",
             winereach.windows_path(again),
+            "--unpacker",
+            winereach.windows_path(launcher),
             log=tmp_path / "freeze.log",
         )
     finally:
@@ -458,6 +467,6 @@ def test_the_windows_freeze_is_reproducible(wine: Wine, tmp_path: Path) -> None:
 def test_nothing_left_in_temporary_folders(
     wine: Wine, installer: Path, leftovers_before: set[Path]
 ) -> None:
-    """Last in this module: after every run above, no _MEI* or .lockship-tmp-* folder stays."""
+    """Last in this module: after every run above, no launcher's or relaunch's folder stays."""
     subprocess.run(["wineserver", "-w"], env=winereach.wine_env(CACHE), check=False, timeout=120)
     assert wine.leftovers() - leftovers_before == set()
