@@ -282,6 +282,35 @@ def test_installs_activates_and_refuses_a_second_time(wine: Wine, installer: Pat
     assert records(prefix) == NAMES
 
 
+def test_a_damaged_exe_says_so_before_its_program_runs(wine: Wine, installer: Path) -> None:
+    """The launcher checks its frames: a flipped byte among them, or a file cut short inside
+    them, gets one line and exit 1; nothing is installed and its folder goes."""
+    data = installer.read_bytes()
+    from lockship.builder.stubpack import read_layout
+
+    stub = CACHE.stub()
+    layout = read_layout(stub)
+    assert data.startswith(stub.read_bytes()) and layout.unpacker_size < 300_000
+    flipped = bytearray(data)
+    flipped[layout.frames_offset + layout.frames_size // 2] ^= 0x01
+    cut = data[: layout.frames_offset + layout.frames_size // 2]
+    for name, content, why in [
+        ("flipped.exe", bytes(flipped), "a frame of its program does not decode"),
+        ("cut.exe", cut, "a frame of its program is cut short"),
+    ]:
+        damaged = wine.base / "damaged" / name
+        damaged.parent.mkdir(exist_ok=True)
+        damaged.write_bytes(content)
+        prefix = wine.base / f"never-{name}"
+        run = wine.run(damaged, "--prefix", wine.windows(prefix), "-b")
+        assert (run.returncode, run.stdout) == (1, ""), run.stdout + run.stderr
+        assert run.stderr.strip() == (
+            f"ERROR: the installer file {wine.windows(damaged)} is damaged ({why}); "
+            "download it again"
+        )
+        assert not prefix.exists()
+
+
 def test_prefix_with_a_space_installs_and_uninstalls(wine: Wine, installer: Path) -> None:
     prefix = wine.base / "my env"
     ok(wine.run(installer, "--prefix", wine.windows(prefix), "-b"))
