@@ -468,6 +468,63 @@ def test_a_signed_installer_verifies_checks_and_installs(
     assert f"{entry.name} is corrupt inside the installer" in refused.error_lines[0]
 
 
+#: a Windows program that opens FILE as the launcher holds its .lock (no sharing), says so and
+#: waits until its stdin closes: an installer that is still running, for the sweep
+HOLDER_C = r"""#include <windows.h>
+#include <stdio.h>
+int wmain(int argc, wchar_t **argv) {
+    HANDLE lock = CreateFileW(argv[1], GENERIC_WRITE, 0, NULL, OPEN_EXISTING, 0, NULL);
+    if (argc != 2 || lock == INVALID_HANDLE_VALUE) return 1;
+    printf("held\n");
+    fflush(stdout);
+    getchar();
+    return 0;
+}
+"""
+
+
+def test_the_next_installer_removes_the_folders_of_installers_killed_outright(
+    wine: Wine, installer: Path, tmp_path: Path
+) -> None:
+    """A launcher's folder whose .lock nobody holds (its installer was killed) goes with the
+    next installer's start; one whose .lock is held (a running installer) and one that is not
+    a launcher's stay."""
+    local = next(iter(wine.drive_c.glob("users/*/AppData/Local")))
+    stale, running = local / "lockship-0badf00d", local / "lockship-00c0ffee"
+    not_ours = local / "lockship-not-ours"
+    for folder in (stale, running, not_ours):
+        (folder / "stub").mkdir(parents=True)
+        (folder / "stub" / "lockship-stub.exe").write_bytes(b"MZ left behind")
+        (folder / ".lock").write_bytes(b"")
+    source = tmp_path / "holder.c"
+    source.write_text(HOLDER_C)
+    holder = wine.base / "holder.exe"
+    subprocess.run(
+        ["x86_64-w64-mingw32-gcc", "-municode", "-o", holder, source], check=True, timeout=120
+    )
+    hold = subprocess.Popen(
+        ["wine", holder, wine.windows(running / ".lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=winereach.wine_env(CACHE),
+    )
+    try:
+        assert hold.stdout is not None and hold.stdout.readline().rstrip() == b"held"
+        prefix = wine.base / "after-a-kill"
+        ok(wine.run(installer, "--prefix", wine.windows(prefix), "-b"))
+        assert records(prefix) == NAMES
+        assert not stale.exists()
+        assert (running / "stub" / "lockship-stub.exe").is_file()
+        assert (not_ours / ".lock").is_file()
+    finally:
+        hold.communicate(b"\n", timeout=60)
+        shutil.rmtree(running, ignore_errors=True)
+        shutil.rmtree(not_ours, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
+    assert hold.returncode == 0
+
+
 def test_the_windows_freeze_is_reproducible(wine: Wine, tmp_path: Path) -> None:
     """Freezing the same sources again under Wine, with the launcher compiled again, gives the
     prepared stub's bytes (PyInstaller stamps the .exe with SOURCE_DATE_EPOCH and lists modules

@@ -105,32 +105,6 @@ int extract(const wchar_t *self, wchar_t *path)
     }
 }
 
-/* a new folder lockship-XXXXXXXX in %LOCALAPPDATA% (else the temporary folder) */
-int make_folder(wchar_t *base)
-{
-    DWORD n = GetEnvironmentVariableW(L"LOCALAPPDATA", base, LONG_PATH);
-    if (n == 0 || n >= LONG_PATH - 32) {
-        n = GetTempPathW(LONG_PATH, base);
-        if (n == 0 || n >= LONG_PATH - 32)
-            return fail("no folder to unpack the installer's program into: set LOCALAPPDATA", NULL);
-    }
-    while (n > 0 && (base[n - 1] == L'\\' || base[n - 1] == L'/'))
-        base[--n] = 0;
-    CreateDirectoryW(base, NULL); /* a relaunch's or a new profile's: made if missing */
-    LARGE_INTEGER counter;
-    QueryPerformanceCounter(&counter);
-    unsigned seed = (unsigned)(counter.QuadPart ^ ((LONGLONG)GetCurrentProcessId() << 16));
-    for (int attempt = 0; attempt < 100; attempt++) {
-        seed = seed * 1103515245u + 12345u;
-        swprintf(folder, LONG_PATH, L"%ls\\lockship-%08x", base, seed);
-        if (CreateDirectoryW(folder, NULL))
-            return 0;
-        if (GetLastError() != ERROR_ALREADY_EXISTS)
-            return fail("cannot create a folder for the installer's program", last_error());
-    }
-    return fail("cannot create a folder for the installer's program", base);
-}
-
 static void remove_tree(const wchar_t *path)
 {
     wchar_t *pattern = new_path(), *child = new_path();
@@ -161,9 +135,98 @@ static void remove_tree(const wchar_t *path)
     RemoveDirectoryW(path);
 }
 
+/* whether ``name`` is a launcher's folder's: lockship- and 8 hexadecimal digits */
+static int launcher_folder_name(const wchar_t *name)
+{
+    if (wcsncmp(name, L"lockship-", 9) != 0 || wcslen(name) != 17)
+        return 0;
+    for (const wchar_t *c = name + 9; *c; c++)
+        if (!((*c >= L'0' && *c <= L'9') || (*c >= L'a' && *c <= L'f')))
+            return 0;
+    return 1;
+}
+
+/* Remove the launcher folders in ``base`` that no process holds: those of installers killed
+ * outright. A running installer's launcher and program hold its .lock open without sharing
+ * (the program inherits the handle), so deleting that file fails while either runs; a folder
+ * without one is being made right now, or is not a launcher's. */
+static void sweep_stale_folders(const wchar_t *base)
+{
+    wchar_t *pattern = new_path(), *lock = new_path();
+    WIN32_FIND_DATAW found;
+    HANDLE search = INVALID_HANDLE_VALUE;
+    if (pattern && lock && swprintf(pattern, LONG_PATH, L"%ls\\lockship-*", base) > 0)
+        search = FindFirstFileW(pattern, &found);
+    if (search != INVALID_HANDLE_VALUE) {
+        do {
+            int is_folder = (found.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) &&
+                            !(found.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT);
+            if (!is_folder || !launcher_folder_name(found.cFileName))
+                continue;
+            swprintf(pattern, LONG_PATH, L"%ls\\%ls", base, found.cFileName);
+            swprintf(lock, LONG_PATH, L"%ls\\.lock", pattern);
+            if (wcscmp(pattern, folder) != 0 && DeleteFileW(lock))
+                remove_tree(pattern);
+        } while (FindNextFileW(search, &found));
+        FindClose(search);
+    }
+    free_path(pattern);
+    free_path(lock);
+}
+
+static HANDLE lock_file = INVALID_HANDLE_VALUE;
+
+/* open ``folder``\.lock without sharing, for this process and the program; 0 or 1 */
+static int hold_folder(void)
+{
+    wchar_t *lock = new_path();
+    SECURITY_ATTRIBUTES inherited = {sizeof inherited, NULL, TRUE};
+    if (lock && swprintf(lock, LONG_PATH, L"%ls\\.lock", folder) > 0)
+        lock_file = CreateFileW(lock, GENERIC_WRITE, 0, &inherited, CREATE_NEW,
+                                FILE_ATTRIBUTE_NORMAL, NULL);
+    free_path(lock);
+    if (lock_file == INVALID_HANDLE_VALUE)
+        return fail("cannot create a folder for the installer's program", last_error());
+    return 0;
+}
+
+/* a new folder lockship-XXXXXXXX in %LOCALAPPDATA% (else the temporary folder) */
+int make_folder(wchar_t *base)
+{
+    DWORD n = GetEnvironmentVariableW(L"LOCALAPPDATA", base, LONG_PATH);
+    if (n == 0 || n >= LONG_PATH - 32) {
+        n = GetTempPathW(LONG_PATH, base);
+        if (n == 0 || n >= LONG_PATH - 32)
+            return fail("no folder to unpack the installer's program into: set LOCALAPPDATA", NULL);
+    }
+    while (n > 0 && (base[n - 1] == L'\\' || base[n - 1] == L'/'))
+        base[--n] = 0;
+    CreateDirectoryW(base, NULL); /* a relaunch's or a new profile's: made if missing */
+    LARGE_INTEGER counter;
+    QueryPerformanceCounter(&counter);
+    unsigned seed = (unsigned)(counter.QuadPart ^ ((LONGLONG)GetCurrentProcessId() << 16));
+    for (int attempt = 0; attempt < 100; attempt++) {
+        seed = seed * 1103515245u + 12345u;
+        swprintf(folder, LONG_PATH, L"%ls\\lockship-%08x", base, seed);
+        if (CreateDirectoryW(folder, NULL)) {
+            if (hold_folder())
+                return 1;
+            sweep_stale_folders(base);
+            return 0;
+        }
+        if (GetLastError() != ERROR_ALREADY_EXISTS)
+            return fail("cannot create a folder for the installer's program", last_error());
+    }
+    return fail("cannot create a folder for the installer's program", base);
+}
+
+
 /* the program's folder goes; a scanner may hold a file for a moment after the program ends */
 void remove_folder(void)
 {
+    if (lock_file != INVALID_HANDLE_VALUE)
+        CloseHandle(lock_file);
+    lock_file = INVALID_HANDLE_VALUE;
     for (int attempt = 0; attempt < 20; attempt++) {
         remove_tree(folder);
         if (GetFileAttributesW(folder) == INVALID_FILE_ATTRIBUTES)

@@ -17,8 +17,9 @@
  *
  * Ctrl+C reaches both processes; this one ignores it and waits for the program, which decides.
  * Failures before the program starts print one line on stderr and exit 1. Making, filling and
- * removing the folder is lockship-folder.c's. Killed outright, this program leaves its folder
- * (no later one removes it). */
+ * removing the folder is lockship-folder.c's; killed outright, this program leaves its folder to
+ * the next installer's launcher, which removes it once neither this program nor its program
+ * holds its .lock. */
 #define WIN32_LEAN_AND_MEAN
 #ifndef UNICODE
 #define UNICODE

@@ -26,12 +26,13 @@ int damaged(const wchar_t *self, const char *why);
 const wchar_t *last_error(void);
 
 /* lockship-folder.c */
-/* a new folder lockship-XXXXXXXX in %LOCALAPPDATA% (else the temporary folder), in ``folder``;
- * ``base`` is a path buffer to use; 0 or 1 after saying why */
+/* a new folder lockship-XXXXXXXX in %LOCALAPPDATA% (else the temporary folder), in ``folder``,
+ * held by its .lock, and the folders of installers killed outright gone; ``base`` is a path
+ * buffer to use; 0 or 1 after saying why */
 int make_folder(wchar_t *base);
 /* extract the archive into ``folder``; 0, or 1 after saying why */
 int extract(const wchar_t *self, wchar_t *path);
-/* remove ``folder`` and everything in it, trying again for a second */
+/* let go of ``folder`` and remove it and everything in it, trying again for a second */
 void remove_folder(void);
 
 #endif
