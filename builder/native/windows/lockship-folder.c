@@ -105,33 +105,46 @@ int extract(const wchar_t *self, wchar_t *path)
     }
 }
 
-static void remove_tree(const wchar_t *path)
+/* ``each(path, entry)`` for the entries of ``dir`` that match ``name`` (a pattern), but . and .. */
+static void each_entry(const wchar_t *dir, const wchar_t *name,
+                       void (*each)(const wchar_t *, const WIN32_FIND_DATAW *))
 {
     wchar_t *pattern = new_path(), *child = new_path();
     WIN32_FIND_DATAW found;
     HANDLE search = INVALID_HANDLE_VALUE;
-    if (pattern && child && swprintf(pattern, LONG_PATH, L"%ls\\*", path) > 0)
+    if (pattern && child && swprintf(pattern, LONG_PATH, L"%ls\\%ls", dir, name) > 0)
         search = FindFirstFileW(pattern, &found);
     if (search != INVALID_HANDLE_VALUE) {
         do {
-            if (!wcscmp(found.cFileName, L".") || !wcscmp(found.cFileName, L".."))
-                continue;
-            swprintf(child, LONG_PATH, L"%ls\\%ls", path, found.cFileName);
-            if (found.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) {
-                /* a link: remove it, never what it points to */
-                if (!RemoveDirectoryW(child))
-                    DeleteFileW(child);
-            } else if (found.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) {
-                remove_tree(child);
-            } else {
-                SetFileAttributesW(child, FILE_ATTRIBUTE_NORMAL);
-                DeleteFileW(child);
-            }
+            if (wcscmp(found.cFileName, L".") != 0 && wcscmp(found.cFileName, L"..") != 0 &&
+                swprintf(child, LONG_PATH, L"%ls\\%ls", dir, found.cFileName) > 0)
+                each(child, &found);
         } while (FindNextFileW(search, &found));
         FindClose(search);
     }
     free_path(pattern);
     free_path(child);
+}
+
+static void remove_tree(const wchar_t *path);
+
+static void remove_entry(const wchar_t *path, const WIN32_FIND_DATAW *found)
+{
+    if (found->dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) {
+        /* a link: remove it, never what it points to */
+        if (!RemoveDirectoryW(path))
+            DeleteFileW(path);
+    } else if (found->dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) {
+        remove_tree(path);
+    } else {
+        SetFileAttributesW(path, FILE_ATTRIBUTE_NORMAL);
+        DeleteFileW(path);
+    }
+}
+
+static void remove_tree(const wchar_t *path)
+{
+    each_entry(path, L"*", remove_entry);
     RemoveDirectoryW(path);
 }
 
@@ -146,31 +159,19 @@ static int launcher_folder_name(const wchar_t *name)
     return 1;
 }
 
-/* Remove the launcher folders in ``base`` that no process holds: those of installers killed
- * outright. A running installer's launcher and program hold its .lock open without sharing
- * (the program inherits the handle), so deleting that file fails while either runs; a folder
- * without one is being made right now, or is not a launcher's. */
-static void sweep_stale_folders(const wchar_t *base)
+/* A launcher's folder that no process holds is an installer's killed outright: remove it. A
+ * running installer's launcher and program hold its .lock open without sharing (the program
+ * inherits the handle), so deleting that file fails while either runs; a folder without one is
+ * being made right now, or is not a launcher's. */
+static void remove_if_stale(const wchar_t *path, const WIN32_FIND_DATAW *found)
 {
-    wchar_t *pattern = new_path(), *lock = new_path();
-    WIN32_FIND_DATAW found;
-    HANDLE search = INVALID_HANDLE_VALUE;
-    if (pattern && lock && swprintf(pattern, LONG_PATH, L"%ls\\lockship-*", base) > 0)
-        search = FindFirstFileW(pattern, &found);
-    if (search != INVALID_HANDLE_VALUE) {
-        do {
-            int is_folder = (found.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) &&
-                            !(found.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT);
-            if (!is_folder || !launcher_folder_name(found.cFileName))
-                continue;
-            swprintf(pattern, LONG_PATH, L"%ls\\%ls", base, found.cFileName);
-            swprintf(lock, LONG_PATH, L"%ls\\.lock", pattern);
-            if (wcscmp(pattern, folder) != 0 && DeleteFileW(lock))
-                remove_tree(pattern);
-        } while (FindNextFileW(search, &found));
-        FindClose(search);
-    }
-    free_path(pattern);
+    int is_folder = (found->dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) &&
+                    !(found->dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT);
+    if (!is_folder || !launcher_folder_name(found->cFileName) || wcscmp(path, folder) == 0)
+        return;
+    wchar_t *lock = new_path();
+    if (lock && swprintf(lock, LONG_PATH, L"%ls\\.lock", path) > 0 && DeleteFileW(lock))
+        remove_tree(path);
     free_path(lock);
 }
 
@@ -211,7 +212,7 @@ int make_folder(wchar_t *base)
         if (CreateDirectoryW(folder, NULL)) {
             if (hold_folder())
                 return 1;
-            sweep_stale_folders(base);
+            each_entry(base, L"lockship-*", remove_if_stale);
             return 0;
         }
         if (GetLastError() != ERROR_ALREADY_EXISTS)
