@@ -77,6 +77,23 @@ def current_stub_version() -> str:
     return stub_identity()
 
 
+def cross_compile_unpacker(compiler: str, output: Path, *, windows: bool = False) -> None:
+    """The stub pack's unpacker (for ``windows`` its launcher) for another platform, compiled
+    on the host with ``compiler``: zstd under QEMU takes minutes, and Wine has no compiler."""
+    import tempfile
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from lockship.builder.errors import StubError
+    from lockship.builder.stubpack import compile_unpacker, zstd_source
+
+    with tempfile.TemporaryDirectory(prefix="lockship-unpacker-") as tmp:
+        try:
+            compile_unpacker(zstd_source(Path(tmp) / "zstd"), output, compiler, windows=windows)
+        except StubError as e:
+            raise Failed(str(e)) from e
+
+
 def copy_repo_files(names: Sequence[str], target: Path) -> None:
     """Copy these files and folders of the checkout into ``target`` (which must not hold them)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")

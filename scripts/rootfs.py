@@ -613,7 +613,7 @@ def freeze(cache: Cache, spec: Rootfs, *, force: bool) -> None:
         out.mkdir(parents=True)
         command = [f"{VENV}/bin/python", f"{SRC}/scripts/freeze_stub.py", "-o", f"{OUT}/"]
         if spec.cross_cc:
-            cross_compile_unpacker(spec.cross_cc, out / "lockship-unpack")
+            reach.cross_compile_unpacker(spec.cross_cc, out / "lockship-unpack")
             command += ["--unpacker", f"{OUT}/lockship-unpack"]
         in_chroot(root, command, log=log)
         built = out / target.name
@@ -631,20 +631,6 @@ def freeze(cache: Cache, spec: Rootfs, *, force: bool) -> None:
         f"{spec.name}: {target} ({built.stat().st_size if built.exists() else facts['size']} "
         f"bytes, python {facts['python']}, needs glibc >= {facts['glibc']})"
     )
-
-
-def cross_compile_unpacker(compiler: str, output: Path) -> None:
-    """The stub's unpacker for the rootfs's platform, compiled on the host with ``compiler``."""
-    import tempfile
-
-    from lockship.builder.errors import StubError
-    from lockship.builder.stubpack import compile_unpacker, zstd_source
-
-    with tempfile.TemporaryDirectory(prefix="lockship-unpacker-") as tmp:
-        try:
-            compile_unpacker(zstd_source(Path(tmp) / "zstd"), output, compiler)
-        except StubError as e:
-            raise Failed(str(e)) from e
 
 
 def prepare_rootfs(cache: Cache, spec: Rootfs) -> None:
