@@ -10,7 +10,7 @@ parts), a small native program that decodes the frames, one thread per CPU, into
 and extracts it; the shell header copies it out of the installer, runs it, and then runs
 :data:`PROGRAM` from the folder it made. On Windows it is ``lockship-launch``
 (``native/windows/lockship-launch.c``), the ``.exe``'s own first program: it finds the frames
-after its PE image, extracts them the same way, runs :data:`WINDOWS_PROGRAM` and removes the
+after its PE image, extracts them the same way, runs ``stub\\lockship-stub.exe`` and removes the
 folder after it. Both are compiled with the zstd library python-zstandard ships. The frames hold
 one archive of the folder, with every name under ``stub/``, in sorted order, owned by 0:0 and
 dated 1980, split into :data:`FRAMES` frames at level :data:`LEVEL`: the same folder gives the
@@ -47,8 +47,6 @@ _TRAILER = struct.Struct("<8sQQQ")
 TRAILER_SIZE = _TRAILER.size
 #: the program the header runs, relative to the folder the unpacker fills
 PROGRAM = "stub/lockship-stub"
-#: the program the Windows launcher runs, relative to its folder
-WINDOWS_PROGRAM = "stub/lockship-stub.exe"
 #: frames decode in parallel (one thread each), and the unpacker holds at most one more than
 #: its threads at a time: eight (~10 MB each) cost 3 % in size against one
 FRAMES = 8

@@ -16,7 +16,8 @@ goes with the folder, also when the installer is killed outright and a later ins
 unpacker sweeps the folder away. A Windows relaunch passes ``_LOCKSHIP_LOG_DIR`` for the same
 reason (``stub.windows``).
 
-A Windows ``.exe``, or a stub run directly, has none of the first three and reads its own
+A Windows ``.exe``'s launcher (``builder/native/windows``) sets the first two and removes its
+folder itself, after the program; a stub run directly has none of them and reads its own
 file. The names are private so that no setting of the user's is taken for one: the builder's
 ``LOCKSHIP_STUB_DIR`` once doubled as the folder to remove, and an ``.exe`` deleted the user's
 stubs. Even so, the folder is removed only if it looks like the header's (:func:`header_folder`).
