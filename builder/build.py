@@ -22,6 +22,7 @@ from lockship.builder.fetch import (
     cache_path,
     fetch_packages,
 )
+from lockship.builder.glibc import GlibcFloor, check_stub_glibc, environment_floor
 from lockship.builder.inputs import InputOptions, inject_packages, open_input
 from lockship.builder.installer import installer_file_name, write_installer_to
 from lockship.builder.network import NetworkOptions, make_client
@@ -80,6 +81,8 @@ class BuildRequest:
     delta_from: Path | None = None
     #: the previous version's version, when ``delta_from`` is a lock
     delta_version: str | None = None
+    #: build even if a stub needs a newer glibc than the environment's floor
+    allow_newer_glibc: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ class PlannedInstaller:
     to_download: int
     #: the previous version a delta installer updates (``--delta-from``)
     base: OldEnvironment | None = None
+    #: the oldest glibc the environment runs on (None for non-Linux platforms)
+    glibc_floor: GlibcFloor | None = None
+    #: the newest glibc the stub needs, from its sidecar (None: not Linux, or not known)
+    stub_glibc: str | None = None
 
 
 def package_info(record: RepoDataRecord, fetched: FetchedPackage) -> PackageInfo:
@@ -218,6 +225,12 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
                 cached=len(cached),
                 to_download=len(environment.records) - len(cached),
                 base=base,
+                glibc_floor=environment_floor(
+                    platform,
+                    environment.virtual_packages,
+                    [d for r in environment.records for d in r.depends],
+                    source.path.parent if source.path else None,
+                ),
             )
         )
     # every platform's stub is found before any installer is written, so a missing one
@@ -232,8 +245,22 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
         on_freeze=reporter.message,
         dry_run=request.dry_run,
     )
-    plans = [replace(p, stub=stubs.get(p.environment.platform)) for p in plans]
+    plans = [_with_stub(p, stubs.get(p.environment.platform), request) for p in plans]
     return BuildPlan(source, tuple(plans), client)
+
+
+def _with_stub(
+    plan: PlannedInstaller, stub: Path | None, request: BuildRequest
+) -> PlannedInstaller:
+    """``plan`` with its stub, checked against the environment's glibc floor."""
+    platform = plan.environment.platform
+    facts = stub_facts(stub, verify=False) if stub is not None else None
+    needs = facts.glibc if facts and platform.startswith("linux-") else None
+    if stub is not None:
+        check_stub_glibc(
+            platform, stub, needs, plan.glibc_floor, allow_newer=request.allow_newer_glibc
+        )
+    return replace(plan, stub=stub, stub_glibc=needs)
 
 
 def build_installers(
@@ -350,6 +377,7 @@ def build_one(
         installed_size=facts.installed_size + sum(w.path.stat().st_size * 3 for w in wheels),
         virtual_packages=virtual_package_requirements(depends),
         options=options,
+        glibc=plan.stub_glibc,
     )
     files = [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)]
     files += [(f"pypi/{w.path.name}", w.path) for w in wheels]

@@ -23,6 +23,7 @@ from lockship.builder.errors import BuildError, UsageError
 from lockship.builder.network import NetworkOptions
 from lockship.builder.options import parse_arguments
 from lockship.builder.paths import default_cache_dir, host_platform
+from lockship.builder.portable import GLIBC_FLOOR, portable_supported
 from lockship.builder.sources import Source
 from lockship.builder.stubs import facts_path, stub_file_name
 from lockship.stub import __version__
@@ -38,23 +39,39 @@ def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
 def run(argv: Sequence[str]) -> int:
     args = parse_arguments(argv)
     if args.command == "freeze-stub":
-        return freeze_stub_command(args.output, unpacker=args.unpacker)
+        return freeze_stub_command(
+            args.output, unpacker=args.unpacker, portable=args.portable, platform=args.platform
+        )
     return build_command(args)
 
 
-def freeze_stub_command(output: str, *, unpacker: Path | None = None) -> int:
+def freeze_stub_command(
+    output: str,
+    *,
+    unpacker: Path | None = None,
+    portable: bool = False,
+    platform: str | None = None,
+) -> int:
     """``lockship freeze-stub -o PATH``: freeze, then print the sidecar's content."""
     from lockship.builder.freeze import freeze_stub
+    from lockship.builder.portable import freeze_portable_stub
 
     target = Path(output)
     if output.endswith(("/", os.sep)) or target.is_dir():
-        target = target / stub_file_name(host_platform())
+        target = target / stub_file_name(platform or host_platform())
     started = time.monotonic()
-    facts = freeze_stub(
-        target,
-        on_line=lambda line: print(line, file=sys.stderr, flush=True),
-        unpacker=unpacker,
-    )
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if portable and unpacker is not None:
+        raise UsageError("--portable compiles its own unpacker: leave out --unpacker")
+    if platform is not None and not portable:
+        raise UsageError("--platform goes with --portable (this Python freezes for this machine)")
+    if portable:
+        facts = freeze_portable_stub(target, on_line=say, platform=platform)
+    else:
+        facts = freeze_stub(target, on_line=say, unpacker=unpacker)
     took = time.monotonic() - started
     print(f"Took {took:.0f} s; facts in {facts_path(target)}", file=sys.stderr)
     print(json.dumps(facts.to_json(), indent=2))
@@ -139,6 +156,7 @@ def request_from(settings: Settings, args: argparse.Namespace, path: Path | None
         sign_command=settings.sign_command,
         delta_from=args.delta_from,
         delta_version=args.delta_version,
+        allow_newer_glibc=args.allow_newer_glibc,
     )
 
 
@@ -148,6 +166,16 @@ def _print_plan(source: Source, plan: PlannedInstaller) -> None:
     print(f"platform:     {env.platform}")
     print(f"installer:    {plan.output}")
     print(f"stub:         {plan.stub or 'not available locally (would be frozen or downloaded)'}")
+    if plan.glibc_floor is not None:
+        needs = plan.stub_glibc or (
+            f"{GLIBC_FLOOR} (the portable stub it would make)"
+            if portable_supported(env.platform)
+            else "? (no stub here yet)"
+        )
+        print(
+            f"glibc:        the installer needs >= {needs}; the environment's floor is "
+            f"{plan.glibc_floor.version} ({plan.glibc_floor.origin})"
+        )
     print(
         f"packages:     {len(env.records)} conda, {len(env.wheels)} PyPI wheels; "
         f"{plan.download_size / 1e6:.1f} MB; {plan.cached} from cache, "

@@ -60,6 +60,10 @@ PYINSTALLER_EXCLUDES = (
     "pdb",
     "sqlite3",
 )
+#: Libraries every glibc system has, never bundled: the build machine's may need a newer glibc
+#: than the target's (Debian 12's libgcc_s.so.1 needs 2.35; rattler's extension links it, and
+#: glibc itself loads it to unwind threads), and the target's own is the one that fits its glibc.
+SYSTEM_LIBRARIES = ("libgcc_s.so.1",)
 #: PyInstaller runtime hooks the stub has no use for, which would import ``inspect``, ``zipfile``
 #: and ``pkgutil`` at every start (they patch source lookup and module listing for frozen apps).
 SKIPPED_RUNTIME_HOOKS = ("pyi_rth_inspect", "pyi_rth_pkgutil")
@@ -75,6 +79,7 @@ a = Analysis(
     optimize=0,
 )
 a.scripts = [s for s in a.scripts if s[0] not in {skipped_hooks!r}]
+a.binaries = [b for b in a.binaries if b[0].rsplit("/", 1)[-1] not in {system_libraries!r}]
 pyz = PYZ(a.pure)
 """
 #: strip: the ELF and Mach-O binaries' symbol tables (PyInstaller does not strip on Windows)
@@ -176,6 +181,7 @@ def _write_spec(work: Path) -> Path:
         hiddenimports=hiddenimports,
         excludes=list(PYINSTALLER_EXCLUDES),
         skipped_hooks=list(SKIPPED_RUNTIME_HOOKS),
+        system_libraries=list(SYSTEM_LIBRARIES),
     )
     build = _ONEDIR.format(name=STUB_BASENAME, strip=sys.platform != "win32")
     spec.write_text(analysis + build)

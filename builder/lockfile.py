@@ -90,6 +90,8 @@ class PlatformEnvironment:
     skipped: tuple[str, ...] = ()
     #: locked PyPI packages that are not wheels: built into wheels at build time
     sources: tuple[LockedSource, ...] = ()
+    #: the platform's virtual packages as the lock records them (v7: ``__glibc=2.28``)
+    virtual_packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,13 @@ def read_locked_environment(
         skipped, sources = tuple(sorted({str(s) for s in sources})), []
     records = env.conda_repodata_records_for_platform(lock_platform) or []
     return PlatformEnvironment(
-        environment, platform, tuple(records), tuple(wheels), skipped, tuple(sources)
+        environment,
+        platform,
+        tuple(records),
+        tuple(wheels),
+        skipped,
+        tuple(sources),
+        tuple(str(v) for v in lock_platform.virtual_packages),
     )
 
 

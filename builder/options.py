@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder of stubs named lockship-stub-<platform>[.exe] (also $LOCKSHIP_STUB_DIR)",
     )
     build.add_argument(
+        "--allow-newer-glibc",
+        action="store_true",
+        help="build even if a Linux stub needs a newer glibc than the environment's floor "
+        "(the lock's __glibc, else pixi's 2.28): its installers then refuse older machines",
+    )
+    build.add_argument(
         "--delta-from",
         type=Path,
         metavar="OLD",
@@ -289,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the pack's unpacker built for this platform: lockship-unpack, or on Windows "
         "lockship-launch.exe (default: compile builder/native's sources with $CC, else cc, "
         "on Windows gcc)",
+    )
+    freeze.add_argument(
+        "--portable",
+        action="store_true",
+        help="freeze with the portable Python (CPython compiled with zig for glibc 2.17, built "
+        "once into the cache), as lockship build does on Linux; default: with this Python",
+    )
+    freeze.add_argument(
+        "-p",
+        "--platform",
+        help="with --portable: linux-64 or linux-aarch64 (default: this machine's); another "
+        "CPU's stub is frozen under qemu-user through binfmt_misc",
     )
     return parser
 

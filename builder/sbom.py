@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from cyclonedx.model import HashAlgorithm, HashType
+from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.license import DisjunctiveLicense, License, LicenseExpression
@@ -134,6 +134,10 @@ def installer_bom(
         description=f"offline installer of {manifest.name} {manifest.version} for "
         f"{manifest.platform}, built by lockship {__version__}",
         hashes=[_sha256(installer_sha256)],
+        # the oldest glibc the installer starts on (what its stub needs)
+        properties=[Property(name="lockship:glibc", value=manifest.glibc)]
+        if manifest.glibc
+        else [],
     )
     components = [conda_component(p) for p in manifest.packages]
     components += [wheel_component(entry, wheels[entry]) for entry in manifest.options.wheels]

@@ -85,6 +85,7 @@ def freeze_inputs() -> list[Path]:
         here / "freeze.py",
         here / "elf.py",
         here / "stubpack.py",
+        here / "portable.py",
         *sorted([*(here / "native").glob("*.c"), *(here / "native").glob("*.h")]),
         *sorted(
             [*(here / "native" / "windows").glob("*.c"), *(here / "native" / "windows").glob("*.h")]

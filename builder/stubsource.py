@@ -2,9 +2,11 @@
 
 In this order: ``--stub PLATFORM=PATH``; a stub folder (``--stub-dir`` or ``$LOCKSHIP_STUB_DIR``)
 holding ``lockship-stub-<platform>[.exe]``; the local stub cache (a stub with its sidecar); for
-this machine's platform, a fresh freeze with PyInstaller; for other platforms, a download of
-lockship's published stubs and sidecars for this version (base URL ``$LOCKSHIP_STUB_URL``) with
-the build's HTTP client, verified against the published sha256 manifest and cached.
+this machine's platform, a fresh freeze: on Linux with the portable Python
+(:mod:`lockship.builder.portable`, glibc 2.17), elsewhere with this Python; for other
+platforms, a download of lockship's published stubs and sidecars for this version (base URL
+``$LOCKSHIP_STUB_URL``) with the build's HTTP client, verified against the published sha256
+manifest and cached.
 
 ``lockship build``, the test suite's ``frozen_stub`` fixture and ``scripts/bench.py`` all call
 :func:`find_stubs`.
@@ -24,6 +26,7 @@ from lockship.builder.errors import FetchError, StubError
 from lockship.builder.fetch import DEFAULT_RETRIES, download_url, download_verified, with_retries
 from lockship.builder.freeze import freeze_stub
 from lockship.builder.paths import host_platform
+from lockship.builder.portable import freeze_portable_stub, portable_supported
 from lockship.builder.stubs import (
     StubFacts,
     cached_stub_path,
@@ -66,6 +69,10 @@ def find_stubs(
         return found
     for platform in [p for p in platforms if p not in found]:
         cached = cached_stub_path(cache_dir, platform)
+        if portable_supported(platform):
+            freeze_portable_stub(cached, on_line=on_freeze)
+            found[platform] = cached
+            continue
         if platform == host_platform():
             on_freeze(f"Freezing the installer stub for {platform} with PyInstaller (once)...")
             freeze_stub(cached, on_line=on_freeze)

@@ -12,6 +12,10 @@ release fixes it.
   tools would skip an installed environment; :func:`remove_cache_tag`.
 - **tqdm's monitor thread** (tqdm 4.67): the first bar starts a thread, and the Linux installer
   forks its unpacking workers while a bar is open; :func:`without_tqdm_monitor`.
+- **no CA certificates** (py-rattler 0.28): ``rattler.install`` builds an HTTPS client even
+  for local files, and it panics ("No CA certificates were loaded from the system") on a Linux
+  machine without a CA bundle (a minimal container); :func:`tls_roots_for_rattler` gives it a
+  placeholder certificate there. Nothing is downloaded, so the certificate is never used.
 - **teardown crashes** (py-rattler 0.28): rattler's runtime threads can crash the interpreter's
   teardown (about one exit in ten under load turned into a segfault or abort instead of the exit
   code already reported), so both entry points end with ``os._exit``
@@ -21,8 +25,11 @@ release fixes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -49,6 +56,63 @@ def disk_error(error: Exception) -> OSError | None:
         return None
     number = int(found[1])
     return OSError(number, os.strerror(number))
+
+
+#: where rustls-native-certs (through openssl-probe) finds a Linux machine's CA certificates
+CA_LOCATIONS = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/ssl/certs",
+    "/etc/pki/tls/certs",
+)
+#: a self-signed certificate whose key was thrown away: something for rattler's client to load
+PLACEHOLDER_CERTIFICATE = """\
+-----BEGIN CERTIFICATE-----
+MIIBuTCCAV+gAwIBAgIUexSN2VIHVseeQV81XqtZDqHjGvAwCgYIKoZIzj0EAwIw
+MTEvMC0GA1UEAwwmbG9ja3NoaXAgb2ZmbGluZSBpbnN0YWxsZXIgcGxhY2Vob2xk
+ZXIwIBcNMjYxMjA3MTM0OTE3WhgPMjEyNjExMTMxMzQ5MTdaMDExLzAtBgNVBAMM
+JmxvY2tzaGlwIG9mZmxpbmUgaW5zdGFsbGVyIHBsYWNlaG9sZGVyMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEgoH9kA74OZ2eYn0t+JrBOjKfMJLDqz2rsy/UR36f
+RLUZfA5UeShZfibptqFmQ6JnbZDWeWH2sJFK9H0JUjW7OaNTMFEwHQYDVR0OBBYE
+FIRd/Nl8hNvHstknXpv8SRxFW5WUMB8GA1UdIwQYMBaAFIRd/Nl8hNvHstknXpv8
+SRxFW5WUMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgAVRxzPxC
+nHD2pPFBCvBUyahD4hUOpTNHdM2h975Nx2kCIQC2dtQgm5idQ9QZmy7JhRLMdVXk
+eGNeZQTWDLulx2rLDA==
+-----END CERTIFICATE-----
+"""
+
+
+@contextlib.contextmanager
+def tls_roots_for_rattler(folder: Path) -> Iterator[None]:
+    """While the block runs, ``$SSL_CERT_FILE`` names a placeholder certificate (written into
+    ``folder``) if this Linux machine has no CA certificates where rattler looks."""
+    if (
+        sys.platform != "linux"
+        or os.environ.get("SSL_CERT_FILE")
+        or os.environ.get("SSL_CERT_DIR")
+        or any(_has_certificates(Path(p)) for p in CA_LOCATIONS)
+    ):
+        yield
+        return
+    placeholder = folder / "placeholder-ca.pem"
+    placeholder.write_text(PLACEHOLDER_CERTIFICATE)
+    os.environ["SSL_CERT_FILE"] = str(placeholder)
+    try:
+        yield
+    finally:
+        os.environ.pop("SSL_CERT_FILE", None)
+        placeholder.unlink(missing_ok=True)
+
+
+def _has_certificates(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0 if path.is_file() else any(path.iterdir())
+    except OSError:
+        return False
 
 
 def remove_cache_tag(prefix: Path) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import rattler
-from lockship.stub.compat import one_line
+from lockship.stub.compat import one_line, tls_roots_for_rattler
 from lockship.stub.errors import InstallError, LinkError
 from lockship.stub.manifest import PackageInfo
 from lockship.stub.progress import Reporter
@@ -64,7 +64,7 @@ def link_packages(
     reporter.start("Linking", len(staged.records), unit="pkg")
     try:
         # signals wait until rattler is done: a half-linked package cannot be rolled back
-        with deferred():
+        with deferred(), tls_roots_for_rattler(staged.folder):
             asyncio.run(
                 rattler.install(
                     staged.records,

@@ -169,6 +169,8 @@ class Manifest:
     regions: tuple[Region, ...] = ()
     #: set in a delta installer: the environment it updates (absent in full installers)
     delta: DeltaBase | None = None
+    #: the oldest glibc the installer runs on (what its stub needs); None when not Linux
+    glibc: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +193,7 @@ class Manifest:
                 options=InstallerOptions.from_dict(data.get("options", {})),
                 regions=tuple(Region.from_dict(r) for r in data.get("regions", ())),
                 delta=DeltaBase.from_dict(data["delta"]) if data.get("delta") else None,
+                glibc=str(data["glibc"]) if data.get("glibc") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PayloadError(

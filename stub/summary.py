@@ -21,6 +21,7 @@ def text_summary(manifest: Manifest) -> str:
         f"({manifest.carried_size / 1e6:.1f} MB download, "
         f"{manifest.installed_size / 1e6:.1f} MB installed)",
         f"post-link scripts: {link_scripts_line(manifest)}",
+        *([f"needs glibc:       >= {manifest.glibc}"] if manifest.glibc else []),
         *([f"update of:         {delta_line(manifest)}"] if manifest.delta else []),
         "",
     ]
@@ -100,6 +101,7 @@ def json_summary(manifest: Manifest) -> dict[str, Any]:
         "delta_from": json_delta(manifest),
         "installed_size": manifest.installed_size,
         "virtual_packages": list(manifest.virtual_packages),
+        "glibc": manifest.glibc,
         "post_link_scripts": sorted(
             p.name for p in manifest.packages if p.name in manifest.options.link_script_packages
         ),

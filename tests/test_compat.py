@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import ssl
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import pytest
 import rattler
 import tqdm as tqdm_module
+from lockship.stub import compat
 from lockship.stub.compat import (
+    PLACEHOLDER_CERTIFICATE,
     disk_error,
     one_line,
     remove_cache_tag,
@@ -94,3 +101,41 @@ def test_tqdm_still_starts_a_monitor_thread() -> None:
             tqdm_module.tqdm.monitor = None
         tqdm_module.tqdm.monitor_interval = saved
     assert started, "tqdm no longer starts a monitor thread"
+
+
+#: ends with os._exit, as the installer does (see "teardown crashes" in compat's docstring)
+_INSTALL_NOTHING = (
+    "import asyncio, os, rattler; asyncio.run(rattler.install([], {prefix!r})); os._exit(0)"
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="rattler reads the CA store this way on Linux")
+def test_rattler_install_panics_without_ca_certificates(tmp_path: Path) -> None:
+    """The reason for tls_roots_for_rattler: no CA certificates, no install, even offline."""
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    (tmp_path / "certs").mkdir()
+    env = {**os.environ, "SSL_CERT_FILE": str(empty), "SSL_CERT_DIR": str(tmp_path / "certs")}
+    code = _INSTALL_NOTHING.format(prefix=str(tmp_path / "env"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "No CA certificates were loaded" in done.stderr
+    env["SSL_CERT_FILE"] = str(tmp_path / "placeholder.pem")
+    Path(env["SSL_CERT_FILE"]).write_text(PLACEHOLDER_CERTIFICATE)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_placeholder_certificate_is_given_only_where_none_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(compat, "CA_LOCATIONS", (str(tmp_path / "none.crt"),))
+    with compat.tls_roots_for_rattler(tmp_path):
+        given = Path(os.environ["SSL_CERT_FILE"])
+        assert given.parent == tmp_path
+        assert ssl.PEM_cert_to_DER_cert(given.read_text())  # a certificate, parseable
+    assert "SSL_CERT_FILE" not in os.environ and not given.exists()
+    (tmp_path / "none.crt").write_text(PLACEHOLDER_CERTIFICATE)  # a machine that has some
+    with compat.tls_roots_for_rattler(tmp_path):
+        assert "SSL_CERT_FILE" not in os.environ
