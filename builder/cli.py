@@ -23,7 +23,7 @@ from lockship.builder.errors import BuildError, UsageError
 from lockship.builder.network import NetworkOptions
 from lockship.builder.options import parse_arguments
 from lockship.builder.paths import default_cache_dir, host_platform
-from lockship.builder.portable import GLIBC_FLOOR, portable_supported
+from lockship.builder.portable import PORTABLE_GLIBC, portable_supported
 from lockship.builder.sources import Source
 from lockship.builder.stubs import facts_path, stub_file_name
 from lockship.stub import __version__
@@ -168,7 +168,7 @@ def _print_plan(source: Source, plan: PlannedInstaller) -> None:
     print(f"stub:         {plan.stub or 'not available locally (would be frozen or downloaded)'}")
     if plan.glibc_floor is not None:
         needs = plan.stub_glibc or (
-            f"{GLIBC_FLOOR} (the portable stub it would make)"
+            f"{PORTABLE_GLIBC[env.platform]} (the portable stub it would make)"
             if portable_supported(env.platform)
             else "? (no stub here yet)"
         )

@@ -42,14 +42,21 @@ from lockship.builder.errors import StubError
 from lockship.builder.stubs import StubFacts, facts_path, stub_facts
 from lockship.builder.tools import run_tool
 
-#: the oldest glibc a portable stub runs on (CentOS/RHEL 7; conda-forge builds for it too)
+#: what everything compiled here needs: glibc 2.17 (CentOS/RHEL 7; conda-forge's floor too)
 GLIBC_FLOOR = "2.17"
 ZIG_VERSION = "0.17.1"
-#: conda platform -> zig target, PyInstaller's and pip's platform tags
+#: conda platform -> zig target, and the wheel platforms pip may take the freeze's packages
+#: for (py-rattler 0.28 publishes its aarch64 wheel for manylinux_2_28 only: the aarch64
+#: stub's floor is 2.28, what its sidecar then records)
 TARGETS = {
-    "linux-64": ("x86_64-linux-gnu.2.17", "manylinux2014_x86_64"),
-    "linux-aarch64": ("aarch64-linux-gnu.2.17", "manylinux2014_aarch64"),
+    "linux-64": ("x86_64-linux-gnu.2.17", ("manylinux2014_x86_64",)),
+    "linux-aarch64": (
+        "aarch64-linux-gnu.2.17",
+        ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
+    ),
 }
+#: the glibc each portable stub needs (its newest wheel's)
+PORTABLE_GLIBC = {"linux-64": "2.17", "linux-aarch64": "2.28"}
 #: Debian (bookworm) source packages: CPython, and the native libraries the stub imports
 #: (zlib for PyInstaller's archive, libffi for ctypes); no OpenSSL, bz2, lzma or sqlite
 SOURCE_PACKAGES = ("python3.11", "zlib", "libffi")
@@ -297,8 +304,8 @@ def pinned_requirements() -> list[str]:
     return [pinned(name) for name in FREEZE_REQUIREMENTS]
 
 
-def _site_key(wheel_platform: str) -> str:
-    text = "\n".join([wheel_platform, ZIG_VERSION, *pinned_requirements()])
+def _site_key(wheel_platforms: Sequence[str]) -> str:
+    text = "\n".join([*wheel_platforms, ZIG_VERSION, *pinned_requirements()])
     text += inspect.getsource(_build_bootloader) + inspect.getsource(_replace_bootloader)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -356,9 +363,10 @@ def _replace_bootloader(site: Path, bootloader: Path, platform: str) -> None:
     shutil.copyfile(bootloader, target)
 
 
-def _install_wheels(target: Path, wheel_platform: str) -> None:
+def _install_wheels(target: Path, wheel_platforms: Sequence[str]) -> None:
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    command += ["--target", str(target), "--platform", wheel_platform, "--only-binary=:all:"]
+    command += ["--target", str(target), "--only-binary=:all:"]
+    command += [f"--platform={p}" for p in wheel_platforms]
     command += ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
     run_tool(
         [*command, *pinned_requirements()],

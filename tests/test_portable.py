@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lockship.builder.elf import ELF_MAGIC, glibc_versions
 from lockship.builder.paths import default_cache_dir
-from lockship.builder.portable import GLIBC_FLOOR, portable_supported
+from lockship.builder.portable import PORTABLE_GLIBC, portable_supported
 from lockship.builder.stubpack import unpack
 from lockship.builder.stubs import stub_facts
 
@@ -41,7 +41,7 @@ def newest_glibc(path: Path) -> tuple[int, ...] | None:
 
 def test_every_elf_file_needs_at_most_glibc_2_17(portable_stub: Path, tmp_path: Path) -> None:
     facts = stub_facts(portable_stub)
-    assert facts is not None and facts.glibc == GLIBC_FLOOR == "2.17", facts
+    assert facts is not None and facts.glibc == PORTABLE_GLIBC["linux-64"] == "2.17", facts
     assert facts.python.startswith("3.11.") and facts.platform == DEMO_PLATFORM
     program = unpack(portable_stub, tmp_path / "unpacked")
     elves = [
@@ -57,8 +57,8 @@ def test_every_elf_file_needs_at_most_glibc_2_17(portable_stub: Path, tmp_path: 
     assert all(v is not None and v <= (2, 17) for v in needs.values()), needs
     # every glibc system has libgcc_s; the build machine's may need a newer glibc (2.35 here)
     assert not [p.name for p in elves if p.name.startswith("libgcc_s")]
-    started = subprocess.run([program, "--version"], capture_output=True, text=True, check=False)
-    assert started.returncode == 0 and "lockship" in started.stdout, started.stderr
+    started = subprocess.run([program, "--help"], capture_output=True, text=True, check=False)
+    assert started.returncode == 0 and "usage: lockship-stub" in started.stdout, started.stderr
 
 
 #: run in a fresh interpreter: lockship from another checkout's folders, freezing with another
@@ -92,9 +92,12 @@ def test_freezes_from_other_paths_are_byte_identical(portable_stub: Path, tmp_pa
     cache = default_cache_dir()
     elsewhere = tmp_path / "somewhere" / "quite" / "different"
     moved = elsewhere / "cache"
-    for name in ("portable", "sources", "unpackers", "tools"):
+    for name in ("sources", "unpackers", "tools"):
         if (cache / name).is_dir():
             shutil.copytree(cache / name, moved / name, symlinks=True)
+    for made in (cache / "portable").glob(f"*/*-{DEMO_PLATFORM}*"):  # the Python, its site
+        target = moved / made.relative_to(cache)
+        shutil.copytree(made, target, symlinks=True)
     checkout = elsewhere / "checkout"
     for name in ("builder", "stub"):
         shutil.copytree(
