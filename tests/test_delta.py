@@ -16,7 +16,7 @@ from lockship.builder.network import NetworkOptions, make_client
 from lockship.builder.sbom import sbom_path
 from lockship.stub.delta import BaseMismatch, check_delta_base
 from lockship.stub.finish import write_marker
-from lockship.stub.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
+from lockship.stub.manifest import BaseFile, DeltaBase, LinkedPackage, Manifest, PackageInfo
 from lockship.stub.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
@@ -224,8 +224,7 @@ def old_of(*packages: PackageInfo, wheels: tuple[BaseFile, ...] = ()) -> OldEnvi
         version="1",
         packages=tuple(BaseFile(p.name, p.file_name, p.sha256) for p in packages),
         wheels=wheels,
-        with_md5=frozenset(p.file_name for p in packages if p.record.get("md5")),
-        python=next((p.version for p in packages if p.name == "python"), None),
+        linked=tuple(LinkedPackage.of(p) for p in packages),
     )
 
 

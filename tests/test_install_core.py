@@ -9,10 +9,11 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 from lockship.stub.destination import PrefixDestination, RolledBack
-from lockship.stub.errors import InstallError, LinkError
+from lockship.stub.errors import LinkError
 from lockship.stub.install import install
 from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
 from lockship.stub.payload import EntryChecksumMismatch, read_payload
@@ -68,12 +69,20 @@ def source_for(
     return MemorySource(manifest, {p.entry: blob for p, blob in locked} | (extra or {}))
 
 
-def destination(
-    manifest: Manifest, prefix: Path, *, workers: str = "0", **request: bool
-) -> PrefixDestination:
+def install_into(
+    prefix: Path,
+    source: MemorySource | PayloadSource,
+    reporter: RecordingReporter,
+    *,
+    manifest: Manifest | None = None,
+    workers: str = "0",
+    **request: bool,
+) -> None:
+    """What the installer does: preflight, then the core into a prefix destination."""
+    manifest = manifest or cast(MemorySource, source).manifest
     environ = {**NO_DISK_CHECK, "LOCKSHIP_UNPACK_WORKERS": workers}
     plan = preflight(manifest, InstallRequest(prefix=prefix, **request), environ=environ)
-    return PrefixDestination(plan)
+    install(plan, source, PrefixDestination(prefix, plan.workers), reporter)
 
 
 def conda_meta(prefix: Path) -> dict[str, dict[str, object]]:
@@ -87,7 +96,7 @@ def test_installs_relocates_and_records_the_locked_urls(tmp_path: Path) -> None:
     source = source_for(locked)
     prefix = tmp_path / "env"
     reporter = RecordingReporter()
-    install(source, destination(source.manifest, prefix), reporter)
+    install_into(prefix, source, reporter)
 
     assert (prefix / "share" / "alpha.txt").read_text() == f"installed at {prefix}\n"
     assert (prefix / "share" / "beta.txt").read_text() == "beta\n"
@@ -132,12 +141,12 @@ def test_both_staging_routes_write_the_same_records(tmp_path: Path) -> None:
     archives = {p.entry: tmp_path / "channel" / p.entry for p, _ in locked}
     with open(blob, "wb") as out:
         write_payload(out, list(archives.items()), manifest.to_dict())
-    source = PayloadSource(read_payload(blob), manifest)
+    source = PayloadSource(read_payload(blob))
     trees = []
     for workers in ("2", "0"):
         prefix = tmp_path / "env"
         reporter = RecordingReporter()
-        install(source, destination(manifest, prefix, workers=workers), reporter)
+        install_into(prefix, source, reporter, manifest=manifest, workers=workers)
         assert reporter.messages == []  # no fallback: the route asked for is the one taken
         records = conda_meta(prefix)
         trees.append(records)
@@ -159,7 +168,7 @@ def test_a_checksum_mismatch_leaves_nothing(tmp_path: Path) -> None:
     damaged = replace(source, sha256={beta.entry: "0" * 64})
     prefix = tmp_path / "parent" / "env"
     with pytest.raises(EntryChecksumMismatch) as caught:
-        install(damaged, destination(source.manifest, prefix), RecordingReporter())
+        install_into(prefix, damaged, RecordingReporter())
     assert (caught.value.name, caught.value.expected) == (beta.entry, "0" * 64)
     assert caught.value.actual == hashlib.sha256(locked[1][1]).hexdigest()
     assert not (tmp_path / "parent").exists()
@@ -172,7 +181,7 @@ def test_a_missing_entry_leaves_nothing(tmp_path: Path) -> None:
     missing = replace(source, entries={k: v for k, v in source.entries.items() if k != gone})
     prefix = tmp_path / "env"
     with pytest.raises(MissingEntry, match=f"^the installer has no entry named '{gone}'; "):
-        install(missing, destination(source.manifest, prefix), RecordingReporter())
+        install_into(prefix, missing, RecordingReporter())
     assert not prefix.exists()
 
 
@@ -182,7 +191,7 @@ def test_a_failing_post_install_script_rolls_back_a_fresh_prefix(tmp_path: Path)
     source = source_for(packages(tmp_path), options, {"lockship/post-install.sh": script})
     prefix = tmp_path / "env"
     with pytest.raises(PostInstallError) as caught:
-        install(source, destination(source.manifest, prefix), RecordingReporter())
+        install_into(prefix, source, RecordingReporter())
     assert caught.value.exit_code == 7
     assert str(caught.value).startswith(
         "the post-install script post-install.sh failed with exit code 7; "
@@ -195,7 +204,7 @@ def test_a_failing_post_link_script_fails_and_rolls_back(tmp_path: Path) -> None
     prefix = tmp_path / "env"
     reporter = RecordingReporter()
     with pytest.raises(LinkError, match=r"^the post-link script of hooked failed; see the"):
-        install(source, destination(source.manifest, prefix), reporter)
+        install_into(prefix, source, reporter)
     assert reporter.messages == ["Running the post-link script of hooked"]
     assert not prefix.exists()
 
@@ -209,7 +218,7 @@ def test_a_failure_in_a_forced_prefix_restores_it_exactly(tmp_path: Path) -> Non
     options = InstallerOptions(post_install="lockship/post-install.sh")
     source = source_for(packages(tmp_path), options, {"lockship/post-install.sh": b"exit 1\n"})
     with pytest.raises(RolledBack) as raised:
-        install(source, destination(source.manifest, prefix, force=True), RecordingReporter())
+        install_into(prefix, source, RecordingReporter(), force=True)
     assert isinstance(raised.value.error, PostInstallError)
     assert str(raised.value).endswith(f"; the environment at {prefix} is unchanged")
     assert tree_state(prefix) == before
@@ -222,12 +231,11 @@ def test_post_install_runs_last_or_is_skipped(tmp_path: Path) -> None:
     source = source_for(packages(tmp_path), options, {"lockship/post-install.sh": script})
     ran, skipped = tmp_path / "ran", tmp_path / "skipped"
     reporter = RecordingReporter()
-    install(source, destination(source.manifest, ran), reporter)
+    install_into(ran, source, reporter)
     assert (ran / "ran.txt").read_text() == "coredemo"
     assert reporter.messages == ["Running the post-install script post-install.sh"]
     reporter = RecordingReporter()
-    plan = destination(source.manifest, skipped, run_post_install=False)
-    install(source, plan, reporter)
+    install_into(skipped, source, reporter, run_post_install=False)
     assert not (skipped / "ran.txt").exists()
     assert reporter.messages == ["Skipping the post-install script (--no-post-install)"]
 
@@ -236,28 +244,17 @@ def test_an_update_replaces_changed_packages_and_keeps_the_locked_urls(tmp_path:
     locked = packages(tmp_path)
     prefix = tmp_path / "env"
     v1 = source_for(locked)
-    install(v1, destination(v1.manifest, prefix), RecordingReporter())
+    install_into(prefix, v1, RecordingReporter())
     newer = locked_package(
         write_conda_package(tmp_path / "v2", "beta", "3.0", files={"share/beta.txt": "new\n"})
     )
     v2 = source_for([locked[0], newer])
-    install(v2, destination(v2.manifest, prefix, update=True), RecordingReporter())
+    install_into(prefix, v2, RecordingReporter(), update=True)
     assert (prefix / "share" / "beta.txt").read_text() == "new\n"
     records = conda_meta(prefix)
     assert sorted(records) == ["alpha-1.0-0.json", "beta-3.0-0.json"]
     assert records["beta-3.0-0.json"]["url"] == newer[0].url
     assert records["alpha-1.0-0.json"]["url"] == locked[0][0].url
-
-
-def test_a_plan_for_another_manifest_is_refused_before_anything_is_written(
-    tmp_path: Path,
-) -> None:
-    source = source_for(packages(tmp_path))
-    other = replace(source.manifest, name="other")
-    prefix = tmp_path / "env"
-    with pytest.raises(InstallError, match=r"^the install plan was made for another installer$"):
-        install(source, destination(other, prefix), RecordingReporter())
-    assert not prefix.exists()
 
 
 def test_wheels_are_installed_with_the_environment_python_and_compiled(tmp_path: Path) -> None:
@@ -280,7 +277,7 @@ def test_wheels_are_installed_with_the_environment_python_and_compiled(tmp_path:
     source = source_for([locked_package(python)], options, {entry: wheel.read_bytes()})
     prefix = tmp_path / "env"
     reporter = RecordingReporter()
-    install(source, destination(source.manifest, prefix), reporter)
+    install_into(prefix, source, reporter)
     site = prefix / "lib" / "python3.11" / "site-packages"
     assert (site / "hello_wheel.py").is_file()
     script = (prefix / "bin" / "hello").read_text()
@@ -337,12 +334,12 @@ def test_an_update_replaces_changed_wheels_removes_dropped_ones_keeps_the_rest(
     prefix = tmp_path / "env"
     site = prefix / "lib" / "python3.11" / "site-packages"
     v1 = version("hello-1", "gone", "same")
-    install(v1, destination(v1.manifest, prefix), RecordingReporter())
+    install_into(prefix, v1, RecordingReporter())
     assert (prefix / "bin" / "gone").is_file() and (site / "gone.py").is_file()
     same_inode = (site / "same.py").stat().st_ino
 
     v2 = version("hello-2", "same")
-    install(v2, destination(v2.manifest, prefix, update=True), RecordingReporter())
+    install_into(prefix, v2, RecordingReporter(), update=True)
 
     assert (site / "hello" / "__init__.py").read_text() == "V = 2\n"
     assert not (site / "hello-1.0.dist-info").exists()
@@ -355,7 +352,7 @@ def test_an_update_replaces_changed_wheels_removes_dropped_ones_keeps_the_rest(
     assert (prefix / "bin").is_dir() and site.is_dir()
 
     # -f: everything reinstalled, the unchanged wheel too
-    install(v2, destination(v2.manifest, prefix, force=True), RecordingReporter())
+    install_into(prefix, v2, RecordingReporter(), force=True)
     assert (site / "same.py").stat().st_ino != same_inode
     assert (site / "hello" / "__init__.py").read_text() == "V = 2\n"
 
@@ -371,11 +368,11 @@ def test_an_update_unpacks_only_what_changed(tmp_path: Path, workers: str) -> No
     )
     v1, v2 = source_for([alpha, beta]), source_for([alpha, beta_2])
     prefix = tmp_path / "env"
-    install(v1, destination(v1.manifest, prefix, workers=workers), RecordingReporter())
+    install_into(prefix, v1, RecordingReporter(), workers=workers)
     alpha_inode = (prefix / "share" / "alpha.txt").stat().st_ino
 
     reporter = RecordingReporter()
-    install(v2, destination(v2.manifest, prefix, workers=workers, update=True), reporter)
+    install_into(prefix, v2, reporter, workers=workers, update=True)
 
     assert reporter.totals["Unpacking"] == beta_2[0].size  # alpha is left as it is
     assert (prefix / "share" / "beta.txt").read_text() == "beta 3\n"
