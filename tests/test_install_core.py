@@ -1,25 +1,29 @@
-"""The install core in process: ``install(source, destination, reporter)`` over an in-memory
-source (and a real payload for the worker route) into a ``tmp_path`` prefix, with real rattler
-linking of small real conda packages."""
+"""The install core in process: ``install(plan, source, destination, reporter)`` over an
+in-memory source (and a real payload for the worker route) into a ``tmp_path`` prefix, with real
+rattler linking of small real conda packages; and its order, policy and rollback against a
+destination that only records what it is asked."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import cast
 
 import pytest
 from lockship.stub.destination import PrefixDestination, RolledBack
-from lockship.stub.errors import LinkError
+from lockship.stub.errors import InstallError, LinkError
 from lockship.stub.install import install
-from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
+from lockship.stub.manifest import BaseFile, DeltaBase, InstallerOptions, Manifest, PackageInfo
 from lockship.stub.payload import EntryChecksumMismatch, read_payload
 from lockship.stub.postinstall import PostInstallError
-from lockship.stub.preflight import InstallRequest, preflight
-from lockship.stub.source import MissingEntry, PayloadSource
+from lockship.stub.preflight import InstallPlan, InstallRequest, preflight
+from lockship.stub.progress import Reporter
+from lockship.stub.source import MissingEntry, PackageSource, PayloadSource
 
 from tests.factories import (
     MemorySource,
@@ -378,3 +382,222 @@ def test_an_update_unpacks_only_what_changed(tmp_path: Path, workers: str) -> No
     assert (prefix / "share" / "beta.txt").read_text() == "beta 3\n"
     assert (prefix / "share" / "alpha.txt").stat().st_ino == alpha_inode
     assert sorted(conda_meta(prefix)) == ["alpha-1.0-0.json", "beta-3.0-0.json"]
+
+
+# --- the core's order, policy and rollback, against a recording destination -------------------
+# (no rattler, no disk: the destination only records what the core asks of it)
+
+Call = tuple[object, ...]
+
+
+class StepFailed(InstallError):
+    pass
+
+
+@dataclass
+class RecordingDestination:
+    """Records each call the core makes, in order; the step named ``fail_at`` raises."""
+
+    #: the earlier install's wheels: file name -> sha256
+    previous_wheels: dict[str, str | None] = field(default_factory=dict)
+    fail_at: str | None = None
+    calls: list[Call] = field(default_factory=list)
+
+    def step(self, *call: object) -> None:
+        self.calls.append(call)
+        if call[0] == self.fail_at:
+            raise StepFailed(f"{call[0]} failed")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.calls.append(("begin",))
+        try:
+            yield
+        except BaseException:
+            self.calls.append(("roll back",))
+            raise
+        self.calls.append(("commit",))
+
+    def stage(self, manifest: Manifest, source: PackageSource, reporter: Reporter) -> str:
+        self.step("stage", tuple(p.name for p in manifest.packages))
+        return "staged"
+
+    @contextmanager
+    def link(self, manifest: Manifest, staged: str, reporter: Reporter) -> Iterator[None]:
+        self.step("link", staged)
+        self.calls.append(("discard",))
+        try:
+            yield
+        finally:
+            self.calls.append(("discarded",))
+
+    def finalize(self, manifest: Manifest, installer_name: str) -> None:
+        self.step("finalize", installer_name)
+
+    def wheels(self, manifest: Manifest) -> RecordingWheels:
+        return RecordingWheels(self)
+
+    def compile_pyc(self, manifest: Manifest, extra: Sequence[Path], reporter: Reporter) -> None:
+        self.step("compile", tuple(p.name for p in extra))
+
+    def post_install(
+        self,
+        manifest: Manifest,
+        source: PackageSource,
+        entry: str,
+        reporter: Reporter,
+        *,
+        unattended: bool,
+    ) -> None:
+        self.step("post-install", entry, unattended)
+
+
+@dataclass
+class RecordingWheels:
+    destination: RecordingDestination
+
+    def installed(self) -> dict[str, str | None]:
+        self.destination.step("wheels installed")
+        return dict(self.destination.previous_wheels)
+
+    def remove(self, file_name: str) -> None:
+        self.destination.step("remove wheel", file_name)
+
+    def install(self, source: PackageSource, entry: str) -> list[Path]:
+        self.destination.step("install wheel", entry)
+        return [Path(PurePosixPath(entry).name.split("-")[0] + ".py")]
+
+
+WHEELS = {f"pypi/{n}-1-py3-none-any.whl": f"wheel {n}".encode() for n in ("a", "b")}
+SCRIPT = "lockship/post-install.sh"
+
+
+def recorded_plan(
+    *,
+    wheels: dict[str, bytes] = WHEELS,
+    pyc: bool = True,
+    delta: DeltaBase | None = None,
+    entries: dict[str, bytes] | None = None,
+    **request: bool,
+) -> tuple[InstallPlan, MemorySource]:
+    """A plan (as preflight would make it, without looking at a disk) and its source."""
+    package = PackageInfo(
+        "noarch/lib-1-0.conda",
+        "lib-1-0.conda",
+        "lib",
+        "1",
+        "0",
+        "noarch",
+        "u",
+        "c",
+        "0" * 64,
+        1,
+        {},
+    )
+    options = InstallerOptions(wheels=tuple(wheels), pyc=pyc, post_install=SCRIPT)
+    manifest = replace(core_manifest([package], platform="linux-64", options=options), delta=delta)
+    source = MemorySource(manifest, entries if entries is not None else {**wheels, SCRIPT: b"x"})
+    plan = InstallPlan(manifest, InstallRequest(Path("/nowhere"), **request), workers=0)
+    return plan, source
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_first_install_calls_every_step_once_in_order() -> None:
+    plan, source = recorded_plan(unattended=False)
+    destination, reporter = RecordingDestination(), RecordingReporter()
+    install(plan, source, destination, reporter)
+    assert destination.calls == [
+        ("begin",),
+        ("stage", ("lib",)),
+        ("link", "staged"),
+        ("discard",),
+        ("finalize", "installer"),
+        ("install wheel", "pypi/a-1-py3-none-any.whl"),
+        ("install wheel", "pypi/b-1-py3-none-any.whl"),
+        ("compile", ("a.py", "b.py")),
+        ("post-install", SCRIPT, False),
+        ("discarded",),
+        ("commit",),
+    ]
+    assert reporter.stages == ["Installing wheels"]
+    assert reporter.totals["Installing wheels"] == 2
+
+
+def test_an_update_keeps_unchanged_wheels_and_replaces_the_rest() -> None:
+    plan, source = recorded_plan(update=True)
+    a, b = WHEELS
+    previous = {"a-1-py3-none-any.whl": sha(WHEELS[a]), "b-1-py3-none-any.whl": "0" * 64}
+    destination = RecordingDestination(previous_wheels={**previous, "gone.whl": "1" * 64})
+    install(plan, source, destination, RecordingReporter())
+    wheel_calls = [c for c in destination.calls if "wheel" in str(c[0])]
+    assert wheel_calls == [
+        ("wheels installed",),
+        ("remove wheel", "b-1-py3-none-any.whl"),
+        ("remove wheel", "gone.whl"),
+        ("install wheel", b),
+    ]
+    assert ("compile", ("b.py",)) in destination.calls
+
+
+def test_a_reinstall_replaces_every_wheel() -> None:
+    plan, source = recorded_plan(force=True)
+    a, b = WHEELS
+    destination = RecordingDestination(previous_wheels={"a-1-py3-none-any.whl": sha(WHEELS[a])})
+    install(plan, source, destination, RecordingReporter())
+    assert [c for c in destination.calls if "wheel" in str(c[0])] == [
+        ("wheels installed",),
+        ("remove wheel", "a-1-py3-none-any.whl"),
+        ("install wheel", a),
+        ("install wheel", b),
+    ]
+
+
+def test_a_delta_keeps_the_wheel_it_does_not_carry_without_reading_it() -> None:
+    a, b = WHEELS
+    base = BaseFile("a", "a-1-py3-none-any.whl", sha(WHEELS[a]))
+    delta = DeltaBase("coredemo", "0.9", (), (base,), carried=(b,))
+    # the source has no entry for the wheel the delta does not carry: reading it would fail
+    plan, source = recorded_plan(delta=delta, entries={b: WHEELS[b], SCRIPT: b"x"}, update=True)
+    destination = RecordingDestination(previous_wheels={base.file_name: base.sha256})
+    install(plan, source, destination, RecordingReporter())
+    assert [c for c in destination.calls if "wheel" in str(c[0])] == [
+        ("wheels installed",),
+        ("install wheel", b),
+    ]
+
+
+def test_without_wheels_pyc_or_post_install_those_steps_are_not_asked_for() -> None:
+    plan, source = recorded_plan(wheels={}, pyc=False, run_post_install=False)
+    destination, reporter = RecordingDestination(), RecordingReporter()
+    install(plan, source, destination, reporter)
+    assert [c[0] for c in destination.calls] == [
+        "begin",
+        "stage",
+        "link",
+        "discard",
+        "finalize",
+        "discarded",
+        "commit",
+    ]
+    assert reporter.messages == ["Skipping the post-install script (--no-post-install)"]
+    assert reporter.stages == []
+
+
+STEPS = ["stage", "link", "finalize", "wheels installed", "remove wheel", "install wheel"]
+
+
+@pytest.mark.parametrize("failing", [*STEPS, "compile", "post-install"])
+def test_a_failing_step_stops_the_install_and_rolls_it_back(failing: str) -> None:
+    plan, source = recorded_plan(update=True)
+    destination = RecordingDestination(previous_wheels={"old.whl": "0" * 64}, fail_at=failing)
+    with pytest.raises(StepFailed, match=f"^{failing} failed$"):
+        install(plan, source, destination, RecordingReporter())
+    names = [c[0] for c in destination.calls]
+    done = names[: names.index(failing) + 1]
+    linked = "link" in done[:-1]
+    # nothing after the failing step but the end of the discard (once linked) and the rollback
+    assert names == [*done, *(["discarded"] if linked else []), "roll back"]
+    assert names.count(failing) == 1 and "commit" not in names
