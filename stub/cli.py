@@ -38,7 +38,13 @@ from lockship.stub.launch import Launch, read_launch, remove_unpacked_folder
 from lockship.stub.manifest import Manifest
 from lockship.stub.payload import Payload, PayloadError, iter_entry, read_payload
 from lockship.stub.prefix import normalize_prefix, recover_interrupted
-from lockship.stub.progress import LineReporter, Reporter, TqdmReporter
+from lockship.stub.progress import (
+    EVENTS_ENV,
+    LineReporter,
+    Reporter,
+    TqdmReporter,
+    with_events,
+)
 from lockship.stub.signals import install_handlers
 from lockship.stub.summary import json_summary, text_summary
 from lockship.stub.windows import (
@@ -339,7 +345,8 @@ def _temporary_base(prefix: Path, *, windows: bool) -> Path | None:
 
 
 def _reporter() -> Reporter:
-    return TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+    shown = TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+    return with_events(shown, os.environ.get(EVENTS_ENV))
 
 
 def _interaction(*, batch: bool) -> Interaction:
