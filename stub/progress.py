@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 
@@ -112,16 +113,17 @@ EVENTS_ENV = "LOCKSHIP_PROGRESS_EVENTS"
 
 
 class EventReporter:
-    """Another reporter, whose stages are also written as JSON lines for programs.
+    """Another reporter, whose stages are also appended to a file as JSON lines for programs.
 
     One object a line, with ``time`` (seconds since the epoch) and ``event``: ``start``
     (``stage``, ``total``, ``unit``), ``finish`` (``stage``) or ``message`` (``text``). Programs
-    that time the installer read these instead of the wording of its progress lines.
+    that time the installer read these instead of the wording of its progress lines. The file
+    is opened for each event (an install has tens of them), so nothing is left open.
     """
 
-    def __init__(self, shown: Reporter, stream: IO[str]) -> None:
+    def __init__(self, shown: Reporter, path: Path) -> None:
         self._shown = shown
-        self._stream = stream
+        self._path = path
         self._stage = ""
 
     def _write(self, event: str, **fields: object) -> None:
@@ -129,8 +131,8 @@ class EventReporter:
         import time
 
         line = json.dumps({"time": time.time(), "event": event, **fields})
-        self._stream.write(line + "\n")
-        self._stream.flush()
+        with open(self._path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
     def start(self, description: str, total: int, unit: str = "it") -> None:
         self._stage = description
@@ -150,13 +152,14 @@ class EventReporter:
 
 
 def with_events(shown: Reporter, path: str | None) -> Reporter:
-    """``shown``, also writing its events to the file ``path`` (appended) when one is given."""
+    """``shown``, also appending its events to the file ``path`` when one is given."""
     if not path:
         return shown
     from lockship.stub.errors import InstallError
 
     try:
-        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open until the process ends)
+        with open(path, "a", encoding="utf-8"):
+            pass
     except OSError as e:
         raise InstallError(f"cannot write progress events to {path} ({EVENTS_ENV}): {e}") from e
-    return EventReporter(shown, stream)
+    return EventReporter(shown, Path(path))
