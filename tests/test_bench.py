@@ -53,6 +53,12 @@ def test_bench_smoke(tmp_path: Path, frozen_stub: Path) -> None:
     for key in ("installer_median_s", "bare_median_s", "first_line_median_s"):
         assert 0 < install[key] < 120, key
     assert install["first_line"].startswith("Installing ")
+    # the phases come from the installer's progress events, not from its wording
+    phases = install["phases_median_s"]
+    assert {"startup", "between", "after_last_line"} < set(phases), phases
+    events = install["runs"][0]["events"]
+    stages = [e["stage"] for e in events if e["event"] == "start"]
+    assert stages and set(stages) <= set(phases)
     assert install["peak_rss_median_mb"] > 1
     assert not math.isnan(install["bare_peak_rss_median_mb"])
     assert install["prefix_check"]["relocation_problems"] == []

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,7 @@ class Bench:
                             "peak_processes": run.peak_processes,
                             "sampler": run.sampler,
                             "lines": run.lines,
+                            "events": [asdict(e) for e in run.events],
                         }
                     )
                     kept["installer"] = prefix
