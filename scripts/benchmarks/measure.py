@@ -103,7 +103,7 @@ class Bench:
             else:
                 log(
                     f"no {peers.NAME} binaries in {args.peer_home} (scripts/dev-env.sh or "
-                    "python scripts/peer.py fetches them): the peer column is skipped"
+                    "python scripts/benchmarks/peer.py fetches them): the peer column is skipped"
                 )
 
     # -- the peer (conda-ship) -------------------------------------------------------------
