@@ -21,6 +21,7 @@ from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError
+from lockship.builder.lockfile import url_file_name
 from lockship.stub.boundary import CHUNK_SIZE
 from rattler import Client, RepoDataRecord
 from rattler.package_streaming import download_to_path
@@ -121,7 +122,7 @@ async def download_verified(
     ``folder`` must be on the file system of the final place (the cache's own folders are).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    name = unquote(urlparse(url).path).rsplit("/", 1)[-1] or "download"
+    name = url_file_name(url) or "download"
     # a folder of its own: a download that is cancelled (another one failed) may still be
     # written by rattler's runtime after the task is gone, and once the folder is removed
     # nothing can recreate a file in it

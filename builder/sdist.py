@@ -32,7 +32,7 @@ from build.env import DefaultIsolatedEnv
 from lockship.builder.errors import BuildError, ChecksumMismatch, FetchError
 from lockship.builder.fetch import download_verified, local_path
 from lockship.builder.gitsource import GitSource, checkout, parse_git_location
-from lockship.builder.lockfile import LockedSource, location_url
+from lockship.builder.lockfile import LockedSource, location_url, url_file_name
 from lockship.builder.paths import host_platform
 from lockship.stub.boundary import file_sha256
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -145,7 +145,7 @@ def _fetch_sdist(
 ) -> Path:
     """The sdist's file, checked against the lock's sha256 before anything reads it."""
     url = location_url(source.location, base)
-    name = url.rstrip("/").rsplit("/", 1)[-1]
+    name = url_file_name(url)
     expected = source.sha256
 
     def checked(path: Path) -> str:
