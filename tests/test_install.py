@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import rattler
 
-from tests.conftest import DEMO_PLATFORM, InstallerFactory
+from tests.conftest import DEMO_PLATFORM, InstallerFactory, MountTmpfs
 from tests.runners import Run, run_installer, run_lockship, run_on_terminal
 
 pytestmark = pytest.mark.e2e
@@ -347,6 +347,57 @@ def test_extract_writes_a_channel_rattler_solves_to_the_locked_set(
     asyncio.run(rattler.install(records, prefix, cache_dir=tmp_path / "cache", show_progress=False))
     hello = subprocess.run([prefix / "bin" / "lsdemo-hello"], capture_output=True, text=True)
     assert hello.stdout.strip() == f"lsdemo-hello from {prefix}"
+
+
+def test_extract_into_a_project_folder_overwrites_nothing(
+    tmp_path: Path, demo_installer: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pixi.toml").write_text("[workspace]\n")
+    (project / "pixi.lock").write_text("my own lock\n")
+    line = error(run_installer(demo_installer, "--extract", project))
+    assert str(project / "pixi.lock") in line and "already exists" in line, line
+    assert (project / "pixi.lock").read_text() == "my own lock\n"
+    assert sorted(p.name for p in project.iterdir()) == ["pixi.lock", "pixi.toml"]
+    # each of the other targets is refused the same way
+    for name in ("environment.yml", "README.txt", "channel"):
+        folder = tmp_path / f"has-{name}"
+        folder.mkdir()
+        (folder / name).write_text("mine\n")
+        line = error(run_installer(demo_installer, "--extract", folder))
+        assert f"{folder / name} already exists" in line, line
+        assert [p.name for p in folder.iterdir()] == [name]
+    # a folder holding other things is fine: the four new entries go beside them
+    ok(run_installer(demo_installer, "--extract", tmp_path / "other" / "deeper"))
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    (beside / "notes.txt").write_text("mine\n")
+    ok(run_installer(demo_installer, "--extract", beside))
+    assert sorted(p.name for p in beside.iterdir()) == [
+        "README.txt", "channel", "environment.yml", "notes.txt", "pixi.lock",
+    ]  # fmt: skip
+
+
+def test_a_failed_extract_leaves_nothing_and_runs_again(
+    tmp_path: Path, demo_installer: Path, mount_tmpfs: MountTmpfs
+) -> None:
+    info = json.loads(ok(run_installer(demo_installer, "--info", "--json")).stdout)
+    size = sum(p["size"] for p in info["packages"])
+    small = mount_tmpfs(f"{max(size // 2 // 4096, 1) * 4}k")
+    target = small / "out"
+    line = error(run_installer(demo_installer, "--extract", target))
+    assert "No space left on device" in line, line
+    assert list(small.iterdir()) == []  # not even the folder it created
+    (small / "kept").mkdir()
+    target = small / "kept"
+    error(run_installer(demo_installer, "--extract", target))
+    assert list(target.iterdir()) == []
+    subprocess.run(["mount", "-o", f"remount,size={size * 4}", small], check=True)
+    ok(run_installer(demo_installer, "--extract", target))
+    assert sorted(p.name for p in target.iterdir()) == [
+        "README.txt", "channel", "environment.yml", "pixi.lock",
+    ]  # fmt: skip
 
 
 def test_reproducible_builds(
