@@ -22,6 +22,7 @@ from lockship.builder.fetch import (
     cache_path,
     fetch_packages,
 )
+from lockship.builder.identity import OPTION, check_name, check_version, choose_identity
 from lockship.builder.inputs import InputOptions, inject_packages, open_input
 from lockship.builder.installer import installer_file_name, write_installer_to
 from lockship.builder.network import NetworkOptions, make_client
@@ -159,8 +160,12 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
         return opened
     specs = (opened or SpecRequest(None, (), ())).extended(request.specs, request.channels)
     platforms = request.platforms or (host_platform(),)
-    name = request.name or specs.name or "env"
+    if request.name:
+        name = check_name(request.name, OPTION.format("name"))
+    else:
+        name = check_name(specs.name, "from the environment file") if specs.name else "env"
     version = request.version or "0.0.0"
+    check_version(version, OPTION.format("version"))
     lock_path = request.output_dir / f"{name}-{version}.pixi.lock"
     if request.dry_run:
         lock_path = request.cache_dir / "dry-run" / lock_path.name
@@ -193,8 +198,10 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
     client = make_client(request.network, timeout=request.timeout)
     source = open_request_source(request, client)
-    name = request.name or source.name or source.environment
-    version = request.version or source.version or "0.0.0"
+    identity = choose_identity(request.name, request.version, source)
+    name, version = identity.name, identity.version
+    if request.delta_version is not None:
+        check_version(request.delta_version, "from --delta-version")
     plans = []
     for platform in choose_platforms(request, source):
         environment = inject_packages(request.inject, source.for_platform(platform))
@@ -338,9 +345,10 @@ def build_one(
         solved_lock=entries.get("solved_lock"),
         default_prefix=request.default_prefix,
     )
+    identity = choose_identity(request.name, request.version, source)
     manifest = Manifest(
-        name=request.name or source.name or source.environment,
-        version=request.version or source.version or "0.0.0",
+        name=identity.name,
+        version=identity.version,
         platform=platform,
         environment=environment.environment,
         lockship_version=__version__,

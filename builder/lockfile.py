@@ -107,6 +107,8 @@ class PlatformEnvironment:
 class Workspace:
     name: str | None
     version: str | None
+    #: the file they were read from
+    path: Path | None = None
 
 
 def find_lockfile(path: Path) -> Path:
@@ -217,6 +219,7 @@ def read_workspace(lock_path: Path) -> Workspace:
                 return Workspace(
                     str(name_value) if name_value else None,
                     str(version_value) if version_value else None,
+                    manifest,
                 )
     return Workspace(None, None)
 
