@@ -160,15 +160,19 @@ def test_post_install_script_gets_its_environment(
     assert not (skipped / "post-install.txt").exists()
 
 
-def test_failing_post_install_script_exit_code(
+def test_a_failing_post_install_script_fails_the_install_with_exit_1_and_a_log(
     tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
 ) -> None:
     script = tmp_path / "fail.sh"
-    script.write_text("echo about to fail\nexit 7\n")
+    script.write_text("echo about to fail\nexit 2\n")  # 2 is not a usage error of the installer
     installer = installer_factory.build(demo_channel, "--post-install", script)
     prefix = tmp_path / "env"
-    line = error(run_installer(installer, "-b", "-p", prefix), code=7)
-    assert "post-install script post-install.sh failed with exit code 7" in line
+    run = run_installer(installer, "-b", "-p", prefix)
+    line = error(run, code=1)
+    assert "post-install script post-install.sh failed with exit code 2" in line
+    log = Path(line.rsplit("(details: ", 1)[1].rstrip(")"))
+    assert "PostInstallError" in log.read_text()
+    assert "about to fail" in run.stdout
     assert not prefix.exists()
 
 
