@@ -329,11 +329,13 @@ def build_one(
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
         entries["solved_lock"] = "lockship/pixi.lock"
-    with_scripts = sorted(
-        f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
-    )
+    names = {f.path.name: f.record.name.normalized for f in fetched}
+    scripts: dict[str, list[str]] = {}
+    for archive, script in facts.link_scripts:
+        scripts.setdefault(names[archive], []).append(script)
+    with_scripts = sorted(scripts)
     if request.link_scripts:
-        check_link_script_policy(request.allowed_link_scripts, with_scripts, platform)
+        check_link_script_policy(request.allowed_link_scripts, scripts)
     options = InstallerOptions(
         link_scripts=request.link_scripts,
         pyc=request.pyc,

@@ -93,23 +93,32 @@ def test_update_refuses_a_prefix_of_another_installer(
 POST_LINK_OK = 'echo "linked $PKG_NAME into $PREFIX" > "$PREFIX/share/post-link-ran.txt"\n'
 
 
-def test_post_link_scripts_run_and_are_announced(
+def test_link_scripts_run_and_are_announced(
     tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
 ) -> None:
+    pre_unlink = f'echo "unlinked $PKG_NAME" >> "{tmp_path}/pre-unlink-ran.txt"\n'
     channel = installer_factory.channel_with(
         demo_channel,
         package(
             "with-post-link",
             files={"bin/.with-post-link-post-link.sh": POST_LINK_OK, "share/x.txt": "x"},
         ),
+        package("with-pre-unlink", files={"bin/.with-pre-unlink-pre-unlink.sh": pre_unlink}),
     )
     installer = installer_factory.build(channel)
     info = json.loads(ok(run_installer(installer, "--info", "--json")).stdout)
-    assert info["post_link_scripts"] == ["with-post-link"]
+    assert info["link_scripts"] == ["with-post-link", "with-pre-unlink"]
+    text = ok(run_installer(installer, "--info")).stdout
+    assert "link scripts:      with-post-link, with-pre-unlink (they run while installing" in text
     prefix = tmp_path / "env"
     run = ok(run_installer(installer, "-b", "-p", prefix))
     assert "Running the post-link script of with-post-link" in run.stderr
     assert (prefix / "share" / "post-link-ran.txt").read_text().startswith("linked with-post-link")
+    assert not (tmp_path / "pre-unlink-ran.txt").exists()
+    # py-rattler runs the pre-unlink script when an update removes its package
+    without = installer_factory.build(channel, specs=["lsdemo-hello", "with-post-link"])
+    ok(run_installer(without, "-b", "-u", "-p", prefix))
+    assert (tmp_path / "pre-unlink-ran.txt").read_text() == "unlinked with-pre-unlink\n"
 
 
 def test_failing_post_link_script_fails_the_install(
