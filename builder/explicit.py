@@ -73,7 +73,7 @@ class _Named:
         if self.sha256 and sha != self.sha256:
             raise ChecksumMismatch(self.file_name, self.sha256, sha)
         if self.md5 and md5 != self.md5:
-            raise ChecksumMismatch(self.file_name, f"md5 {self.md5}", f"md5 {md5}")
+            raise ChecksumMismatch(self.file_name, self.md5, md5, "md5")
         return sha
 
 
