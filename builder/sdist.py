@@ -217,6 +217,10 @@ def tree_digest(tree: Path) -> str:
     return digest.hexdigest()
 
 
+#: seconds a build backend's hook (building the wheel, say) may take
+BUILD_TIMEOUT = 60 * 60
+
+
 def build_wheel(source: LockedSource, tree: Path, folder: Path, log: Path) -> Path:
     """Build ``tree`` into a wheel in ``folder`` (written only once it is complete)."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +234,10 @@ def build_wheel(source: LockedSource, tree: Path, folder: Path, log: Path) -> Pa
                 _install(source, env, builder.get_requires_for_build("wheel"), log)
                 built = Path(builder.build("wheel", out))
         except (BuildException, BuildBackendException) as e:
-            raise SourceBuildError(source, _last_line(log) or str(e), log) from e
+            reason = _last_line(log) or str(e)
+            if isinstance(getattr(e, "exception", None), subprocess.TimeoutExpired):
+                reason = f"its build backend took longer than {BUILD_TIMEOUT} s"
+            raise SourceBuildError(source, reason, log) from e
         except OSError as e:
             raise SourceBuildError(source, e.strerror or str(e), log) from e
         name = parse_wheel_filename(built.name)[0]
@@ -271,7 +278,15 @@ def _logged(log: Path) -> Callable[..., None]:
         env = {**os.environ, **(extra_environ or {})}
         with log.open("a", encoding="utf-8") as out:
             out.flush()
-            subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+            subprocess.run(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=BUILD_TIMEOUT,
+            )
 
     return run
 
