@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -166,9 +167,10 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
         name = check_name(specs.name, "from the environment file") if specs.name else "env"
     version = request.version or "0.0.0"
     check_version(version, OPTION.format("version"))
-    lock_path = request.output_dir / f"{name}-{version}.pixi.lock"
-    if request.dry_run:
-        lock_path = request.cache_dir / "dry-run" / lock_path.name
+    # solved into the cache; it joins the installers in the output folder only when they
+    # are all built (build_installers), so a failed build leaves no lock there either
+    lock_path = request.cache_dir / ("dry-run" if request.dry_run else "solved")
+    lock_path /= f"{name}-{version}.pixi.lock"
     return solve_specs(
         specs, platforms, client=client, cache_dir=request.cache_dir, lock_path=lock_path
     )
@@ -272,17 +274,21 @@ def build_installers(
                 staged_sbom(result.installer, result.manifest, result.sha256, result.wheel_sha256)
             )
             sums |= {result.installer: result.sha256, sbom.path: sbom.sha256}
-        # leaving the block renames every installer and SBOM into place
+        solved = plan.source.solved_lock
+        if solved is not None:  # the lock solved from --spec or an environment.yml
+            partial = _open_output(outputs, request.output_dir / solved.name, mode=0o644)
+            shutil.copyfile(solved, partial)
+        # leaving the block renames every installer, SBOM and solved lock into place
     update_checksums(request.output_dir, sums)
     return results
 
 
-def _open_output(outputs: ExitStack, output: Path) -> Path:
+def _open_output(outputs: ExitStack, output: Path, mode: int = 0o755) -> Path:
     """A new temporary file for ``output``, renamed into place when ``outputs`` closes
     without an error (and removed otherwise)."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        return outputs.enter_context(atomic_path(output, mode=0o755))
+        return outputs.enter_context(atomic_path(output, mode=mode))
     except OSError as e:
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
 
