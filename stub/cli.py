@@ -66,8 +66,9 @@ def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentPars
     parser = _ArgumentParser(
         prog=prog,
         description=f"Install {what}: a conda environment built by lockship {__version__}.",
-        epilog="Exit codes: 0 installed, 1 failed (nothing left behind), 2 usage error, "
-        "130 interrupted. On failure the error names a log file with the details.",
+        epilog="Exit codes: 0 installed, 1 failed (a new prefix is removed, an existing one "
+        "restored; a failing post-install script included), 2 usage error, 129/130/143 "
+        "interrupted. On failure the error names a log file with the details.",
         add_help=False,  # --help is a mode like the others: it returns, it does not exit
     )
     add = parser.add_argument
