@@ -38,9 +38,10 @@ Staged = TypeVar("Staged")
 class EnvironmentDestination(Protocol[Staged]):
     """An environment being installed, step by step."""
 
-    def transaction(self) -> AbstractContextManager[None]:
+    def transaction(self, installer_name: str) -> AbstractContextManager[None]:
         """Every other step happens inside; if one fails, a new environment is removed again
-        and an existing one is left as it was."""
+        and an existing one is left as it was (should that fail too, the message names
+        ``installer_name``, the program to run again)."""
 
     def stage(self, manifest: Manifest, source: PackageSource, reporter: Reporter) -> Staged:
         """Get the manifest's packages out of ``source``, verified, to where they are linked
@@ -124,11 +125,13 @@ class PrefixDestination:
         return self.prefix / STAGE_NAME
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, installer_name: str) -> Iterator[None]:
         existed = _holds_files(self.prefix)
         state = Transaction()
         try:
-            with prefix_transaction(self.prefix, journal=self._journal()) as state:
+            with prefix_transaction(
+                self.prefix, journal=self._journal(), installer=installer_name
+            ) as state:
                 yield
         except OSError as e:
             error = FileSystemError(e, existed=existed)

@@ -31,7 +31,7 @@ def install(
     The plan is what preflight checked; nothing is checked again here.
     """
     manifest, request = plan.manifest, plan.request
-    with destination.transaction():
+    with destination.transaction(request.installer_name):
         staged = destination.stage(manifest, source, reporter)
         with destination.link(manifest, staged, reporter):
             destination.finalize(manifest, request.installer_name)

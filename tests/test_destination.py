@@ -17,7 +17,7 @@ def full_disk() -> OSError:
 
 def test_a_disk_error_in_a_new_prefix_says_nothing_was_left_behind(tmp_path: Path) -> None:
     prefix = tmp_path / "parent" / "env"
-    with pytest.raises(FileSystemError) as caught, PrefixDestination(prefix).transaction():
+    with pytest.raises(FileSystemError) as caught, PrefixDestination(prefix).transaction("app.sh"):
         (prefix / "half-written").write_text("x")
         raise full_disk()
     assert str(caught.value) == (
@@ -32,7 +32,7 @@ def test_a_disk_error_in_a_prefix_that_held_files_restores_them(tmp_path: Path) 
     prefix.mkdir()
     (prefix / "mine.txt").write_text("keep")
     before = tree_state(prefix)
-    with pytest.raises(RolledBack) as caught, PrefixDestination(prefix).transaction():
+    with pytest.raises(RolledBack) as caught, PrefixDestination(prefix).transaction("app.sh"):
         (prefix / "mine.txt").unlink()  # files are replaced, never written in place
         (prefix / "new.txt").write_text("new")
         raise full_disk()

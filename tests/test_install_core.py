@@ -196,7 +196,7 @@ def test_a_failing_post_install_script_rolls_back_a_fresh_prefix(tmp_path: Path)
     prefix = tmp_path / "env"
     with pytest.raises(PostInstallError) as caught:
         install_into(prefix, source, RecordingReporter())
-    assert caught.value.exit_code == 7
+    assert (caught.value.exit_code, caught.value.code) == (1, 7)
     assert str(caught.value).startswith(
         "the post-install script post-install.sh failed with exit code 7; "
     )
@@ -409,8 +409,8 @@ class RecordingDestination:
             raise StepFailed(f"{call[0]} failed")
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.calls.append(("begin",))
+    def transaction(self, installer_name: str) -> Iterator[None]:
+        self.calls.append(("begin", installer_name))
         try:
             yield
         except BaseException:
@@ -510,7 +510,7 @@ def test_a_first_install_calls_every_step_once_in_order() -> None:
     destination, reporter = RecordingDestination(), RecordingReporter()
     install(plan, source, destination, reporter)
     assert destination.calls == [
-        ("begin",),
+        ("begin", "installer"),
         ("stage", ("lib",)),
         ("link", "staged"),
         ("discard",),
