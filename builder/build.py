@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from lockship.builder.fetch import (
     fetch_packages,
 )
 from lockship.builder.glibc import GlibcFloor, check_stub_glibc, environment_floor
+from lockship.builder.identity import OPTION, check_name, check_version, choose_identity
 from lockship.builder.inputs import InputOptions, inject_packages, open_input
 from lockship.builder.installer import installer_file_name, write_installer_to
 from lockship.builder.network import NetworkOptions, make_client
@@ -166,11 +168,16 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
         return opened
     specs = (opened or SpecRequest(None, (), ())).extended(request.specs, request.channels)
     platforms = request.platforms or (host_platform(),)
-    name = request.name or specs.name or "env"
+    if request.name:
+        name = check_name(request.name, OPTION.format("name"))
+    else:
+        name = check_name(specs.name, "from the environment file") if specs.name else "env"
     version = request.version or "0.0.0"
-    lock_path = request.output_dir / f"{name}-{version}.pixi.lock"
-    if request.dry_run:
-        lock_path = request.cache_dir / "dry-run" / lock_path.name
+    check_version(version, OPTION.format("version"))
+    # solved into the cache; it joins the installers in the output folder only when they
+    # are all built (build_installers), so a failed build leaves no lock there either
+    lock_path = request.cache_dir / ("dry-run" if request.dry_run else "solved")
+    lock_path /= f"{name}-{version}.pixi.lock"
     return solve_specs(
         specs, platforms, client=client, cache_dir=request.cache_dir, lock_path=lock_path
     )
@@ -200,8 +207,10 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
     client = make_client(request.network, timeout=request.timeout)
     source = open_request_source(request, client)
-    name = request.name or source.name or source.environment
-    version = request.version or source.version or "0.0.0"
+    identity = choose_identity(request.name, request.version, source)
+    name, version = identity.name, identity.version
+    if request.delta_version is not None:
+        check_version(request.delta_version, "from --delta-version")
     plans = []
     for platform in choose_platforms(request, source):
         environment = inject_packages(request.inject, source.for_platform(platform))
@@ -292,17 +301,21 @@ def build_installers(
                 staged_sbom(result.installer, result.manifest, result.sha256, result.wheel_sha256)
             )
             sums |= {result.installer: result.sha256, sbom.path: sbom.sha256}
-        # leaving the block renames every installer and SBOM into place
+        solved = plan.source.solved_lock
+        if solved is not None:  # the lock solved from --spec or an environment.yml
+            partial = _open_output(outputs, request.output_dir / solved.name, mode=0o644)
+            shutil.copyfile(solved, partial)
+        # leaving the block renames every installer, SBOM and solved lock into place
     update_checksums(request.output_dir, sums)
     return results
 
 
-def _open_output(outputs: ExitStack, output: Path) -> Path:
+def _open_output(outputs: ExitStack, output: Path, mode: int = 0o755) -> Path:
     """A new temporary file for ``output``, renamed into place when ``outputs`` closes
     without an error (and removed otherwise)."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        return outputs.enter_context(atomic_path(output, mode=0o755))
+        return outputs.enter_context(atomic_path(output, mode=mode))
     except OSError as e:
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
 
@@ -349,11 +362,13 @@ def build_one(
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
         entries["solved_lock"] = "lockship/pixi.lock"
-    with_scripts = sorted(
-        f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
-    )
+    names = {f.path.name: f.record.name.normalized for f in fetched}
+    scripts: dict[str, list[str]] = {}
+    for archive, script in facts.link_scripts:
+        scripts.setdefault(names[archive], []).append(script)
+    with_scripts = sorted(scripts)
     if request.link_scripts:
-        check_link_script_policy(request.allowed_link_scripts, with_scripts, platform)
+        check_link_script_policy(request.allowed_link_scripts, scripts)
     options = InstallerOptions(
         link_scripts=request.link_scripts,
         pyc=request.pyc,
@@ -365,9 +380,10 @@ def build_one(
         solved_lock=entries.get("solved_lock"),
         default_prefix=request.default_prefix,
     )
+    identity = choose_identity(request.name, request.version, source)
     manifest = Manifest(
-        name=request.name or source.name or source.environment,
-        version=request.version or source.version or "0.0.0",
+        name=identity.name,
+        version=identity.version,
         platform=platform,
         environment=environment.environment,
         lockship_version=__version__,
