@@ -169,10 +169,12 @@ def freeze_portable_stub(
 
 def _emulation(platform: str, tools: Path) -> dict[str, str]:
     """What the freeze of another CPU's stub needs: its C library for qemu-user, and that
-    CPU's ``strip`` (PyInstaller strips what it bundles) first on PATH."""
+    CPU's ``strip`` and ``objcopy`` (PyInstaller strips what it bundles and adds a section to
+    its program) first on PATH."""
     arch = TARGETS[platform][0].split("-")[0]
     tools.mkdir(parents=True, exist_ok=True)
-    (tools / "strip").symlink_to(_cross_strip(arch))
+    for tool in ("strip", "objcopy"):
+        (tools / tool).symlink_to(_cross_binutil(arch, tool))
     libc = os.environ.get("QEMU_LD_PREFIX") or f"/usr/{arch}-linux-gnu"
     if not Path(libc, "lib", "libc.so.6").is_file():
         raise StubError(
@@ -182,14 +184,14 @@ def _emulation(platform: str, tools: Path) -> dict[str, str]:
     return {"QEMU_LD_PREFIX": libc, "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def _cross_strip(arch: str) -> str:
-    strip = shutil.which(f"{arch}-linux-gnu-strip")
-    if strip is None:
+def _cross_binutil(arch: str, tool: str) -> str:
+    found = shutil.which(f"{arch}-linux-gnu-{tool}")
+    if found is None:
         raise StubError(
-            f"no {arch}-linux-gnu-strip to build the {arch} stub here (Debian's "
+            f"no {arch}-linux-gnu-{tool} to build the {arch} stub here (Debian's "
             f"binutils-{arch.replace('_', '-')}-linux-gnu)"
         )
-    return strip
+    return found
 
 
 #: run by the portable Python: lockship's two packages from their folders (an editable or a
@@ -348,7 +350,7 @@ def _build_bootloader(work: Path, zig: Path, target: str, cache_dir: Path) -> Pa
     env["ZIG_LOCAL_CACHE_DIR"] = env["ZIG_GLOBAL_CACHE_DIR"]
     arch = target.split("-")[0]
     if arch != os.uname().machine:  # waf strips the bootloader: with that CPU's strip
-        env["STRIP"] = _cross_strip(arch)
+        env["STRIP"] = _cross_binutil(arch, "strip")
     run_tool(
         waf, what="compiling PyInstaller's bootloader", timeout=STEP_TIMEOUT, cwd=source, env=env
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from lockship.builder.elf import glibc_versions
+from lockship.builder.sbom import sbom_path
 from lockship.builder.stubs import stub_facts
 
 from tests.conftest import DEMO_PLATFORM
@@ -238,6 +239,12 @@ def test_installer_modes_work_on_glibc_2_28(
     assert checked.startswith("OK: lsold-1.0-linux-64.sh is complete")
     info = json.loads(ok(old.run("/bin/sh", first, "--info", "--json")).stdout)
     assert info["version"] == "1.0" and info["platform"] == "linux-64"
+    # the installer's glibc floor, stated wherever it describes itself
+    assert info["glibc"] == "2.17"
+    assert "needs glibc:       >= 2.17" in ok(old.run("/bin/sh", first, "--info")).stdout
+    sbom = json.loads(sbom_path(default_installers["1.0"]).read_text())
+    properties = sbom["metadata"]["component"]["properties"]
+    assert {"name": "lockship:glibc", "value": "2.17"} in properties
     prefix = f"{old.work}/env"
     ok(old.run("/bin/sh", first, "-b", "-p", prefix))
     ok(old.run("/bin/sh", second, "-b", "-u", "-p", prefix))
