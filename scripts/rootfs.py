@@ -91,6 +91,9 @@ class Rootfs:
     #: the host's cross compiler for the stub's unpacker (compiling zstd under QEMU takes
     #: minutes); None: the rootfs compiles it with its own cc
     cross_cc: str | None = None
+    #: the stub is the portable one, frozen from the host (``lockship freeze-stub --portable``,
+    #: under qemu-user); the rootfs only runs installers, so it needs no venv
+    portable: bool = False
 
     @property
     def foreign(self) -> bool:
@@ -108,6 +111,7 @@ ARM64 = Rootfs(
     # PyInstaller needs the shared libpython and binutils (objcopy, objdump, strip)
     packages=("python3-venv", "libpython3.11", "binutils", "ca-certificates"),
     cross_cc="aarch64-linux-gnu-gcc",
+    portable=True,
 )
 BULLSEYE = Rootfs(
     name="bullseye-amd64",
@@ -567,9 +571,19 @@ def copy_sources(root: Path) -> str:
     return pyproject_digest()
 
 
+def rootfs_ready(cache: Cache, spec: Rootfs) -> bool:
+    """Whether the rootfs has everything its tests need (a portable stub's needs no venv)."""
+    root = cache.rootfs(spec)
+    if spec.portable:
+        return has_stamp(root, "debootstrap", spec.suite)
+    return has_stamp(root, "venv", pyproject_digest())
+
+
 def install_venv(cache: Cache, spec: Rootfs) -> bool:
     """lockship and its dependencies (PyInstaller included) in a venv; True if (re)installed."""
     root = cache.rootfs(spec)
+    if spec.portable:
+        return False
     requirements = copy_sources(root)
     if has_stamp(root, "venv", requirements):
         return False
@@ -607,6 +621,9 @@ def freeze(cache: Cache, spec: Rootfs, *, force: bool) -> None:
         return
     log = cache.logs / f"{spec.name}-freeze.log"
     log.unlink(missing_ok=True)
+    if spec.portable:
+        freeze_portable(cache, spec, log)
+        return
     with cache.step(f"{spec.name}: freeze the {spec.platform} stub"):
         out = root / OUT.lstrip("/")
         remove_tree(out)
@@ -631,6 +648,18 @@ def freeze(cache: Cache, spec: Rootfs, *, force: bool) -> None:
         f"{spec.name}: {target} ({built.stat().st_size if built.exists() else facts['size']} "
         f"bytes, python {facts['python']}, needs glibc >= {facts['glibc']})"
     )
+
+
+def freeze_portable(cache: Cache, spec: Rootfs, log: Path) -> None:
+    """The portable stub for ``spec.platform``, frozen here under qemu-user with Debian's cross
+    C library (``lockship freeze-stub --portable -p PLATFORM``), into ``stubs/``."""
+    target = cache.stub(spec.platform)
+    with cache.step(f"{spec.name}: freeze the portable {spec.platform} stub"):
+        cache.stubs.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "lockship.builder.cli", "freeze-stub", "--portable"]
+        run([*command, "-p", spec.platform, "-o", target], log=log, cwd=REPO)
+    facts = json.loads(target.with_name(target.name + ".json").read_text())
+    say(f"{spec.name}: {target} ({facts['size']} bytes, needs glibc >= {facts['glibc']})")
 
 
 def prepare_rootfs(cache: Cache, spec: Rootfs) -> None:
@@ -708,7 +737,7 @@ def status(cache: Cache) -> dict[str, Any]:
         stub_path = cache.stub(spec.platform)
         report[spec.name] = {
             "rootfs": str(root),
-            "ready": has_stamp(root, "venv", pyproject_digest()),
+            "ready": rootfs_ready(cache, spec),
             "stub": str(stub_path),
             "stub_problem": stub_state(stub_path, version),
         }

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lockship.builder.elf import glibc_versions
+from lockship.builder.stubpack import host_unpacker, unpack
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
@@ -85,7 +87,7 @@ def _rootfs_reason(spec: Any, stub: Path) -> str | None:
     if reason:
         return reason
     root = CACHE.rootfs(spec)
-    if not rootfs.has_stamp(root, "venv", rootfs.pyproject_digest()):
+    if not rootfs.rootfs_ready(CACHE, spec):
         return f"no prepared {root.name} rootfs in {CACHE.root}; {PREPARE}"
     problem = rootfs.stub_state(stub)
     return f"{problem}; {PREPARE}" if problem else None
@@ -279,11 +281,23 @@ def arm64_installer(arm64_build: ArmBuild) -> Path:
     return arm64_build.installer
 
 
-def test_aarch64_stub_was_frozen_for_arm64(arm64_ready: None) -> None:
+def test_aarch64_stub_is_the_portable_one(arm64_ready: None, tmp_path: Path) -> None:
+    """Frozen from this machine with the portable Python: everything compiled here needs glibc
+    2.17; py-rattler's aarch64 wheel (manylinux_2_28) makes the stub's floor 2.28."""
     facts = json.loads(ARM64_STUB.with_name(ARM64_STUB.name + ".json").read_text())
-    assert facts["platform"] == "linux-aarch64"
+    assert facts["platform"] == "linux-aarch64" and facts["python"].startswith("3.11.")
     assert elf_machine(ARM64_STUB) == EM_AARCH64
-    assert facts["glibc"] and glibc_tuple(facts["glibc"]) <= (2, 36)  # bookworm's
+    assert facts["glibc"] == "2.28", facts
+    unpack(ARM64_STUB, tmp_path / "unpacked", unpacker=host_unpacker())
+    needs = {
+        p.name: max(glibc_versions(p.read_bytes()), default=None)
+        for p in (tmp_path / "unpacked").rglob("*")
+        if p.is_file() and not p.is_symlink() and p.read_bytes()[:4] == b"\x7fELF"
+    }
+    assert needs.pop("rattler.abi3.so") == (2, 28)
+    assert {"lockship-stub", "libpython3.11.so.1.0"} <= needs.keys()
+    assert all(v is not None and v <= (2, 17) for v in needs.values()), needs
+    assert not [n for n in needs if n.startswith("libgcc_s")]
 
 
 def test_aarch64_installer_installs_under_emulation(arm64_build: ArmBuild, arm64: Chroot) -> None:
