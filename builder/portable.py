@@ -673,8 +673,15 @@ def fetch_debian_sources(packages: Sequence[str], folder: Path) -> None:
     run_tool(command, what=what, timeout=STEP_TIMEOUT, cwd=folder)
 
 
+#: a Debian mirror to fetch the sources from where apt has none (Ubuntu, say)
+MIRROR_ENV = "LOCKSHIP_DEBIAN_MIRROR"
+
+
 def debian_mirror() -> str:
-    """The Debian mirror apt uses here (deb822 ``.sources`` or one-line lists)."""
+    """``$LOCKSHIP_DEBIAN_MIRROR``, else the Debian mirror apt uses here (deb822 ``.sources``
+    or one-line lists)."""
+    if os.environ.get(MIRROR_ENV):
+        return os.environ[MIRROR_ENV].rstrip("/")
     files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
     for path in files:
         try:
@@ -698,7 +705,8 @@ def debian_mirror() -> str:
                     return words[1].rstrip("/")
     raise StubError(
         "no Debian mirror is configured in /etc/apt/sources.list(.d) to fetch the portable "
-        "Python's sources from; configure apt, or use a published stub (--stub-dir)"
+        f"Python's sources from: set ${MIRROR_ENV} to one (with Debian's archive keyring "
+        "installed), or use a stub made elsewhere (--stub-dir)"
     )
 
 

@@ -207,38 +207,21 @@ def host_debian_arch() -> str:
 
 
 def configured_mirror() -> str:
-    """The Debian mirror apt uses here (deb822 .sources or one-line lists), for debootstrap."""
-    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in files:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        if path.suffix == ".sources":
-            for stanza in re.split(r"\n\s*\n", text):
-                fields: dict[str, str] = {
-                    m.group(1).lower(): m.group(2).strip()
-                    for m in re.finditer(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.MULTILINE)
-                }
-                uris = fields.get("uris", "").split()
-                suites = fields.get("suites", "").split()
-                if "deb" in fields.get("types", "").split() and uris and _plain_debian(suites):
-                    return uris[0].rstrip("/")
-        else:
-            for line in text.splitlines():
-                words = re.sub(r"\[[^]]*\]", "", line).split()
-                if len(words) >= 3 and words[0] == "deb" and _plain_debian(words[2:3]):
-                    return words[1].rstrip("/")
-    raise SystemExit(
-        "no Debian mirror is configured in /etc/apt/sources.list(.d); configure apt, then retry"
-    )
+    """The Debian mirror apt uses here, for debootstrap (the portable Python's sources come
+    from the same one): :func:`lockship.builder.portable.debian_mirror`."""
+    builder = _builder_portable()
+    try:
+        return str(builder.debian_mirror())
+    except builder.StubError as e:
+        raise Failed(str(e)) from e
 
 
-def _plain_debian(suites: Sequence[str]) -> bool:
-    """The main archive's suites (not -security/-updates, not third-party repositories)."""
-    return any(
-        re.fullmatch(r"(bookworm|bullseye|trixie|sid|stable|oldstable|testing)", s) for s in suites
-    )
+def _builder_portable() -> Any:
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from lockship.builder import portable
+
+    return portable
 
 
 def binfmt_entry() -> dict[str, str] | None:
@@ -475,39 +458,16 @@ def install_certificates(cache: Cache, spec: Rootfs) -> None:
 
 
 def python_source(cache: Cache) -> tuple[Path, Path]:
-    """Debian bookworm's python3.11 source package (orig tarball, debian tarball), via apt."""
-    folder = cache.root / "src"
-    found = _python_tarballs(folder)
-    if found:
-        return found
-    lists = folder / "lists"
-    (lists / "partial").mkdir(parents=True, exist_ok=True)
-    sources = folder / "sources.list"
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    sources.write_text(f"deb-src [signed-by={keyring}] {configured_mirror()} bookworm main\n")
-    options = [
-        "-o",
-        f"Dir::Etc::SourceList={sources}",
-        "-o",
-        "Dir::Etc::SourceParts=/dev/null",
-        "-o",
-        f"Dir::State::Lists={lists}",
-    ]
-    log = cache.logs / "python-source.log"
-    run(["apt-get", "-q", *options, "update"], log=log)
-    run(
-        ["apt-get", "-q", *options, "source", "--download-only", PYTHON_SOURCE], log=log, cwd=folder
-    )
-    found = _python_tarballs(folder)
-    if not found:
-        raise Failed(f"apt-get source {PYTHON_SOURCE} left no tarballs in {folder}")
+    """Debian bookworm's python3.11 source package (orig tarball, debian tarball): the one the
+    portable Python is built from, fetched the same way into the same folder."""
+    portable = _builder_portable()
+    from lockship.builder.paths import default_cache_dir
+
+    try:
+        found: tuple[Path, Path] = portable.debian_sources(default_cache_dir())[PYTHON_SOURCE]
+    except portable.StubError as e:
+        raise Failed(str(e)) from e
     return found
-
-
-def _python_tarballs(folder: Path) -> tuple[Path, Path] | None:
-    orig = sorted(folder.glob(f"{PYTHON_SOURCE}_*.orig.tar.*"))
-    debian = sorted(folder.glob(f"{PYTHON_SOURCE}_*.debian.tar.*"))
-    return (orig[-1], debian[-1]) if orig and debian else None
 
 
 #: Applied in the chroot: Debian's security and bug-fix patches (its series from the first CVE
