@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from lockship.builder.errors import StubError
 from lockship.builder.glibc import GlibcFloor, check_stub_glibc, environment_floor
 from lockship.builder.lockfile import read_locked_environment
+
+from tests.conftest import DEMO_PLATFORM
+from tests.factories import write_stand_in_stub
+from tests.runners import run_lockship
 
 
 def test_the_locks_virtual_packages_come_first(tmp_path: Path) -> None:
@@ -86,3 +91,39 @@ def test_a_stub_above_the_floor_is_refused_in_one_line(tmp_path: Path) -> None:
     # numbers, not text: 2.9 is older than 2.28
     check_stub_glibc("linux-64", stub, "2.9", floor, allow_newer=False)
     check_stub_glibc("linux-64", stub, None, floor, allow_newer=False)
+
+
+def _stub_needing(tmp_path: Path, glibc: str) -> Path:
+    """A stand-in stub (the build never runs it) whose sidecar says it needs ``glibc``."""
+    stub = tmp_path / "stand-in-stub"
+    write_stand_in_stub(stub)
+    facts = {"platform": DEMO_PLATFORM, "python": "3.11.2", "pyinstaller": "6", "stub": "0"}
+    sidecar = {**facts, "size": stub.stat().st_size, "sha256": "0" * 64, "glibc": glibc}
+    stub.with_name(stub.name + ".json").write_text(json.dumps(sidecar))
+    return stub
+
+
+@pytest.mark.skipif(DEMO_PLATFORM != "linux-64", reason="the demo lock is for linux-64 here")
+def test_dry_run_states_both_and_a_stub_above_the_floor_fails_the_build(
+    tmp_path: Path, demo_lock: Path
+) -> None:
+    stub = _stub_needing(tmp_path, "2.35")
+    common = ["build", demo_lock, "--stub", stub, "--cache-dir", tmp_path / "c"]
+    refused = run_lockship(*common, "-o", tmp_path / "out", "--dry-run")
+    assert refused.returncode == 1
+    assert len(refused.error_lines) == 1 and refused.error_lines[0].startswith(
+        f"ERROR: the linux-64 stub {stub} needs glibc >= 2.35, but the environment runs on "
+        "glibc 2.28 (pixi's default); "
+    ), refused.stderr
+    allowed = run_lockship(*common, "-o", tmp_path / "out", "--dry-run", "--allow-newer-glibc")
+    assert allowed.returncode == 0, allowed.stderr
+    assert (
+        "glibc:        the installer needs >= 2.35; the environment's floor is 2.28 "
+        "(pixi's default)" in allowed.stdout.splitlines()
+    )
+    (tmp_path / "b").mkdir()
+    fitting = _stub_needing(tmp_path / "b", "2.17")
+    fits = run_lockship(*common[:3], fitting, *common[4:], "-o", tmp_path / "out", "--dry-run")
+    assert fits.returncode == 0, fits.stderr
+    assert "glibc:        the installer needs >= 2.17;" in fits.stdout
+    assert not (tmp_path / "out").exists()
