@@ -15,8 +15,8 @@ need at most glibc 2.17 (RHEL 7 and everything newer), from any Linux build mach
 - That Python runs :func:`lockship.builder.freeze.freeze_stub` with an unpacker compiled by zig
   for the same target. ``libgcc_s`` is not bundled (:data:`freeze.SYSTEM_LIBRARIES`).
 
-The Python is built once per target and kept in ``CACHE/portable/<key>`` (the key hashes this
-file, the source tarballs and zig's version): a few minutes on two cores.
+The Python is built once per target and kept in ``CACHE/portable/<key>`` (the key hashes the
+build recipe, the source tarballs, zig's version and the target): a few minutes on two cores.
 """
 
 from __future__ import annotations
@@ -172,6 +172,16 @@ def _emulation(platform: str, tools: Path) -> dict[str, str]:
     CPU's ``strip`` and ``objcopy`` (PyInstaller strips what it bundles and adds a section to
     its program) first on PATH."""
     arch = TARGETS[platform][0].split("-")[0]
+    binfmt = Path("/proc/sys/fs/binfmt_misc") / f"qemu-{arch}"
+    try:
+        registered = binfmt.read_text().startswith("enabled")
+    except OSError:
+        registered = False
+    if not registered:
+        raise StubError(
+            f"cannot run {arch} programs here to freeze the {platform} stub: qemu-{arch} is not "
+            f"enabled in binfmt_misc (Debian: qemu-user-static and binfmt-support)"
+        )
     tools.mkdir(parents=True, exist_ok=True)
     for tool in ("strip", "objcopy"):
         (tools / tool).symlink_to(_cross_binutil(arch, tool))
