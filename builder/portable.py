@@ -417,7 +417,9 @@ def _build_python(
     host = target.split(".")[0]
     jobs = f"-j{os.cpu_count() or 1}"
     zlib = _unpack(sources["zlib"][0], work / "zlib")
-    _step(["./configure", "--static", f"--prefix={deps}"], zlib, {**env, "CFLAGS": "-O2 -fPIC"})
+    # __FILE__ (in CPython's error helpers) names the source as compiled: not this folder
+    cflags = f"-O2 -fPIC -ffile-prefix-map={work}=/lockship-build"
+    _step(["./configure", "--static", f"--prefix={deps}"], zlib, {**env, "CFLAGS": cflags})
     _step(["make", jobs, "libz.a"], zlib, env)
     _step(["make", "install"], zlib, env)
     ffi = _unpack(sources["libffi"][0], work / "libffi")
@@ -435,7 +437,7 @@ def _build_python(
             f"--prefix={deps}",
         ],
         ffi,
-        {**env, "CFLAGS": "-O2 -fPIC"},
+        {**env, "CFLAGS": cflags},
     )
     _step(["make", jobs], ffi, env)
     _step(["make", "install"], ffi, env)
@@ -447,8 +449,8 @@ def _build_python(
     build.mkdir()
     configure = [str(source / "configure"), f"--prefix={PREFIX}", "--enable-shared"]
     configure += ["--without-ensurepip", "--disable-test-modules"]
-    # no -g: nothing of this build's folder is compiled in
-    configure_env = {**env, "OPT": "-DNDEBUG -fwrapv -O2"}
+    # no -g, and __FILE__ relative to a fixed name: nothing of this build's folder is compiled in
+    configure_env = {**env, "OPT": f"-DNDEBUG -fwrapv -O2 -ffile-prefix-map={work}=/lockship-build"}
     if build_python is not None:
         runner = tools / "build-python"
         libraries = build_python.root / "lib"
