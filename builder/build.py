@@ -14,21 +14,15 @@ from lockship.builder.checksums import update_checksums
 from lockship.builder.delta import OldEnvironment, delta_file_name, delta_payload, read_old
 from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
 from lockship.builder.extras import check_link_script_policy, extra_entries
-from lockship.builder.fetch import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    FetchedPackage,
-    cache_path,
-    fetch_packages,
-)
+from lockship.builder.fetch import FetchedPackage, cache_path, fetch_packages
 from lockship.builder.inputs import InputOptions, inject_packages, open_input
 from lockship.builder.installer import installer_file_name, write_installer_to
-from lockship.builder.network import NetworkOptions, make_client
+from lockship.builder.network import make_client
 from lockship.builder.packages import inspect_archives, virtual_package_requirements
 from lockship.builder.paths import host_platform
 from lockship.builder.pypi import ship_wheels
 from lockship.builder.sbom import staged_sbom
+from lockship.builder.settings import BuildRequest
 from lockship.builder.signing import sign_installer
 from lockship.builder.sources import PlatformEnvironment, Source
 from lockship.builder.specs import SpecRequest, solve_specs
@@ -42,44 +36,6 @@ from rattler import Client, RepoDataRecord
 
 #: fields of rattler's record JSON that belong to where a file lives, not what it is
 _LOCATION_FIELDS = ("fn", "url", "channel")
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    lock_path: Path | None
-    environment: str
-    platforms: tuple[str, ...]
-    output_dir: Path
-    cache_dir: Path
-    name: str | None = None
-    version: str | None = None
-    stubs: dict[str, Path] = field(default_factory=dict)
-    stub_dir: Path | None = None
-    all_platforms: bool = False
-    concurrency: int = DEFAULT_CONCURRENCY
-    timeout: int = DEFAULT_TIMEOUT
-    retries: int = DEFAULT_RETRIES
-    license: Path | None = None
-    post_install: Path | None = None
-    link_scripts: bool = True
-    #: when set, only these packages may carry post-link scripts (``--link-scripts allow=``)
-    allowed_link_scripts: tuple[str, ...] | None = None
-    pyc: bool = True
-    #: the installer's default prefix (``~``/``$VAR`` expanded at install time)
-    default_prefix: str | None = None
-    categories: tuple[str, ...] = ("main",)
-    specs: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
-    inject: tuple[Path, ...] = ()
-    ignore_pypi_non_wheel: bool = False
-    network: NetworkOptions = field(default_factory=NetworkOptions)
-    dry_run: bool = False
-    #: a command signing each Windows installer, ``{file}`` standing for its path
-    sign_command: str | None = None
-    #: the previous version (lock or installer): build a delta installer from it
-    delta_from: Path | None = None
-    #: the previous version's version, when ``delta_from`` is a lock
-    delta_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,17 +107,20 @@ class BuildPlan:
 def open_request_source(request: BuildRequest, client: Client) -> Source:
     """The request's input, solved first if it is made of specs."""
     opened: Source | SpecRequest | None = None
-    if request.lock_path is not None:
-        opened = open_input(request.lock_path, input_options(request, client))
+    if request.path is not None:
+        opened = open_input(request.path, input_options(request, client))
     if opened is not None and not isinstance(opened, SpecRequest):
-        if request.specs:
+        if request.settings.specs:
             raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
         return opened
-    specs = (opened or SpecRequest(None, (), ())).extended(request.specs, request.channels)
-    platforms = request.platforms or (host_platform(),)
-    name = request.name or specs.name or "env"
-    version = request.version or "0.0.0"
-    lock_path = request.output_dir / f"{name}-{version}.pixi.lock"
+    specs = (opened or SpecRequest(None, (), ())).extended(
+        request.settings.specs, request.settings.channels
+    )
+    chosen = request.settings.platforms  # "all" of a solve is this machine's
+    platforms = chosen if isinstance(chosen, tuple) and chosen else (host_platform(),)
+    name = request.settings.name or specs.name or "env"
+    version = request.settings.version or "0.0.0"
+    lock_path = request.settings.output_dir / f"{name}-{version}.pixi.lock"
     if request.dry_run:
         lock_path = request.cache_dir / "dry-run" / lock_path.name
     return solve_specs(
@@ -173,31 +132,32 @@ def input_options(request: BuildRequest, client: Client) -> InputOptions:
     return InputOptions(
         cache_dir=request.cache_dir,
         client=client,
-        environment=request.environment,
-        categories=request.categories,
-        ignore_non_wheels=request.ignore_pypi_non_wheel,
-        concurrency=request.concurrency,
-        retries=request.retries,
+        environment=request.settings.environment,
+        categories=request.settings.categories,
+        ignore_non_wheels=request.settings.ignore_pypi_non_wheel,
+        concurrency=request.settings.concurrency,
+        retries=request.settings.retries,
     )
 
 
 def choose_platforms(request: BuildRequest, source: Source) -> tuple[str, ...]:
-    if request.all_platforms:
-        if not source.platforms():
-            raise LockfileError(f"{source.path} locks no platform for {request.environment!r}")
-        return source.platforms()
-    return request.platforms or (host_platform(),)
+    chosen = request.settings.platforms
+    if isinstance(chosen, tuple):
+        return chosen or (host_platform(),)
+    if not source.platforms():
+        raise LockfileError(f"{source.path} locks no platform for {request.settings.environment!r}")
+    return source.platforms()
 
 
 def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
-    client = make_client(request.network, timeout=request.timeout)
+    client = make_client(request.network, timeout=request.settings.timeout)
     source = open_request_source(request, client)
-    name = request.name or source.name or source.environment
-    version = request.version or source.version or "0.0.0"
+    name = request.settings.name or source.name or source.environment
+    version = request.settings.version or source.version or "0.0.0"
     plans = []
     for platform in choose_platforms(request, source):
-        environment = inject_packages(request.inject, source.for_platform(platform))
+        environment = inject_packages(request.settings.inject, source.for_platform(platform))
         cached = [r for r in environment.records if cache_path(request.cache_dir, r).is_file()]
         file_name, base = installer_file_name(name, version, platform), None
         if request.delta_from is not None:
@@ -212,7 +172,7 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
         plans.append(
             PlannedInstaller(
                 environment=environment,
-                output=request.output_dir / file_name,
+                output=request.settings.output_dir / file_name,
                 stub=None,
                 download_size=sum(r.size or 0 for r in environment.records),
                 cached=len(cached),
@@ -226,9 +186,9 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
         [p.environment.platform for p in plans],
         request.cache_dir,
         client=client,
-        explicit=request.stubs,
-        stub_dir=request.stub_dir,
-        retries=request.retries,
+        explicit=request.settings.stubs,
+        stub_dir=request.settings.stub_dir,
+        retries=request.settings.retries,
         on_freeze=reporter.message,
         dry_run=request.dry_run,
     )
@@ -255,9 +215,9 @@ def build_installers(
                 result = build_one(request, plan.source, planned, plan.client, reporter, out)
                 out.flush()
                 os.fsync(out.fileno())
-            if request.sign_command and planned.output.suffix == ".exe":
+            if request.settings.sign_command and planned.output.suffix == ".exe":
                 reporter.message(f"Signing {planned.output.name}")
-                sha256 = sign_installer(request.sign_command, partial, planned.output.name)
+                sha256 = sign_installer(request.settings.sign_command, partial, planned.output.name)
                 result = replace(result, sha256=sha256)
             results.append(result)
             # the SBOM names the installer's final sha256: known now, after signing
@@ -266,7 +226,7 @@ def build_installers(
             )
             sums |= {result.installer: result.sha256, sbom.path: sbom.sha256}
         # leaving the block renames every installer and SBOM into place
-    update_checksums(request.output_dir, sums)
+    update_checksums(request.settings.output_dir, sums)
     return results
 
 
@@ -299,8 +259,8 @@ def build_one(
         records,
         request.cache_dir,
         client=client,
-        concurrency=request.concurrency,
-        retries=request.retries,
+        concurrency=request.settings.concurrency,
+        retries=request.settings.retries,
         on_done=lambda f: reporter.advance(f.record.size or 0),
     )
     wheels = ship_wheels(
@@ -308,7 +268,7 @@ def build_one(
         request.cache_dir,
         base=source.path.parent if source.path else Path.cwd(),
         client=client,
-        retries=request.retries,
+        retries=request.settings.retries,
         on_build=reporter.message,
     )
     reporter.finish()
@@ -317,7 +277,7 @@ def build_one(
         validate_archive(f.path)
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
-    extras = extra_entries(request.license, request.post_install, platform)
+    extras = extra_entries(request.settings.license, request.settings.post_install, platform)
     entries = {key: entry for key, (entry, _) in extras.items()}
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
@@ -325,22 +285,23 @@ def build_one(
     with_scripts = sorted(
         f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
     )
-    if request.link_scripts:
-        check_link_script_policy(request.allowed_link_scripts, with_scripts, platform)
+    link_scripts = request.settings.link_scripts
+    if link_scripts.run:
+        check_link_script_policy(link_scripts.allowed, with_scripts, platform)
     options = InstallerOptions(
-        link_scripts=request.link_scripts,
-        pyc=request.pyc,
+        link_scripts=link_scripts.run,
+        pyc=request.settings.pyc,
         link_script_packages=tuple(with_scripts),
         wheels=tuple(f"pypi/{w.path.name}" for w in wheels),
         built_wheels=tuple(f"pypi/{w.path.name}" for w in wheels if w.from_source),
         license=entries.get("license"),
         post_install=entries.get("post_install"),
         solved_lock=entries.get("solved_lock"),
-        default_prefix=request.default_prefix,
+        default_prefix=request.settings.default_prefix,
     )
     manifest = Manifest(
-        name=request.name or source.name or source.environment,
-        version=request.version or source.version or "0.0.0",
+        name=request.settings.name or source.name or source.environment,
+        version=request.settings.version or source.version or "0.0.0",
         platform=platform,
         environment=environment.environment,
         lockship_version=__version__,

@@ -19,7 +19,6 @@ from pathlib import Path
 from lockship.builder.condalock import read_conda_lock
 from lockship.builder.errors import BuildError, LockfileError
 from lockship.builder.explicit import read_explicit
-from lockship.builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES
 from lockship.builder.pixi import read_pixi
 from lockship.builder.sources import PlatformEnvironment, Source
 from lockship.builder.specs import SpecRequest, read_environment_yml
@@ -33,11 +32,11 @@ class InputOptions:
 
     cache_dir: Path
     client: Client
-    environment: str = "default"
-    categories: tuple[str, ...] = ("main",)
-    ignore_non_wheels: bool = False
-    concurrency: int = DEFAULT_CONCURRENCY
-    retries: int = DEFAULT_RETRIES
+    environment: str
+    categories: tuple[str, ...]
+    ignore_non_wheels: bool
+    concurrency: int
+    retries: int
 
 
 Reader = Callable[[Path, InputOptions], "Source | SpecRequest"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lockship import stub
 from lockship.builder.errors import FetchError, StubError
-from lockship.builder.fetch import DEFAULT_RETRIES, download_url, download_verified, with_retries
+from lockship.builder.fetch import download_url, download_verified, with_retries
 from lockship.builder.freeze import freeze_stub
 from lockship.builder.paths import host_platform
 from lockship.builder.stubs import (
@@ -52,7 +52,7 @@ def find_stubs(
     client: Client,
     explicit: Mapping[str, Path] | None = None,
     stub_dir: Path | None = None,
-    retries: int = DEFAULT_RETRIES,
+    retries: int,
     on_freeze: Callable[[str], None] = lambda _: None,
     dry_run: bool = False,
 ) -> dict[str, Path]:

@@ -133,9 +133,9 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     For quick local iteration ``LOCKSHIP_TEST_STUB=python`` swaps in a script that runs the
     stub's sources with this interpreter (never in CI: the frozen stub is what users get).
     """
-    from lockship.builder.fetch import DEFAULT_TIMEOUT
     from lockship.builder.network import NetworkOptions, make_client
     from lockship.builder.paths import default_cache_dir, host_platform
+    from lockship.builder.settings import Settings
     from lockship.builder.stubsource import find_stubs
 
     if os.environ.get("LOCKSHIP_TEST_STUB") == "python" and not os.environ.get("CI"):
@@ -150,8 +150,10 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return work / "stub"
     # the lookup users get: --stub-dir / $LOCKSHIP_STUB_DIR, the cache, else a fresh freeze
     platform = host_platform()
-    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
-    return find_stubs([platform], default_cache_dir(), client=client)[platform]
+    defaults = Settings()
+    client = make_client(NetworkOptions(), timeout=defaults.timeout)
+    found = find_stubs([platform], default_cache_dir(), client=client, retries=defaults.retries)
+    return found[platform]
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from lockship.builder.delta import OldEnvironment, plan_delta, read_old
 from lockship.builder.errors import BuildError, UsageError
-from lockship.builder.fetch import DEFAULT_TIMEOUT
 from lockship.builder.inputs import InputOptions
 from lockship.builder.network import NetworkOptions, make_client
 from lockship.builder.sbom import sbom_path
+from lockship.builder.settings import Settings
 from lockship.stub.delta import BaseMismatch, check_delta_base
 from lockship.stub.finish import write_marker
 from lockship.stub.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
@@ -277,8 +277,16 @@ def test_the_delta_survives_the_manifest_round_trip() -> None:
 
 
 def lock_options(tmp_path: Path) -> InputOptions:
-    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
-    return InputOptions(cache_dir=tmp_path / "cache", client=client)
+    defaults = Settings()
+    return InputOptions(
+        cache_dir=tmp_path / "cache",
+        client=make_client(NetworkOptions(), timeout=defaults.timeout),
+        environment=defaults.environment,
+        categories=defaults.categories,
+        ignore_non_wheels=defaults.ignore_pypi_non_wheel,
+        concurrency=defaults.concurrency,
+        retries=defaults.retries,
+    )
 
 
 def test_a_lock_names_its_version_in_the_workspace_beside_it(

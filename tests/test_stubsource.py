@@ -10,6 +10,7 @@ import pytest
 from lockship import stub
 from lockship.builder.errors import StubError
 from lockship.builder.network import NetworkOptions, make_client
+from lockship.builder.settings import Settings
 from lockship.builder.stubs import StubFacts, cached_stub_path, facts_path
 from lockship.builder.stubsource import MANIFEST_NAME, find_stubs
 
@@ -27,6 +28,7 @@ from tests.runners import run_lockship
 #: never this machine, so never frozen here
 PLATFORM = "osx-64" if DEMO_PLATFORM == "osx-arm64" else "osx-arm64"
 CLIENT = make_client(NetworkOptions(), timeout=10)
+RETRIES = Settings().retries
 
 
 def sidecar_for(data: bytes, platform: str = PLATFORM) -> str:
@@ -65,12 +67,12 @@ def test_download_is_verified_and_cached(tmp_path: Path, monkeypatch: pytest.Mon
     root = publish(tmp_path / "releases", {f"lockship-stub-{PLATFORM}": data})
     with ChannelServer(root) as server:
         monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
-        found = find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
+        found = find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT, retries=RETRIES)
         assert found[PLATFORM] == cached_stub_path(tmp_path / "cache", PLATFORM)
         assert found[PLATFORM].read_bytes() == data
         requests = len(server.requests)
         # from the cache now
-        assert find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT) == found
+        assert find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT, retries=RETRIES) == found
         assert len(server.requests) == requests
 
 
@@ -80,7 +82,7 @@ def test_tampered_download_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     with ChannelServer(root) as server:
         monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
         with pytest.raises(StubError, match=f"the downloaded {name} has sha256"):
-            find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
+            find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT, retries=RETRIES)
     assert not cached_stub_path(tmp_path / "cache", PLATFORM).exists()
 
 
@@ -92,7 +94,7 @@ def test_a_tampered_sidecar_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     with ChannelServer(root) as server:
         monkeypatch.setenv("LOCKSHIP_STUB_URL", server.url)
         with pytest.raises(StubError, match=f"the downloaded {name}.json has sha256"):
-            find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
+            find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT, retries=RETRIES)
     cached = cached_stub_path(tmp_path / "cache", PLATFORM)
     assert not cached.exists() and not facts_path(cached).exists()
 
@@ -115,6 +117,7 @@ def test_order_explicit_then_folder_then_cache(
         [PLATFORM, "win-64", "linux-aarch64"],
         tmp_path / "cache",
         client=CLIENT,
+        retries=RETRIES,
         explicit={PLATFORM: explicit},
         stub_dir=folder,
     )
@@ -124,7 +127,7 @@ def test_order_explicit_then_folder_then_cache(
         "linux-aarch64": cached,
     }
     monkeypatch.setenv("LOCKSHIP_STUB_DIR", str(folder))
-    found = find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT)
+    found = find_stubs([PLATFORM], tmp_path / "cache", client=CLIENT, retries=RETRIES)
     assert found[PLATFORM] == folder / f"lockship-stub-{PLATFORM}"
 
 
