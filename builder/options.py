@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
@@ -72,6 +72,8 @@ class Flag:
 
 @dataclass(frozen=True)
 class Option(Generic[T]):
+    """What :func:`option` stores in a field's metadata."""
+
     kind: Kind[T]
     flags: tuple[Flag, ...]
     #: the table key; None: command line only
@@ -156,12 +158,8 @@ def declared(cls: type) -> list[Declared]:
         declaration = f.metadata.get(_METADATA)
         if isinstance(declaration, Option):
             key = f.name.replace("_", "-") if declaration.key == _AUTO_KEY else declaration.key
-            found.append(Declared(f.name, _with_key(declaration, key), _default(f)))
+            found.append(Declared(f.name, replace(declaration, key=key), _default(f)))
     return found
-
-
-def _with_key(declaration: Option[Any], key: str | None) -> Option[Any]:
-    return Option(declaration.kind, declaration.flags, key, declaration.group)
 
 
 def _default(f: Field[Any]) -> Any:
