@@ -9,29 +9,29 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from lockship.builder.archives import validate_archive
-from lockship.builder.checksums import update_checksums
-from lockship.builder.delta import OldEnvironment, delta_file_name, delta_payload, read_old
+from lockship.builder.archives.contents import inspect_archives, virtual_package_requirements
+from lockship.builder.archives.validate import validate_archive
 from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
-from lockship.builder.extras import check_link_script_policy, extra_entries
 from lockship.builder.fetch import FetchedPackage, cache_path, fetch_packages
-from lockship.builder.inputs import InputOptions, inject_packages, open_input
-from lockship.builder.installer import installer_file_name, write_installer_to
+from lockship.builder.inputs.model import PlatformEnvironment, Source
+from lockship.builder.inputs.reader import InputOptions, inject_packages, open_input
+from lockship.builder.inputs.specs import SpecRequest, solve_specs
 from lockship.builder.network import make_client
-from lockship.builder.packages import inspect_archives, virtual_package_requirements
+from lockship.builder.output.checksums import update_checksums
+from lockship.builder.output.delta import OldEnvironment, delta_file_name, delta_payload, read_old
+from lockship.builder.output.extras import check_link_script_policy, extra_entries
+from lockship.builder.output.installer import installer_file_name, write_installer_to
+from lockship.builder.output.sbom import staged_sbom
+from lockship.builder.output.signing import sign_installer
 from lockship.builder.paths import host_platform
-from lockship.builder.pypi import ship_wheels
-from lockship.builder.sbom import staged_sbom
+from lockship.builder.pypi.wheels import ship_wheels
 from lockship.builder.settings import BuildRequest
-from lockship.builder.signing import sign_installer
-from lockship.builder.sources import PlatformEnvironment, Source
-from lockship.builder.specs import SpecRequest, solve_specs
-from lockship.builder.stubs import stub_facts
-from lockship.builder.stubsource import find_stubs
+from lockship.builder.stubs.facts import stub_facts
+from lockship.builder.stubs.lookup import find_stubs
 from lockship.stub import __version__
-from lockship.stub.boundary import atomic_path, file_sha256
-from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.boundary import atomic_path, file_sha256
+from lockship.stub.shared.manifest import InstallerOptions, Manifest, PackageInfo
+from lockship.stub.shared.progress import Reporter
 from rattler import Client, RepoDataRecord
 
 #: fields of rattler's record JSON that belong to where a file lives, not what it is

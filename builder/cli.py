@@ -14,6 +14,7 @@ from typing import IO, NoReturn
 from lockship.builder.build import PlannedInstaller, build_installers, plan_builds
 from lockship.builder.config import read_config
 from lockship.builder.errors import BuildError
+from lockship.builder.inputs.model import Source
 from lockship.builder.options import given_on_command_line
 from lockship.builder.paths import host_platform
 from lockship.builder.settings import (
@@ -24,12 +25,11 @@ from lockship.builder.settings import (
     merge_settings,
     parse_arguments,
 )
-from lockship.builder.sources import Source
-from lockship.builder.stubs import facts_path, stub_file_name
+from lockship.builder.stubs.facts import facts_path, stub_file_name
 from lockship.stub import __version__
-from lockship.stub.boundary import end_process, report_error
-from lockship.stub.payload import PayloadError
-from lockship.stub.progress import LineReporter, TqdmReporter
+from lockship.stub.shared.boundary import end_process, report_error
+from lockship.stub.shared.payload import PayloadError
+from lockship.stub.shared.progress import LineReporter, TqdmReporter
 
 
 def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
@@ -45,7 +45,7 @@ def run(argv: Sequence[str]) -> int:
 
 def freeze_stub_command(output: str, *, unpacker: Path | None = None) -> int:
     """``lockship freeze-stub -o PATH``: freeze, then print the sidecar's content."""
-    from lockship.builder.freeze import freeze_stub
+    from lockship.builder.stubs.freeze import freeze_stub
 
     target = Path(output)
     if output.endswith(("/", os.sep)) or target.is_dir():
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> NoReturn:
     """The ``lockship`` command: run :func:`main`, then end the process with its exit code
-    without the interpreter's teardown (see :func:`lockship.stub.boundary.end_process`)."""
+    without the interpreter's teardown (see :func:`lockship.stub.shared.boundary.end_process`)."""
     end_process(main())
 
 

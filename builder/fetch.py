@@ -21,7 +21,7 @@ from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError
-from lockship.stub.boundary import CHUNK_SIZE
+from lockship.stub.shared.boundary import CHUNK_SIZE
 from rattler import Client, RepoDataRecord
 from rattler.package_streaming import download_to_path
 

@@ -40,7 +40,7 @@ from lockship.builder.options import (
     show_value,
 )
 from lockship.builder.paths import default_cache_dir, host_platform
-from lockship.builder.stubs import stub_file_name
+from lockship.builder.stubs.facts import stub_file_name
 from lockship.stub import __version__
 
 if TYPE_CHECKING:
@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         type=Path,
         help="the pack's unpacker built for this platform: lockship-unpack, or on Windows "
-        "lockship-launch.exe (default: compile builder/native's sources with $CC, else cc, "
+        "lockship-launch.exe (default: compile builder/stubs/native's sources with $CC, else cc, "
         "on Windows gcc)",
     )
     return parser

@@ -1482,7 +1482,7 @@ def find_stub(explicit: Path | None) -> Path:
     from lockship.builder.network import NetworkOptions, make_client
     from lockship.builder.paths import default_cache_dir
     from lockship.builder.settings import Settings
-    from lockship.builder.stubsource import find_stubs
+    from lockship.builder.stubs.lookup import find_stubs
 
     if explicit is None:
         log("finding or freezing the installer stub (a first freeze takes about two minutes)...")

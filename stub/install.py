@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from lockship.stub.destination import EnvironmentDestination
 from lockship.stub.errors import InstallError
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.progress import Reporter
 from lockship.stub.source import PackageSource
 
 

@@ -136,10 +136,10 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lockship.builder.network import NetworkOptions, make_client
     from lockship.builder.paths import default_cache_dir, host_platform
     from lockship.builder.settings import Settings
-    from lockship.builder.stubsource import find_stubs
+    from lockship.builder.stubs.lookup import find_stubs
 
     if os.environ.get("LOCKSHIP_TEST_STUB") == "python" and not os.environ.get("CI"):
-        from lockship.builder.stubpack import host_unpacker, write_pack
+        from lockship.builder.stubs.pack import host_unpacker, write_pack
 
         work = tmp_path_factory.mktemp("python-stub")
         script = work / "folder" / "lockship-stub"
@@ -160,7 +160,7 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stub_program(frozen_stub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The frozen stub's program, unpacked as an installer's header unpacks it: to run it
     directly on an installer file (``--installer``), as a Windows .exe runs on itself."""
-    from lockship.builder.stubpack import unpack
+    from lockship.builder.stubs.pack import unpack
 
     return unpack(frozen_stub, tmp_path_factory.mktemp("stub-program"))
 

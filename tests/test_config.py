@@ -20,8 +20,8 @@ from lockship.builder.settings import (
     merge_settings,
 )
 from lockship.stub.cli import _default_prefix
-from lockship.stub.manifest import InstallerOptions, Manifest
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.manifest import InstallerOptions, Manifest
+from lockship.stub.shared.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import write_stand_in_stub

@@ -8,16 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from lockship.builder.delta import OldEnvironment, plan_delta, read_old
 from lockship.builder.errors import BuildError, UsageError
-from lockship.builder.inputs import InputOptions
+from lockship.builder.inputs.reader import InputOptions
 from lockship.builder.network import NetworkOptions, make_client
-from lockship.builder.sbom import sbom_path
+from lockship.builder.output.delta import OldEnvironment, plan_delta, read_old
+from lockship.builder.output.sbom import sbom_path
 from lockship.builder.settings import Settings
 from lockship.stub.delta import BaseMismatch, check_delta_base
 from lockship.stub.finish import write_marker
-from lockship.stub.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
+from lockship.stub.shared.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
 from tests.factories import write_wheel

@@ -14,10 +14,10 @@ import pytest
 from lockship.stub.destination import PrefixDestination, RolledBack
 from lockship.stub.errors import InstallError, LinkError
 from lockship.stub.install import install
-from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
-from lockship.stub.payload import EntryChecksumMismatch, read_payload
 from lockship.stub.postinstall import PostInstallError
 from lockship.stub.preflight import InstallRequest, preflight
+from lockship.stub.shared.manifest import InstallerOptions, Manifest, PackageInfo
+from lockship.stub.shared.payload import EntryChecksumMismatch, read_payload
 from lockship.stub.source import MissingEntry, PayloadSource
 
 from tests.factories import (

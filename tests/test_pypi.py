@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import add_pypi_packages, write_stand_in_stub, write_wheel

@@ -1,0 +1,214 @@
+"""The installer manifest: what an installer holds, stored as the payload's metadata."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from lockship.stub.shared.payload import PayloadError
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """One locked conda package carried by the installer."""
+
+    entry: str  # payload entry name, "<subdir>/<file name>"
+    file_name: str
+    name: str
+    version: str
+    build: str
+    subdir: str
+    url: str  # where the lock says it came from; recorded in conda-meta after install
+    channel: str
+    sha256: str
+    size: int
+    record: dict[str, Any]  # the repodata record (rattler's JSON, without fn/url/channel)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Bytes of the installer before its payload (the shell header, the program), hashed when
+    the installer was built, so ``--check`` verifies every byte of the file."""
+
+    #: what the user is told is damaged: "the installer's header", "the installer's program"
+    name: str
+    offset: int
+    size: int
+    sha256: str
+    #: ``(offset, length)`` ranges, relative to the file, hashed as zeros: the fields of a
+    #: Windows executable's header that Authenticode signing rewrites
+    zeroed: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Region:
+        return cls(
+            name=str(data["name"]),
+            offset=int(data["offset"]),
+            size=int(data["size"]),
+            sha256=str(data["sha256"]),
+            zeroed=tuple((int(a), int(b)) for a, b in data.get("zeroed", ())),
+        )
+
+
+@dataclass(frozen=True)
+class InstallerOptions:
+    """How the installer installs, as chosen at build time (payload entries are named)."""
+
+    #: run packages' post-link scripts (``lockship build --no-link-scripts`` turns it off)
+    link_scripts: bool = True
+    #: compile .pyc files after installing
+    pyc: bool = True
+    #: the packages that carry a post-link script (shown by ``--info``)
+    link_script_packages: tuple[str, ...] = ()
+    #: payload entries of the PyPI wheels, installed in this order
+    wheels: tuple[str, ...] = ()
+    #: those of ``wheels`` the builder built from a locked sdist, local project or git URL
+    built_wheels: tuple[str, ...] = ()
+    #: payload entry of a license the user must accept
+    license: str | None = None
+    #: payload entry of the post-install script
+    post_install: str | None = None
+    #: payload entry of the pixi.lock lockship solved (for ``--spec``/environment.yml inputs)
+    solved_lock: str | None = None
+    #: the default ``-p`` chosen at build time, ``~`` and ``$VAR`` (``%VAR%`` on Windows) still
+    #: to be expanded on the installing machine; None: ``~/NAME`` (``%LOCALAPPDATA%\NAME``)
+    default_prefix: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: object) -> InstallerOptions:
+        """Read the manifest's ``options``; unknown keys (a newer builder's) are ignored."""
+        if not isinstance(data, dict):
+            raise TypeError("options is not an object")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.type == "bool" and not isinstance(value, bool):
+                raise TypeError(f"option {f.name} is not true or false")
+            if f.type == "tuple[str, ...]":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise TypeError(f"option {f.name} is not a list of strings")
+                value = tuple(value)
+            if f.type == "str | None" and not (value is None or isinstance(value, str)):
+                raise TypeError(f"option {f.name} is not a string")
+            values[f.name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BaseFile:
+    """A conda archive or wheel of the environment a delta installer updates."""
+
+    name: str
+    file_name: str
+    #: None when the old lock did not record it (then only the file name is compared)
+    sha256: str | None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaseFile:
+        sha256 = data.get("sha256")
+        return cls(
+            str(data["name"]), str(data["file_name"]), None if sha256 is None else str(sha256)
+        )
+
+
+@dataclass(frozen=True)
+class DeltaBase:
+    """What a delta installer (``lockship build --delta-from``) updates: the environment that
+    must be in the prefix, and which of the new version's entries the installer carries.
+
+    The manifest's ``packages`` and ``options.wheels`` stay the whole new version; the ones
+    not carried are unchanged since the base (same file, same sha256), so the update leaves
+    them where they are and never needs their archives.
+    """
+
+    name: str
+    version: str
+    packages: tuple[BaseFile, ...]
+    wheels: tuple[BaseFile, ...]
+    #: payload entries (packages and wheels) this installer carries
+    carried: tuple[str, ...]
+
+    def carries(self, entry: str) -> bool:
+        return entry in self.carried
+
+    def wheel_sha256(self, file_name: str) -> str | None:
+        """The base's sha256 of the wheel ``file_name`` (what a wheel not carried has)."""
+        return next((w.sha256 for w in self.wheels if w.file_name == file_name), None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeltaBase:
+        return cls(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            packages=tuple(BaseFile.from_dict(p) for p in data["packages"]),
+            wheels=tuple(BaseFile.from_dict(w) for w in data["wheels"]),
+            carried=tuple(str(e) for e in data["carried"]),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    platform: str
+    environment: str
+    lockship_version: str
+    packages: tuple[PackageInfo, ...]
+    #: the shortest binary prefix placeholder in any package; None when there are none
+    max_prefix_length: int | None = None
+    #: bytes of all package files once installed (from their paths.json)
+    installed_size: int = 0
+    #: characters in the longest relative path of any installed file
+    max_path_length: int = 0
+    #: virtual packages (e.g. "__glibc >=2.17") the packages depend on
+    virtual_packages: tuple[str, ...] = ()
+    options: InstallerOptions = field(default_factory=InstallerOptions)
+    #: every byte before the payload, hashed (empty in installers of older builders)
+    regions: tuple[Region, ...] = ()
+    #: set in a delta installer: the environment it updates (absent in full installers)
+    delta: DeltaBase | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        try:
+            packages = tuple(PackageInfo(**p) for p in data["packages"])
+            return cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                platform=str(data["platform"]),
+                environment=str(data["environment"]),
+                lockship_version=str(data["lockship_version"]),
+                packages=packages,
+                max_prefix_length=data.get("max_prefix_length"),
+                installed_size=int(data.get("installed_size", 0)),
+                max_path_length=int(data.get("max_path_length", 0)),
+                virtual_packages=tuple(data.get("virtual_packages", ())),
+                options=InstallerOptions.from_dict(data.get("options", {})),
+                regions=tuple(Region.from_dict(r) for r in data.get("regions", ())),
+                delta=DeltaBase.from_dict(data["delta"]) if data.get("delta") else None,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise PayloadError(
+                f"the installer manifest is malformed ({e!r}); download the installer again"
+            ) from e
+
+    @property
+    def total_size(self) -> int:
+        return sum(p.size for p in self.packages)
+
+    @property
+    def carried_packages(self) -> tuple[PackageInfo, ...]:
+        """The packages whose archives the payload holds: all, except in a delta installer."""
+        if self.delta is None:
+            return self.packages
+        delta = self.delta
+        return tuple(p for p in self.packages if delta.carries(p.entry))
+
+    @property
+    def carried_size(self) -> int:
+        return sum(p.size for p in self.carried_packages)
