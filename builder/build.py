@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from lockship.builder.archives.contents import inspect_archives, virtual_package_requirements
 from lockship.builder.archives.validate import validate_archive
-from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
-from lockship.builder.fetch import FetchedPackage, cache_path, fetch_packages
-from lockship.builder.inputs.model import PlatformEnvironment, Source
-from lockship.builder.inputs.reader import InputOptions, inject_packages, open_input
-from lockship.builder.inputs.specs import SpecRequest, solve_specs
-from lockship.builder.network import make_client
 from lockship.builder.output.checksums import update_checksums
 from lockship.builder.output.delta import OldEnvironment, delta_file_name, delta_payload, read_old
+from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
 from lockship.builder.output.extras import check_link_script_policy, extra_entries
+from lockship.builder.fetch import FetchedPackage, cache_path, fetch_packages
+from lockship.builder.identity import OPTION, check_name, check_version, choose_identity
+from lockship.builder.inputs.reader import InputOptions, inject_packages, open_input
 from lockship.builder.output.installer import installer_file_name, write_installer_to
-from lockship.builder.output.sbom import staged_sbom
-from lockship.builder.output.signing import sign_installer
+from lockship.builder.network import make_client
+from lockship.builder.archives.contents import inspect_archives, virtual_package_requirements
 from lockship.builder.paths import host_platform
 from lockship.builder.pypi.wheels import ship_wheels
+from lockship.builder.output.sbom import staged_sbom
 from lockship.builder.settings import BuildRequest
+from lockship.builder.output.signing import sign_installer
+from lockship.builder.inputs.model import PlatformEnvironment, Source
+from lockship.builder.inputs.specs import SpecRequest, solve_specs
 from lockship.builder.stubs.facts import stub_facts
 from lockship.builder.stubs.lookup import find_stubs
 from lockship.stub import __version__
@@ -113,16 +115,19 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
         if request.settings.specs:
             raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
         return opened
-    specs = (opened or SpecRequest(None, (), ())).extended(
-        request.settings.specs, request.settings.channels
-    )
+    specs = (opened or SpecRequest(None, (), ())).extended(request.settings.specs, request.settings.channels)
     chosen = request.settings.platforms  # "all" of a solve is this machine's
     platforms = chosen if isinstance(chosen, tuple) and chosen else (host_platform(),)
-    name = request.settings.name or specs.name or "env"
+    if request.settings.name:
+        name = check_name(request.settings.name, OPTION.format("name"))
+    else:
+        name = check_name(specs.name, "from the environment file") if specs.name else "env"
     version = request.settings.version or "0.0.0"
-    lock_path = request.settings.output_dir / f"{name}-{version}.pixi.lock"
-    if request.dry_run:
-        lock_path = request.cache_dir / "dry-run" / lock_path.name
+    check_version(version, OPTION.format("version"))
+    # solved into the cache; it joins the installers in the output folder only when they
+    # are all built (build_installers), so a failed build leaves no lock there either
+    lock_path = request.cache_dir / ("dry-run" if request.dry_run else "solved")
+    lock_path /= f"{name}-{version}.pixi.lock"
     return solve_specs(
         specs, platforms, client=client, cache_dir=request.cache_dir, lock_path=lock_path
     )
@@ -153,8 +158,10 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
     client = make_client(request.network, timeout=request.settings.timeout)
     source = open_request_source(request, client)
-    name = request.settings.name or source.name or source.environment
-    version = request.settings.version or source.version or "0.0.0"
+    identity = choose_identity(request.settings.name, request.settings.version, source)
+    name, version = identity.name, identity.version
+    if request.delta_version is not None:
+        check_version(request.delta_version, "from --delta-version")
     plans = []
     for platform in choose_platforms(request, source):
         environment = inject_packages(request.settings.inject, source.for_platform(platform))
@@ -225,17 +232,21 @@ def build_installers(
                 staged_sbom(result.installer, result.manifest, result.sha256, result.wheel_sha256)
             )
             sums |= {result.installer: result.sha256, sbom.path: sbom.sha256}
-        # leaving the block renames every installer and SBOM into place
+        solved = plan.source.solved_lock
+        if solved is not None:  # the lock solved from --spec or an environment.yml
+            partial = _open_output(outputs, request.settings.output_dir / solved.name, mode=0o644)
+            shutil.copyfile(solved, partial)
+        # leaving the block renames every installer, SBOM and solved lock into place
     update_checksums(request.settings.output_dir, sums)
     return results
 
 
-def _open_output(outputs: ExitStack, output: Path) -> Path:
+def _open_output(outputs: ExitStack, output: Path, mode: int = 0o755) -> Path:
     """A new temporary file for ``output``, renamed into place when ``outputs`` closes
     without an error (and removed otherwise)."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        return outputs.enter_context(atomic_path(output, mode=0o755))
+        return outputs.enter_context(atomic_path(output, mode=mode))
     except OSError as e:
         raise BuildError(f"cannot write the installer {output}: {e.strerror or e}") from e
 
@@ -282,12 +293,14 @@ def build_one(
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
         entries["solved_lock"] = "lockship/pixi.lock"
-    with_scripts = sorted(
-        f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
-    )
+    names = {f.path.name: f.record.name.normalized for f in fetched}
+    scripts: dict[str, list[str]] = {}
+    for archive, script in facts.link_scripts:
+        scripts.setdefault(names[archive], []).append(script)
+    with_scripts = sorted(scripts)
     link_scripts = request.settings.link_scripts
     if link_scripts.run:
-        check_link_script_policy(link_scripts.allowed, with_scripts, platform)
+        check_link_script_policy(link_scripts.allowed, scripts)
     options = InstallerOptions(
         link_scripts=link_scripts.run,
         pyc=request.settings.pyc,
@@ -299,9 +312,10 @@ def build_one(
         solved_lock=entries.get("solved_lock"),
         default_prefix=request.settings.default_prefix,
     )
+    identity = choose_identity(request.settings.name, request.settings.version, source)
     manifest = Manifest(
-        name=request.settings.name or source.name or source.environment,
-        version=request.settings.version or source.version or "0.0.0",
+        name=identity.name,
+        version=identity.version,
         platform=platform,
         environment=environment.environment,
         lockship_version=__version__,

@@ -227,8 +227,8 @@ class Settings:
         default=LinkScripts(),
         kind=LINK_SCRIPTS,
         metavar="allow=NAME[,NAME]",
-        help="only these packages may carry post-link scripts: the build fails, naming them, "
-        "if any other locked package has one",
+        help="only these packages may carry link scripts (post-link, pre-unlink): the build "
+        "fails, naming them, if any other locked package has one",
         switches=[
             Flag(
                 ("--no-link-scripts",),
