@@ -10,24 +10,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from lockship.builder.archives.contents import inspect_archives, virtual_package_requirements
 from lockship.builder.archives.validate import validate_archive
+from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
+from lockship.builder.fetch import FetchedPackage, cache_path, fetch_packages
+from lockship.builder.identity import Identity, check_name, check_version, choose_identity
+from lockship.builder.inputs.model import PlatformEnvironment, Source
+from lockship.builder.inputs.reader import InputOptions, inject_packages, open_input
+from lockship.builder.inputs.specs import SpecRequest, solve_specs
+from lockship.builder.network import make_client
 from lockship.builder.output.checksums import update_checksums
 from lockship.builder.output.delta import OldEnvironment, delta_file_name, delta_payload, read_old
-from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
 from lockship.builder.output.extras import check_link_script_policy, extra_entries
-from lockship.builder.fetch import FetchedPackage, cache_path, fetch_packages
-from lockship.builder.identity import OPTION, check_name, check_version, choose_identity
-from lockship.builder.inputs.reader import InputOptions, inject_packages, open_input
 from lockship.builder.output.installer import installer_file_name, write_installer_to
-from lockship.builder.network import make_client
-from lockship.builder.archives.contents import inspect_archives, virtual_package_requirements
+from lockship.builder.output.sbom import staged_sbom
+from lockship.builder.output.signing import sign_installer
 from lockship.builder.paths import host_platform
 from lockship.builder.pypi.wheels import ship_wheels
-from lockship.builder.output.sbom import staged_sbom
 from lockship.builder.settings import BuildRequest
-from lockship.builder.output.signing import sign_installer
-from lockship.builder.inputs.model import PlatformEnvironment, Source
-from lockship.builder.inputs.specs import SpecRequest, solve_specs
 from lockship.builder.stubs.facts import stub_facts
 from lockship.builder.stubs.lookup import find_stubs
 from lockship.stub import __version__
@@ -115,15 +115,17 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
         if request.settings.specs:
             raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
         return opened
-    specs = (opened or SpecRequest(None, (), ())).extended(request.settings.specs, request.settings.channels)
+    specs = (opened or SpecRequest(None, (), ())).extended(
+        request.settings.specs, request.settings.channels
+    )
     chosen = request.settings.platforms  # "all" of a solve is this machine's
     platforms = chosen if isinstance(chosen, tuple) and chosen else (host_platform(),)
     if request.settings.name:
-        name = check_name(request.settings.name, OPTION.format("name"))
+        name = check_name(request.settings.name, request.settings.origin("name"))
     else:
         name = check_name(specs.name, "from the environment file") if specs.name else "env"
     version = request.settings.version or "0.0.0"
-    check_version(version, OPTION.format("version"))
+    check_version(version, request.settings.origin("version"))
     # solved into the cache; it joins the installers in the output folder only when they
     # are all built (build_installers), so a failed build leaves no lock there either
     lock_path = request.cache_dir / ("dry-run" if request.dry_run else "solved")
@@ -158,7 +160,7 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
     client = make_client(request.network, timeout=request.settings.timeout)
     source = open_request_source(request, client)
-    identity = choose_identity(request.settings.name, request.settings.version, source)
+    identity = _identity(request, source)
     name, version = identity.name, identity.version
     if request.delta_version is not None:
         check_version(request.delta_version, "from --delta-version")
@@ -312,7 +314,7 @@ def build_one(
         solved_lock=entries.get("solved_lock"),
         default_prefix=request.settings.default_prefix,
     )
-    identity = choose_identity(request.settings.name, request.settings.version, source)
+    identity = _identity(request, source)
     manifest = Manifest(
         name=identity.name,
         version=identity.version,
@@ -362,3 +364,9 @@ def _with_sha256(fetched: FetchedPackage) -> FetchedPackage:
     if fetched.record.sha256 and fetched.record.sha256.hex() != sha:
         raise ChecksumMismatch(fetched.record.file_name, fetched.record.sha256.hex(), sha)
     return FetchedPackage(fetched.record, fetched.path, sha, fetched.from_cache)
+
+
+def _identity(request: BuildRequest, source: Source) -> Identity:
+    settings = request.settings
+    origins = (settings.origin("name"), settings.origin("version"))
+    return choose_identity(settings.name, settings.version, source, origins=origins)

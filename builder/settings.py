@@ -357,6 +357,15 @@ class Settings:
     #: table key -> where its value came from: "command line", the table's label, "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
+    def origin(self, name: str) -> str:
+        """Where field ``name``'s value came from, as errors say it: ``from --name``, ``from
+        name in pixi.toml [tool.lockship]`` or ``by default``."""
+        (d,) = [d for d in declared(Settings) if d.name == name]
+        source = self.sources.get(str(d.key), DEFAULT)
+        if source == COMMAND_LINE:
+            return f"from {d.option.flags[0].name}"
+        return "by default" if source == DEFAULT else f"from {d.key} in {source}"
+
 
 @dataclass(frozen=True)
 class BuildRequest:

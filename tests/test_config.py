@@ -333,3 +333,17 @@ def test_dry_run_prints_each_setting_and_its_source(workspace: Path, tmp_path: P
     assert "  environment = default  (default)" in lines
     assert f"  output-dir = {Path('dist')}  (pixi.toml [tool.lockship])" in lines
     assert any(line.startswith(f"installer:    {Path('dist')}") for line in lines)
+
+
+def test_a_bad_name_in_the_table_is_named_by_key_and_table(workspace: Path, tmp_path: Path) -> None:
+    pixi_toml = workspace / "pixi.toml"
+    pixi_toml.write_text(
+        pixi_toml.read_text().replace('name = "shipped"', 'name = "it\'s"'), encoding="utf-8"
+    )
+    code, _, stderr = lockship(cwd=workspace, cache=tmp_path / "c")
+    assert code == 2
+    (error,) = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    assert error.startswith(
+        'ERROR: the name "it\'s" (from name in pixi.toml [tool.lockship]) holds "\'"'
+    )
+    assert not (workspace / "dist").exists()

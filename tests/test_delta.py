@@ -10,17 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from lockship.builder.output.delta import OldEnvironment, plan_delta, read_old
 from lockship.builder.errors import BuildError, UsageError
 from lockship.builder.inputs.reader import InputOptions
 from lockship.builder.network import NetworkOptions, make_client
-from lockship.builder.settings import Settings
+from lockship.builder.output.delta import OldEnvironment, plan_delta, read_old
 from lockship.builder.output.sbom import sbom_path
+from lockship.builder.settings import Settings
 from lockship.stub.delta import BaseMismatch, check_delta_base
 from lockship.stub.destination import PrefixDestination
 from lockship.stub.finish import write_marker
 from lockship.stub.install import install
 from lockship.stub.linking import installed_records
+from lockship.stub.preflight import InstallRequest, preflight
 from lockship.stub.shared.manifest import (
     BaseFile,
     DeltaBase,
@@ -30,7 +31,6 @@ from lockship.stub.shared.manifest import (
     kept_on_update,
 )
 from lockship.stub.shared.payload import read_payload
-from lockship.stub.preflight import InstallRequest, preflight
 from lockship.stub.shared.progress import SilentReporter
 from lockship.stub.source import PayloadSource
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockship.builder import gitsource
 from lockship.builder.errors import BuildError
+from lockship.builder.pypi import git
 from lockship.builder.pypi.git import GitSource, checkout, parse_git_location
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -70,7 +70,7 @@ def silent_server() -> Iterator[str]:
 def test_a_clone_that_stalls_is_given_up(
     tmp_path: Path, silent_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gitsource, "GIT_TIMEOUT", 2)
+    monkeypatch.setattr(git, "GIT_TIMEOUT", 2)
     started = time.monotonic()
     with pytest.raises(BuildError, match=r"^git clone took longer than 2 s; check the network"):
         checkout(GitSource(silent_server, COMMIT), tmp_path / "checkout")

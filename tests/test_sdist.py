@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from lockship.builder import sdist
 from lockship.builder.inputs.lockfile import LockedSource
+from lockship.builder.pypi import sdist
 from lockship.builder.pypi.sdist import SourceBuildError, build_wheel
 
 PYPROJECT = """\
