@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockship.builder.elf import parse_version
 from lockship.builder.errors import StubError
+from lockship.builder.stubs.elf import parse_version
 
 #: what pixi solves a linux platform for when nothing says otherwise
 PIXI_DEFAULT_GLIBC = "2.28"

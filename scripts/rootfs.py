@@ -208,7 +208,7 @@ def host_debian_arch() -> str:
 
 def configured_mirror() -> str:
     """The Debian mirror apt uses here, for debootstrap (the portable Python's sources come
-    from the same one): :func:`lockship.builder.portable.debian_mirror`."""
+    from the same one): :func:`lockship.builder.stubs.portable.debian_mirror`."""
     builder = _builder_portable()
     try:
         return str(builder.debian_mirror())
@@ -219,7 +219,7 @@ def configured_mirror() -> str:
 def _builder_portable() -> Any:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from lockship.builder import portable
+    from lockship.builder.stubs import portable
 
     return portable
 

@@ -1,5 +1,5 @@
-"""The door between the wings, and what crosses it: ``stub/boundary.py`` (the ERROR line, the
-log, atomic writes, SHA256SUMS) and the reporters of ``stub/progress.py``."""
+"""The door between the wings, ``stub/shared/``, and what crosses it: ``boundary.py`` (the ERROR
+line, the log, atomic writes, SHA256SUMS) and the reporters of ``progress.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockship.stub.boundary import (
+from lockship.stub.errors import InstallError, UsageError
+from lockship.stub.shared.boundary import (
     atomic_write,
     file_sha256,
     format_checksums,
@@ -22,23 +23,32 @@ from lockship.stub.boundary import (
     write_log,
     write_text_atomically,
 )
-from lockship.stub.errors import InstallError, UsageError
-from lockship.stub.payload import PayloadError
-from lockship.stub.progress import LineReporter, TqdmReporter
+from lockship.stub.shared.payload import PayloadError
+from lockship.stub.shared.progress import LineReporter, TqdmReporter
 
 REPO = Path(__file__).resolve().parents[1]
-STUB_MODULES = sorted(
-    f"lockship.stub.{p.stem}" for p in (REPO / "stub").glob("*.py") if p.stem != "__main__"
-)
-BUILDER_MODULES = sorted(f"lockship.builder.{p.stem}" for p in (REPO / "builder").glob("*.py"))
-#: what of the installer the builder may load: the format and the shared boundary
-DOOR = {
-    "lockship.stub",
-    "lockship.stub.payload",
-    "lockship.stub.manifest",
-    "lockship.stub.boundary",
-    "lockship.stub.progress",
-}
+
+
+def modules_in(folder: str) -> list[str]:
+    """The import names of every module of ``folder`` (``builder`` or ``stub``), subpackages
+    included."""
+    found = []
+    for path in (REPO / folder).rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found.append("lockship." + ".".join(parts))
+    return sorted(found)
+
+
+STUB_MODULES = [m for m in modules_in("stub") if m != "lockship.stub.__main__"]
+BUILDER_MODULES = modules_in("builder")
+#: what of the installer the builder may load: the package (its version) and the door
+DOOR_PACKAGE = "lockship.stub.shared"
+
+
+def through_the_door(module: str) -> bool:
+    return module in ("lockship.stub", DOOR_PACKAGE) or module.startswith(f"{DOOR_PACKAGE}.")
 
 
 def loaded_after_importing(modules: list[str], prefixes: tuple[str, ...]) -> dict[str, list[str]]:
@@ -78,12 +88,14 @@ def test_the_installer_loads_asyncio_only_to_link() -> None:
         assert loaded == [], f"importing {module} loaded {loaded}"
 
 
-@pytest.mark.parametrize("module", ["lockship.builder.cli", *BUILDER_MODULES])
+@pytest.mark.parametrize("module", BUILDER_MODULES)
 def test_the_builder_loads_only_the_door_of_the_installer(module: str) -> None:
     (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
-    assert set(loaded) <= DOOR, f"importing {module} loaded {set(loaded) - DOOR}"
+    beyond = [m for m in loaded if not through_the_door(m)]
+    assert beyond == [], f"importing {module} loaded {beyond}"
     if module == "lockship.builder.cli":
-        assert set(loaded) == DOOR
+        door = {m for m in STUB_MODULES if through_the_door(m)}
+        assert set(loaded) == door
 
 
 # --- the ERROR line, the log and the exit code ---------------------------------------------
@@ -192,7 +204,7 @@ def predictable_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """tempfile's random parts, in order: ``planted`` first, then ``fresh``."""
     names = ["planted", "fresh"]
     monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: iter(names))
-    monkeypatch.setattr("lockship.stub.boundary.time.strftime", lambda _: "20250101-000000")
+    monkeypatch.setattr("lockship.stub.shared.boundary.time.strftime", lambda _: "20250101-000000")
     yield names
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lockship.builder.errors import StubError
 from lockship.builder.glibc import GlibcFloor, check_stub_glibc, environment_floor
-from lockship.builder.lockfile import read_locked_environment
+from lockship.builder.inputs.lockfile import read_locked_environment
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import write_stand_in_stub

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lockship.builder.elf import glibc_versions
-from lockship.builder.stubpack import host_unpacker, unpack
+from lockship.builder.stubs.elf import glibc_versions
+from lockship.builder.stubs.pack import host_unpacker, unpack
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (

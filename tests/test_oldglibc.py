@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lockship.builder.elf import glibc_versions
-from lockship.builder.sbom import sbom_path
-from lockship.builder.stubs import stub_facts
+from lockship.builder.output.sbom import sbom_path
+from lockship.builder.stubs.elf import glibc_versions
+from lockship.builder.stubs.facts import stub_facts
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (

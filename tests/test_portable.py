@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from lockship.builder.elf import ELF_MAGIC, glibc_versions
 from lockship.builder.paths import default_cache_dir
-from lockship.builder.portable import PORTABLE_GLIBC, portable_supported
-from lockship.builder.stubpack import unpack
-from lockship.builder.stubs import stub_facts
+from lockship.builder.stubs.elf import ELF_MAGIC, glibc_versions
+from lockship.builder.stubs.facts import stub_facts
+from lockship.builder.stubs.pack import unpack
+from lockship.builder.stubs.portable import PORTABLE_GLIBC, portable_supported
 
 from tests.conftest import DEMO_PLATFORM
 from tests.runners import REPO_ROOT
@@ -80,7 +80,7 @@ for name in ("stub", "builder"):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     setattr(namespace, name, module)
-from lockship.builder.portable import freeze_portable_stub
+from lockship.builder.stubs.portable import freeze_portable_stub
 
 freeze_portable_stub(output, lambda line: print(line, file=sys.stderr), cache_dir=cache)
 """
