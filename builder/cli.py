@@ -84,6 +84,10 @@ def build_command(args: argparse.Namespace) -> int:
         return 0
     results = build_installers(request, reporter, plan)
     for result in results:
+        if result.image is not None:
+            print(f"Image {result.image} ({result.manifest.platform})", file=sys.stderr)
+        if not result.written:
+            continue
         size = result.installer.stat().st_size
         manifest = result.manifest
         delta = manifest.delta
@@ -100,7 +104,10 @@ def build_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     for result in results:
-        print(result.installer)
+        if result.written:
+            print(result.installer)
+    for image in dict.fromkeys(r.image for r in results if r.image is not None):
+        print(image)
     return 0
 
 
@@ -139,6 +146,7 @@ def request_from(settings: Settings, args: argparse.Namespace, path: Path | None
         sign_command=settings.sign_command,
         delta_from=args.delta_from,
         delta_version=args.delta_version,
+        image=settings.image,
     )
 
 

@@ -18,6 +18,12 @@ from typing import Any, Literal
 
 from lockship.builder.errors import UsageError
 from lockship.builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
+from lockship.builder.image.settings import (
+    ImageSettings,
+    image_flags,
+    merge_image,
+    read_image_table,
+)
 from lockship.builder.network import parse_mirror
 from lockship.builder.paths import host_platform
 
@@ -56,6 +62,8 @@ class Settings:
     inject: tuple[Path, ...] = ()
     ignore_pypi_non_wheel: bool = False
     sign_command: str | None = None
+    #: an OCI image of the environment (``--image``, ``[tool.lockship.image]``)
+    image: ImageSettings | None = None
     #: table key -> where its value came from: "command line", the table's label, "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -151,6 +159,7 @@ KEYS: dict[str, tuple[str, Reader]] = {
     "inject": ("a list of paths", _paths),
     "ignore-pypi-non-wheel": ("true or false", _bool),
     "sign-command": ("a string", _str),
+    "image": ("a table of image settings", read_image_table),
 }
 
 
@@ -256,7 +265,8 @@ def command_line(args: argparse.Namespace) -> dict[str, Any]:
         given["mirrors"] = mirrors
     given["version"] = args.installer_version
     given["stubs"] = tuple(args.stub) or None
-    for key in KEYS.keys() - {"platforms", "link-scripts", "mirrors", "version", "stubs"}:
+    given["image"] = image_flags(args)
+    for key in KEYS.keys() - {"platforms", "link-scripts", "mirrors", "version", "stubs", "image"}:
         value = getattr(args, key.replace("-", "_"))
         if isinstance(value, list):
             value = tuple(value)
@@ -294,6 +304,9 @@ def merge_settings(given: Mapping[str, Any], config: BuildConfig | None) -> Sett
             values[f.name], sources[key] = config.values[key], config.label
         else:
             sources[key] = DEFAULT
+    # image settings merge key by key: the table's, then the command line's
+    table_image = config.values.get("image") if config is not None else None
+    values["image"] = merge_image(given.get("image"), table_image)
     if sources["stubs"] == COMMAND_LINE:
         platforms = values.get("platforms", ())
         values["stubs"] = parse_stubs(values["stubs"], () if platforms == "all" else platforms)

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from lockship.builder.errors import UsageError
 from lockship.builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
+from lockship.builder.image.settings import add_image_arguments
 from lockship.builder.paths import default_cache_dir, host_platform
 from lockship.builder.stubs import stub_file_name
 from lockship.stub import __version__
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "SHA256SUMS is written; {file} stands for the installer (e.g. 'signtool sign /fd "
         "SHA256 /a {file}'); runs through the shell",
     )
+    add_image_arguments(build)
     freeze = commands.add_parser(
         "freeze-stub",
         help="freeze the installer stub for this machine with PyInstaller",
