@@ -20,12 +20,14 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import IO
 
 TOOLS = ("podman", "runc", "skopeo", "docker-registry", "apt-get", "dpkg-deb")
 BASE_PACKAGES = ("libc6", "libgcc-s1", "libstdc++6", "busybox-static")
@@ -40,16 +42,43 @@ def missing_tools() -> list[str]:
 
 
 def debs(packages: tuple[str, ...], arch: str = "amd64") -> list[Path]:
-    """The ``.deb`` files of ``packages`` for ``arch``, downloaded once into the cache."""
+    """The ``.deb`` files of ``packages`` for ``arch``, downloaded once into the cache.
+
+    Another architecture's package lists are kept in the cache too (apt's own options), so
+    the machine's dpkg and apt configuration are left alone."""
     folder = DEB_CACHE / arch
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = [p if arch == "amd64" else f"{p}:{arch}" for p in packages]
-    missing = [w for w, p in zip(wanted, packages, strict=True) if not _cached(folder, p, arch)]
+    options: list[str] = []
+    if arch != _host_arch():
+        state = DEB_CACHE / f"apt-{arch}"
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+        options = [
+            *("-o", f"APT::Architecture={arch}"),
+            *("-o", f"APT::Architectures::={arch}"),
+            *("-o", f"Dir::State::Lists={state / 'lists'}"),
+            *("-o", f"Dir::Cache={state / 'cache'}"),
+            *("-o", "Dir::State::status=/dev/null"),
+        ]
+    missing = [f"{p}:{arch}" for p in packages if not _cached(folder, p, arch)]
     if missing:
+        if options and not any((DEB_CACHE / f"apt-{arch}" / "lists").glob("*Packages*")):
+            subprocess.run(["apt-get", *options, "update"], check=True, capture_output=True)
         subprocess.run(
-            ["apt-get", "download", *missing], cwd=folder, check=True, capture_output=True
+            ["apt-get", *options, "download", *missing],
+            cwd=folder,
+            check=True,
+            capture_output=True,
         )
-    return [_cached(folder, p, arch) or folder for p in packages]
+    found = [_cached(folder, p, arch) for p in packages]
+    missed = [p for p, f in zip(packages, found, strict=True) if f is None]
+    assert not missed, f"apt-get download left out {missed} ({arch})"
+    return [f for f in found if f is not None]
+
+
+def _host_arch() -> str:
+    done = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def _cached(folder: Path, package: str, arch: str) -> Path | None:
@@ -85,15 +114,32 @@ def _blob(layout: Path, data: bytes) -> dict[str, object]:
 def debian_base(
     layout: Path,
     *,
-    arch: str = "amd64",
+    arches: tuple[str, ...] = ("amd64",),
     glibc: bool = True,
     python: bool = True,
     config_arch: str | None = None,
 ) -> Path:
-    """Write an OCI layout of a small Debian root (see the module's docstring) to ``layout``."""
+    """Write an OCI layout of a small Debian root (see the module's docstring) to ``layout``:
+    one image, or with several ``arches`` an index of one image per architecture."""
+    manifests = []
+    for arch in arches:
+        manifest = _debian_image(layout, arch, glibc, python, config_arch)
+        if len(arches) > 1:
+            variant = {"variant": "v8"} if arch == "arm64" else {}
+            manifest["platform"] = {"os": "linux", "architecture": arch, **variant}
+        manifests.append(manifest)
+    index = {"schemaVersion": 2, "manifests": manifests}
+    (layout / "index.json").write_text(json.dumps(index))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return layout
+
+
+def _debian_image(
+    layout: Path, arch: str, glibc: bool, python: bool, config_arch: str | None
+) -> dict[str, object]:
     packages = BASE_PACKAGES if glibc else ("busybox-static",)
-    packages += PYTHON_PACKAGES if python else ()
-    root = layout.parent / f"{layout.name}-root"
+    packages += PYTHON_PACKAGES if python and arch == "amd64" else ()
+    root = layout.parent / f"{layout.name}-root-{arch}"
     root.mkdir(parents=True)
     for deb in debs(packages, arch):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -109,7 +155,7 @@ def debian_base(
             target.symlink_to("busybox")
     if not (root / "usr/bin/env").exists():
         (root / "usr/bin/env").symlink_to("/bin/busybox")
-    if python:
+    if (root / "usr/bin/python3.11").exists():
         (root / "usr/bin/python3").symlink_to("python3.11")
     (root / "etc/passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"
@@ -133,14 +179,8 @@ def debian_base(
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer_blob}],
     }
     manifest_blob = _blob(layout, json.dumps(manifest).encode())
-    index = {
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_blob}],
-    }
-    (layout / "index.json").write_text(json.dumps(index))
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     shutil.rmtree(root)
-    return layout
+    return {"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_blob}
 
 
 @dataclass
@@ -152,6 +192,8 @@ class Podman:
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.conf = self.home / "containers.conf"
+        # podman refuses a runroot path longer than 50 characters
+        self.runroot = Path(tempfile.mkdtemp(prefix="lsp-"))
         self.conf.write_text("[containers]\ndefault_ulimits = []\n")
 
     def run(
@@ -162,7 +204,7 @@ class Podman:
             "--root",
             str(self.home / "root"),
             "--runroot",
-            str(self.home / "runroot"),
+            str(self.runroot),
             "--storage-driver",
             "vfs",
             "--cgroup-manager",
@@ -182,8 +224,9 @@ class Podman:
         done = self.run("load", "-i", str(archive))
         return done.stdout.strip().rsplit(": ", 1)[-1]
 
-    def reset(self) -> None:
-        self.run("system", "reset", "--force", check=False)
+    def close(self) -> None:
+        """Remove the containers' run-time folder (outside ``home``)."""
+        shutil.rmtree(self.runroot, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -223,16 +266,18 @@ class Registry:
             f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
         )
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> Registry:
+        self.log = open(self.folder / "registry.log", "wb")
         self.process = subprocess.Popen(
             ["docker-registry", "serve", str(self.folder / "config.yml")],
             stdout=subprocess.DEVNULL,
-            stderr=open(self.folder / "registry.log", "wb"),
+            stderr=self.log,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -251,6 +296,8 @@ class Registry:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=30)
+        if self.log is not None:
+            self.log.close()
 
 
 def docker_config(path: Path, registry: str, user: str, password: str) -> Path:

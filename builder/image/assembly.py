@@ -197,9 +197,10 @@ class ImageBuild:
             "org.opencontainers.image.title": self.name,
             "org.opencontainers.image.version": self.version,
             "org.opencontainers.image.created": _rfc3339(self.epoch),
-            "org.opencontainers.image.base.name": base.source,
             "org.opencontainers.image.base.digest": base.digest,
         }
+        if base.reference is not None:  # a local base's path would differ between machines
+            annotations["org.opencontainers.image.base.name"] = base.reference
         if self.revision:
             annotations["org.opencontainers.image.revision"] = self.revision
         return annotations | dict(self.settings.annotations)

@@ -51,6 +51,8 @@ class BaseImage:
     layers: tuple[Descriptor, ...]
     store: BlobStore
     glibc: tuple[int, int] | None
+    #: ``REGISTRY/REPOSITORY@DIGEST`` for a base read from a registry
+    reference: str | None = None
 
     @property
     def diff_ids(self) -> list[str]:

@@ -175,11 +175,18 @@ class RegistryClient:
         if f"sha256:{hasher.hexdigest()}" != digest:
             raise ImageError(f"the registry sent a blob that does not match {digest}")
 
+    def authenticate(self) -> None:
+        """Check the credentials now, so a refusal is said as one (oras would say it later,
+        as a failed upload)."""
+        response = self._request("GET", self.base)
+        self._check(response, "the credentials")
+
     def push_layout(self, layout: Path, tag: str) -> int:
         """Push the layout's image under ``tag``; return the bytes of the blobs sent (those
         the registry lacked)."""
         import oras.layout
 
+        self.authenticate()
         sent = _SentCounter(self.registry)
         target = f"{self.reference.registry}/{self.reference.repository}:{tag}"
         try:
@@ -190,6 +197,11 @@ class RegistryClient:
         except ImageError:
             raise
         except Exception as e:  # oras raises ValueError and requests' errors
+            if any(code in str(e) for code in ("UNAUTHORIZED", "DENIED")):
+                raise ImageError(
+                    f"the registry {self.reference.registry} refused the push of {target}; "
+                    "log in with podman login or docker login, or pass --registry-auth-file"
+                ) from e
             raise ImageError(f"pushing to {target} failed: {_cause(e)}") from e
         self._check(response, f"the push of {target}")
         return sent.bytes
