@@ -68,7 +68,7 @@ def _prefix_with_hooks(prefix: Path) -> Path:
     (hooks / "env_vars.d" / "tool.json").write_text('{"TOOL_MODE": "fast mode"}')
     (hooks / "activate.d" / "a-sets.sh").write_text(
         '# sets only\nexport TOOL_HOME="$CONDA_PREFIX/share/tool"\n'
-        'TOOL_PLAIN=1\nexport TOOL_PLAIN\n'
+        "TOOL_PLAIN=1\nexport TOOL_PLAIN\n"
     )
     (hooks / "activate.d" / "b-does-more.sh").write_text(
         'export TOOL_DATA="$CONDA_PREFIX/data"\nmkdir -p "$CONDA_PREFIX/made-by-activation"\n'
