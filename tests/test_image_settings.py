@@ -1,0 +1,101 @@
+"""Image settings from the command line and ``[tool.lockship.image]``, and registry
+references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lockship.builder.config import command_line, merge_settings, parse_table
+from lockship.builder.errors import UsageError
+from lockship.builder.image.oci import ImageError
+from lockship.builder.image.registry import Reference, auth_files
+from lockship.builder.image.settings import ImageSettings
+from lockship.builder.options import parse_arguments
+
+
+def _settings(argv: list[str], table: dict[str, object] | None = None) -> ImageSettings | None:
+    args = parse_arguments(["build", *argv])
+    config = parse_table(table, Path("/w/pixi.toml"), "pixi.toml") if table else None
+    return merge_settings(command_line(args), config).image
+
+
+def test_no_image_unless_asked() -> None:
+    assert _settings([]) is None
+
+
+def test_the_command_line_overrides_the_table_key_by_key() -> None:
+    table = {
+        "image": {
+            "prefix": "/srv/app",
+            "cmd": "app --serve",
+            "base": "b.tar",
+            "auth-file": "auth.json",
+        }
+    }
+    settings = _settings(["--image", "--cmd", '["app", "--once"]', "--image-user", "1000"], table)
+    assert settings == ImageSettings(
+        prefix="/srv/app",
+        base="b.tar",
+        cmd=("app", "--once"),
+        user="1000",
+        auth_file=Path("/w/auth.json"),
+    )
+    assert _settings([], table) == ImageSettings(
+        prefix="/srv/app", base="b.tar", cmd=("app", "--serve"), auth_file=Path("/w/auth.json")
+    )
+
+
+def test_bad_table_values_are_named() -> None:
+    with pytest.raises(UsageError, match=r"'image' in pixi.toml .* must be a table of image"):
+        _settings([], {"image": {"cmd": 3}})
+    with pytest.raises(UsageError, match="unknown key 'tag' in the image table"):
+        _settings([], {"image": {"tag": "x"}})
+
+
+def test_a_bad_entrypoint_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="is not a JSON array"):
+        _settings(["--entrypoint", "[app"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5000/team/app:1.0", Reference("127.0.0.1:5000", "team/app", "1.0", None)),
+        ("registry.example/app", Reference("registry.example", "app", None, None)),
+        (
+            "localhost/app@sha256:" + "a" * 64,
+            Reference("localhost", "app", None, "sha256:" + "a" * 64),
+        ),
+    ],
+)
+def test_references(text: str, expected: Reference) -> None:
+    assert Reference.parse(text) == expected
+    assert str(expected) == text
+
+
+def test_only_this_machine_is_reached_over_plain_http() -> None:
+    assert Reference.parse("127.0.0.1:5000/app:1").plain_http
+    assert Reference.parse("localhost:5000/app:1").plain_http
+    assert not Reference.parse("registry.example:5000/app:1").plain_http
+
+
+def test_a_name_without_a_registry_is_refused() -> None:
+    with pytest.raises(ImageError, match="is not a registry reference"):
+        Reference.parse("app:1.0")
+
+
+def test_credentials_files_in_order(tmp_path: Path) -> None:
+    runtime = tmp_path / "run" / "containers"
+    runtime.mkdir(parents=True)
+    (runtime / "auth.json").write_text("{}")
+    docker = tmp_path / "home" / ".docker"
+    docker.mkdir(parents=True)
+    (docker / "config.json").write_text("{}")
+    environ = {"HOME": str(tmp_path / "home"), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    assert auth_files(None, environ) == [runtime / "auth.json", docker / "config.json"]
+    explicit = tmp_path / "mine.json"
+    with pytest.raises(ImageError, match="does not exist"):
+        auth_files(explicit, environ)
+    explicit.write_text("{}")
+    assert auth_files(explicit, environ) == [explicit]
