@@ -282,7 +282,7 @@ def build_installers(
     with ExitStack() as outputs:
         image = None
         if settings is not None:
-            image = outputs.enter_context(_image_build(request, plan))
+            image = outputs.enter_context(_image_build(request, settings, plan))
         for planned in plan.installers:
             prepared = prepare_one(request, plan.source, planned, plan.client, reporter)
             if image is not None:
@@ -318,13 +318,13 @@ def build_installers(
 
 
 @contextmanager
-def _image_build(request: BuildRequest, plan: BuildPlan) -> Iterator[ImageBuild]:
+def _image_build(
+    request: BuildRequest, settings: ImageSettings, plan: BuildPlan
+) -> Iterator[ImageBuild]:
     """The image build for ``plan``'s platforms, its bases opened and checked; its work
     folder (beside the download cache, so linking can hard-link) removed afterwards."""
     from lockship.builder.image.assembly import ImageBuild, git_revision, source_date_epoch
 
-    settings = request.image
-    assert settings is not None
     platforms = [p.environment.platform for p in plan.installers]
     source = plan.source
     request.cache_dir.mkdir(parents=True, exist_ok=True)

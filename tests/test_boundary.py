@@ -86,6 +86,22 @@ def test_the_builder_loads_only_the_door_of_the_installer(module: str) -> None:
         assert set(loaded) == DOOR
 
 
+#: the image builder makes the environment with the installer's own linking, wheel and
+#: activation code (docs/images.md): the one part of the builder that goes past the door
+IMAGE_ENVIRONMENT = ("lockship.builder.image.environment", "lockship.builder.image.assembly")
+IMAGE_MODULES = sorted(
+    f"lockship.builder.image.{p.stem}" for p in (REPO / "builder" / "image").glob("*.py")
+)
+
+
+@pytest.mark.parametrize("module", [m for m in IMAGE_MODULES if m not in IMAGE_ENVIRONMENT])
+def test_the_image_builder_loads_the_install_side_only_to_make_the_environment(
+    module: str,
+) -> None:
+    (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
+    assert set(loaded) <= DOOR, f"importing {module} loaded {set(loaded) - DOOR}"
+
+
 # --- the ERROR line, the log and the exit code ---------------------------------------------
 
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,7 @@ class Reference:
         return text + (f"@{self.digest}" if self.digest else "")
 
 
-def auth_files(explicit: Path | None, environ: os._Environ[str] | dict[str, str]) -> list[Path]:
+def auth_files(explicit: Path | None, environ: Mapping[str, str]) -> list[Path]:
     """The credential files to read, first found first: ``explicit``, ``$REGISTRY_AUTH_FILE``,
     podman's ``auth.json`` files, docker's ``config.json``."""
     if explicit is not None:
