@@ -16,7 +16,7 @@ fi
 # fetched here, with the other downloads, so freezes and tests need no index (once)
 .venv/bin/python -c 'from lockship.builder.stubpack import zstd_sdist; zstd_sdist()' >/dev/null
 # conda-ship's binaries, the peer scripts/bench.py --peer conda-ship measures against (once)
-.venv/bin/python scripts/peer.py || true
+.venv/bin/python scripts/benchmarks/peer.py || true
 # mypy cannot follow the build backend's folder mapping (builder/ -> lockship.builder): it
 # checks the packages through links under their import names (pyproject.toml: mypy_path)
 mkdir -p .venv/lockship-src/lockship

@@ -1,6 +1,7 @@
 """What the reach preparations share: ``rootfs.py`` (Linux reach) and ``winereach.py`` (Windows
-under Wine) both keep a cache of slow-to-make environments, time their steps, take a lock
-that the tests take too, and freeze a stub from a copy of this checkout.
+under Wine) both keep a cache of slow-to-make environments, time their steps, mark what is done
+with stamps (written atomically), run commands with a timeout and a log, take a lock that the
+tests take too, and freeze a stub from a copy of this checkout.
 
 Imported by those scripts as a sibling module (each puts its own folder on ``sys.path``).
 """
@@ -11,14 +12,18 @@ import contextlib
 import fcntl
 import os
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: seconds after which a preparation command is stopped (a hung apt-get, Wine or QEMU)
+RUN_TIMEOUT = 1800
 
 
 class Failed(Exception):
@@ -54,6 +59,61 @@ class CacheBase:
         took = time.monotonic() - started
         self.timings.append((what, took))
         say(self.tag, f"{what}: done in {took:.0f} s")
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = RUN_TIMEOUT,
+) -> str:
+    """Run a command with stdout and stderr on pipes (Windows programs under Wine need them),
+    append both to ``log`` and return stdout; stop it after ``timeout`` seconds. Raises Failed
+    with one line (and prints the end of the output)."""
+    command = [str(a) for a in argv]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        process = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise Failed(f"{' '.join(command[:4])} ... took more than {timeout:g} s") from e
+    except OSError as e:
+        raise Failed(f"cannot run {command[0]}: {e.strerror}") from e
+    stdout = process.stdout.decode("utf-8", "replace")
+    stderr = process.stderr.decode("utf-8", "replace")
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(command)}\n{stdout}{stderr}")
+    if process.returncode != 0:
+        for line in (stdout + stderr).splitlines()[-25:]:
+            print(f"    {line}", file=sys.stderr)
+        raise Failed(f"{' '.join(command[:4])} ... exited {process.returncode} (log: {log})")
+    return stdout
+
+
+def has_stamp(folder: Path, name: str, content: str = "") -> bool:
+    """Whether the stamp ``name`` in ``folder`` holds exactly ``content``."""
+    try:
+        return (folder / name).read_text() == content
+    except OSError:
+        return False
+
+
+def set_stamp(folder: Path, name: str, content: str = "") -> None:
+    """Write the stamp ``name`` in ``folder`` atomically: a step killed meanwhile leaves the
+    previous stamp or none, never a partial one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"{name}.part"
+    partial.write_text(content)
+    os.replace(partial, folder / name)
 
 
 @contextlib.contextmanager

@@ -54,7 +54,7 @@ from typing import Any
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reach
-from reach import REPO, Failed, current_stub_version, locked
+from reach import REPO, Failed, current_stub_version, locked, run
 
 CACHE_ENV = "LOCKSHIP_WINE_CACHE"
 PLATFORM = "win-64"
@@ -72,8 +72,6 @@ PYTHON_VERSION = "3.11.9"
 WINDOWS_ONLY = ("pefile", "pywin32-ctypes", "colorama")
 #: repository files the freeze needs
 REPO_FILES = ("pyproject.toml", "builder", "stub", "scripts/freeze_stub.py")
-#: seconds any single command may take (a freeze under Wine takes ~20 s, pip install ~1 min)
-TIMEOUT = 1800
 PREPARE = "prepare with: python scripts/winereach.py"
 
 SHIM_C = r"""/* Wine 8.0 has no ProcessPrng in bcryptprimitives.dll; Rust >= 1.78 std (py-rattler's
@@ -145,21 +143,11 @@ class Cache(reach.CacheBase):
 
         return cached_stub_path(self.root, PLATFORM)
 
-    def stamp(self, name: str) -> Path:
-        return self.root / "stamps" / name
-
     def has_stamp(self, name: str, content: str) -> bool:
-        try:
-            return self.stamp(name).read_text() == content
-        except OSError:
-            return False
+        return reach.has_stamp(self.root / "stamps", name, content)
 
     def set_stamp(self, name: str, content: str) -> None:
-        path = self.stamp(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".part")
-        partial.write_text(content)
-        os.replace(partial, path)
+        reach.set_stamp(self.root / "stamps", name, content)
 
 
 def windows_path(path: Path) -> str:
@@ -182,42 +170,6 @@ def wine_env(cache: Cache, extra: Mapping[str, str] | None = None) -> dict[str, 
     )
     env.update(extra or {})
     return env
-
-
-def run(
-    argv: Sequence[str | Path],
-    *,
-    log: Path,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> str:
-    """Run a command with stdout and stderr on pipes (Windows programs under Wine need them),
-    append both to ``log`` and return stdout. Raises Failed with one line."""
-    command = [str(a) for a in argv]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        process = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=env,
-            cwd=cwd,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise Failed(f"{' '.join(command[:4])} ... took more than {TIMEOUT} s") from e
-    except OSError as e:
-        raise Failed(f"cannot run {command[0]}: {e.strerror}") from e
-    stdout = process.stdout.decode("utf-8", "replace")
-    stderr = process.stderr.decode("utf-8", "replace")
-    with open(log, "a") as out:
-        out.write(f"\n$ {' '.join(command)}\n{stdout}{stderr}")
-    if process.returncode != 0:
-        for line in (stdout + stderr).splitlines()[-25:]:
-            print(f"    {line}", file=sys.stderr)
-        raise Failed(f"{' '.join(command[:4])} ... exited {process.returncode} (log: {log})")
-    return stdout
 
 
 # --- the host --------------------------------------------------------------------------------

@@ -38,7 +38,13 @@ from lockship.stub.launch import Launch, read_launch, remove_unpacked_folder
 from lockship.stub.manifest import Manifest
 from lockship.stub.payload import Payload, PayloadError, iter_entry, read_payload
 from lockship.stub.prefix import normalize_prefix, recover_interrupted
-from lockship.stub.progress import LineReporter, Reporter, TqdmReporter
+from lockship.stub.progress import (
+    EVENTS_ENV,
+    LineReporter,
+    Reporter,
+    TqdmReporter,
+    with_events,
+)
 from lockship.stub.signals import install_handlers
 from lockship.stub.summary import json_summary, text_summary
 from lockship.stub.windows import (
@@ -66,8 +72,9 @@ def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentPars
     parser = _ArgumentParser(
         prog=prog,
         description=f"Install {what}: a conda environment built by lockship {__version__}.",
-        epilog="Exit codes: 0 installed, 1 failed (nothing left behind), 2 usage error, "
-        "130 interrupted. On failure the error names a log file with the details.",
+        epilog="Exit codes: 0 done; 1 failed (a new prefix is removed, an existing one restored; "
+        "the error names a log file with the details); 2 usage error; N the post-install "
+        "script failed with code N; 129, 130, 143 interrupted (rolled back as for 1).",
         add_help=False,  # --help is a mode like the others: it returns, it does not exit
     )
     add = parser.add_argument
@@ -339,7 +346,8 @@ def _temporary_base(prefix: Path, *, windows: bool) -> Path | None:
 
 
 def _reporter() -> Reporter:
-    return TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+    shown = TqdmReporter(sys.stderr) if sys.stderr.isatty() else LineReporter(sys.stderr)
+    return with_events(shown, os.environ.get(EVENTS_ENV))
 
 
 def _interaction(*, batch: bool) -> Interaction:

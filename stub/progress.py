@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 
@@ -105,3 +106,60 @@ class LineReporter:
 
     def message(self, text: str) -> None:
         self._print(text)
+
+
+#: Environment variable naming a file the installer appends its progress events to.
+EVENTS_ENV = "LOCKSHIP_PROGRESS_EVENTS"
+
+
+class EventReporter:
+    """Another reporter, whose stages are also appended to a file as JSON lines for programs.
+
+    One object a line, with ``time`` (seconds since the epoch) and ``event``: ``start``
+    (``stage``, ``total``, ``unit``), ``finish`` (``stage``) or ``message`` (``text``). Programs
+    that time the installer read these instead of the wording of its progress lines. The file
+    is opened for each event (an install has tens of them), so nothing is left open.
+    """
+
+    def __init__(self, shown: Reporter, path: Path) -> None:
+        self._shown = shown
+        self._path = path
+        self._stage = ""
+
+    def _write(self, event: str, **fields: object) -> None:
+        import json
+        import time
+
+        line = json.dumps({"time": time.time(), "event": event, **fields})
+        with open(self._path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def start(self, description: str, total: int, unit: str = "it") -> None:
+        self._stage = description
+        self._write("start", stage=description, total=total, unit=unit)
+        self._shown.start(description, total, unit)
+
+    def advance(self, amount: int = 1) -> None:
+        self._shown.advance(amount)
+
+    def finish(self) -> None:
+        self._shown.finish()
+        self._write("finish", stage=self._stage)
+
+    def message(self, text: str) -> None:
+        self._write("message", text=text)
+        self._shown.message(text)
+
+
+def with_events(shown: Reporter, path: str | None) -> Reporter:
+    """``shown``, also appending its events to the file ``path`` when one is given."""
+    if not path:
+        return shown
+    from lockship.stub.errors import InstallError
+
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise InstallError(f"cannot write progress events to {path} ({EVENTS_ENV}): {e}") from e
+    return EventReporter(shown, Path(path))

@@ -123,9 +123,16 @@ def run_on_terminal(installer: Path, *args: str | Path, answers: str) -> tuple[i
 
 
 def load_script(name: str) -> ModuleType:
-    """``scripts/NAME.py`` as a module (the scripts folder is not a package)."""
-    path = REPO_ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"lockship_{name}", path)
+    """``scripts/NAME.py``, or the package ``scripts/NAME/``, as a module named
+    ``lockship_NAME`` (the scripts folder is not a package; a package's modules then import
+    as ``lockship_NAME.MODULE``)."""
+    folder = REPO_ROOT / "scripts" / name
+    if folder.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            f"lockship_{name}", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(f"lockship_{name}", folder.with_suffix(".py"))
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from lockship.builder.testing.synthetic import MB, EnvSpec, ensure_env
 
 from tests.conftest import DEMO_PLATFORM
-from tests.runners import REPO_ROOT, run_installer, run_lockship
+from tests.runners import run_installer, run_lockship
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         DEMO_PLATFORM != "linux-64",
-        reason="scripts/bench.py generates linux-64 environments: x86_64 Linux only",
+        reason="the synthetic environment is generated for linux-64: x86_64 Linux only",
     ),
 ]
 
@@ -31,13 +31,10 @@ def sha256(path: Path) -> str:
 
 
 def test_one_gigabyte_of_many_packages(tmp_path: Path, frozen_stub: Path) -> None:
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import bench
-
-    spec = bench.EnvSpec(
+    spec = EnvSpec(
         name="soak",
         packages=120,
-        archive_bytes=1000 * bench.MB,
+        archive_bytes=1000 * MB,
         files=20_000,
         binary_share=0.85,
         binary_file_share=0.2,
@@ -45,7 +42,7 @@ def test_one_gigabyte_of_many_packages(tmp_path: Path, frozen_stub: Path) -> Non
         binary_placeholder_share=0.1,
         seed=16,
     )
-    env = bench.ensure_env(Path("/tmp/lockship-soak"), spec, jobs=2)
+    env = ensure_env(Path("/tmp/lockship-soak"), spec, DEMO_PLATFORM, jobs=2)
     run = run_lockship(
         "build",
         env.workspace,

@@ -2,7 +2,8 @@
 
 Its wheel on PyPI carries two binaries, ``cs`` (the builder) and ``cs-template`` (the runtime it
 stamps); its Python part needs conda, which pip cannot install, so only the binaries are used.
-``scripts/dev-env.sh`` fetches them once (:func:`fetch`) into ``.venv/peers/``.
+``scripts/dev-env.sh`` fetches them once (``python scripts/benchmarks/peer.py``) into
+``.venv/peers/``.
 
 How it is driven (conda-ship 0.11.1): a copy of the benchmark's pixi workspace gains a
 ``[tool.conda-ship]`` table (embedded bundle, the default environment), ``cs build`` writes one
@@ -24,7 +25,7 @@ from pathlib import Path
 
 NAME = "conda-ship"
 VERSION = "0.11.1"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO / ".venv" / "peers" / f"{NAME}-{VERSION}"
 #: a delegate that is not in the environment: the run installs, then stops (see above)
 DELEGATE = "lockship-bench-no-delegate"
