@@ -328,7 +328,7 @@ def _image_build(
     platforms = [p.environment.platform for p in plan.installers]
     source = plan.source
     request.cache_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="image-", dir=request.cache_dir))
+    work = Path(tempfile.mkdtemp(prefix="image-", dir=request.cache_dir)).resolve()
     try:
         build = ImageBuild(
             settings,

@@ -27,7 +27,7 @@ from lockship.builder.image.base import (
     open_base,
 )
 from lockship.builder.image.environment import DEFAULT_BASE_PATH, make_environment
-from lockship.builder.image.layers import MAX_LAYERS, Layer, plan_layers, write_layer
+from lockship.builder.image.layers import MAX_LAYERS, Layer, plan_layers, write_layers
 from lockship.builder.image.oci import (
     CONFIG,
     INDEX,
@@ -166,10 +166,9 @@ class ImageBuild:
         )
         groups = plan_layers(folder, MAX_LAYERS - len(base.layers))
         reporter.start(f"Writing image layers ({platform})", len(groups), unit="layer")
-        layers = []
-        for group in groups:
-            layers.append(write_layer(self.store, folder, self.prefix, group, self.epoch))
-            reporter.advance(1)
+        layers = write_layers(
+            self.store, folder, self.prefix, groups, self.epoch, lambda: reporter.advance(1)
+        )
         reporter.finish()
         for layer in base.layers:
             self.store.put_file(layer, base.store.path(layer.digest))
