@@ -136,7 +136,13 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     engine.close()
 
 
-def build(workspace: Path, out: Path, *args: str | Path, cache: Path | None = None) -> Run:
+def build(
+    workspace: Path,
+    out: Path,
+    *args: str | Path,
+    cache: Path | None = None,
+    cwd: Path | None = None,
+) -> Run:
     return run_lockship(
         "build",
         workspace,
@@ -146,6 +152,7 @@ def build(workspace: Path, out: Path, *args: str | Path, cache: Path | None = No
         cache or out.parent / "cache",
         *args,
         env={"SOURCE_DATE_EPOCH": "1700000000"},
+        cwd=cwd,
     )
 
 
@@ -251,9 +258,10 @@ def test_image_settings_reach_the_config(
         'cmd = ["lsdemo-where"]\n'
         'annotations = { "org.opencontainers.image.source" = "https://example.invalid/app" }\n'
     )
+    # relative folders, from the workspace's parent
     run = build(
-        ws,
-        tmp_path / "out",
+        Path(ws.name),
+        Path("out"),
         "--base",
         base_image,
         "--image-user",
@@ -262,8 +270,10 @@ def test_image_settings_reach_the_config(
         "/home/app",
         "--entrypoint",
         '["/bin/sh", "-c", "id -u; exec \\"$0\\" \\"$@\\""]',
+        cache=Path("cache"),
+        cwd=ws.parent,
     )
-    image = built(run)
+    image = ws.parent / built(run)
     assert [p.suffix for p in image.parent.glob("*.sh")] == []  # only = true: no installer
     config = config_of(image)
     inner = config["config"]
