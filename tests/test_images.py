@@ -584,3 +584,36 @@ def test_several_platforms_make_one_image_index(tmp_path: Path, demo_channel: Pa
     finally:
         podman.close()
     assert ran.stdout.strip() == "where=/opt/multi"
+
+
+def test_a_base_from_a_registry_is_recorded_by_digest(
+    workspace: Workspace, base_image: Path, tmp_path: Path
+) -> None:
+    with Registry(tmp_path / "registry") as registry:
+        pushed = skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{base_image}",
+            f"docker://{registry.address}/base/debian:12",
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        ws = workspace.lock()
+        image = built(
+            build(
+                ws, tmp_path / "out", "--image-only", "--base", f"{registry.address}/base/debian:12"
+            )
+        )
+        out = tmp_path / "out2"
+        missing = build(ws, out, "--image-only", "--base", f"{registry.address}/base/debian:13")
+    (manifest,) = manifests(image)
+    annotations = manifest["annotations"]
+    base_digest = annotations["org.opencontainers.image.base.digest"]  # type: ignore[index]
+    index = json.loads((base_image / "index.json").read_text())
+    assert base_digest == index["manifests"][0]["digest"]
+    assert annotations["org.opencontainers.image.base.name"] == (  # type: ignore[index]
+        f"{registry.address}/base/debian@{base_digest}"
+    )
+    local = built(build(ws, tmp_path / "local", "--image-only", "--base", base_image))
+    assert layer_digests(local) == layer_digests(image)  # the same base, read either way
+    error = _refused(missing, out)
+    assert error.startswith(f"ERROR: the registry {registry.address} refused base/debian:13: 404")

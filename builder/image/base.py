@@ -11,7 +11,7 @@ import json
 import re
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -211,9 +211,8 @@ def _from_registry(
             partial.replace(store.path(d.digest))
     base = _finish(source, store, descriptor, platform)
     name = f"{reference.registry}/{reference.repository}"
-    return BaseImage(
-        f"{name}@{descriptor.digest}", base.digest, base.config, base.layers, store, base.glibc
-    )
+    pinned = f"{name}@{descriptor.digest}"
+    return replace(base, source=pinned, reference=pinned)
 
 
 def _glibc_version(store: BlobStore, layers: Sequence[Descriptor]) -> tuple[int, int] | None:
