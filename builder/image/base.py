@@ -78,7 +78,8 @@ def open_base(spec: str, platform: str, work: Path, auth: Sequence[Path]) -> Bas
         return _from_layout(str(path), BlobStore(layout), platform)
     if path.suffix == ".tar" or spec.startswith((".", "/", "~")):
         raise ImageError(f"the base image {spec} does not exist")
-    return _from_registry(Reference.parse(spec), platform, work / "base", auth)
+    reference = Reference.parse(spec, also=", nor an OCI archive or layout folder")
+    return _from_registry(reference, platform, work / "base", auth)
 
 
 def _unpack_archive(archive: Path, layout: Path) -> None:

@@ -40,13 +40,14 @@ class Reference:
     digest: str | None
 
     @classmethod
-    def parse(cls, text: str) -> Reference:
+    def parse(cls, text: str, *, also: str = "") -> Reference:
+        """``text`` as a reference; the error names what else it could have been (``also``)."""
         rest, _, digest = text.partition("@")
         first, slash, remainder = rest.partition("/")
         if not slash or not ("." in first or ":" in first or first == "localhost"):
             raise ImageError(
                 f"{text!r} is not a registry reference (REGISTRY/REPOSITORY[:TAG][@DIGEST], "
-                "e.g. registry.example:5000/team/app:1.0), nor an OCI archive or layout folder"
+                f"e.g. registry.example:5000/team/app:1.0){also}"
             )
         repository, colon, tag = remainder.rpartition(":")
         if not colon or "/" in tag:
