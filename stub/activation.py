@@ -117,9 +117,10 @@ class ActivationError(InstallError):
 
 
 def activation_environment(
-    prefix: Path, platform: str, *, base_path: str = SYSTEM_PATH
+    prefix: Path, platform: str, *, base_path: str = SYSTEM_PATH, hooks: bool = True
 ) -> dict[str, str]:
-    """Every variable activating ``prefix`` sets, with PATH continuing with ``base_path``."""
+    """Every variable activating ``prefix`` sets, with PATH continuing with ``base_path``;
+    ``hooks=False`` leaves the ``activate.d`` scripts out."""
     if platform.startswith("win-"):
         target = WINDOWS_TARGETS[0]
         script = activation_script(prefix, target, platform)
@@ -131,6 +132,8 @@ def activation_environment(
                 found[key] = match[2].replace("%PATH%", base_path)
         return found
     script = activation_script(prefix, UNIX_TARGETS[0], platform)
+    if not hooks:
+        script = "".join(line for line in script.splitlines(True) if not line.startswith(". "))
     shell = shutil.which("bash") or shutil.which("sh")
     if shell is None:
         raise ActivationError("no bash or sh to evaluate the activation script with")
@@ -146,10 +149,10 @@ def activation_environment(
             cwd=folder,
             check=False,
         )
-    if done.returncode != 0:
+    if done.returncode != 0 or not done.stdout:
         raise ActivationError(
-            f"evaluating the activation of {prefix} failed: "
-            + done.stderr.decode(errors="replace").strip()[:300]
+            f"evaluating the activation of {prefix} failed (an activate.d script may have "
+            "exited the shell): " + done.stderr.decode(errors="replace").strip()[:300]
         )
     variables = {}
     for item in done.stdout.split(b"\0"):
@@ -182,7 +185,18 @@ def env_file_text(variables: dict[str, str]) -> str:
 
 
 def write_activation_env(prefix: Path, platform: str) -> Path:
-    """Write ``activate.env`` into ``prefix``."""
+    """Write ``activate.env`` into ``prefix``. An ``activate.d`` script that breaks the
+    evaluation does not break the installation: the file then holds the other variables and
+    a comment saying which are missing."""
     path = prefix / ENV_FILE
-    write_text_atomically(path, env_file_text(activation_environment(prefix, platform)))
+    try:
+        text = env_file_text(activation_environment(prefix, platform))
+    except ActivationError as e:
+        text = f"# the activate.d scripts' variables are missing: {e}\n".replace("\n", " ")
+        text = (
+            text.rstrip()
+            + "\n"
+            + env_file_text(activation_environment(prefix, platform, hooks=False))
+        )
+    write_text_atomically(path, text)
     return path

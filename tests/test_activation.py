@@ -109,6 +109,17 @@ def test_activate_env_is_read_by_env_files(tmp_path: Path) -> None:
     assert shown.stdout.strip() == f"fast mode|{prefix}/share/tool|{prefix}"
 
 
+def test_an_activate_d_script_that_exits_leaves_the_other_variables(tmp_path: Path) -> None:
+    prefix = _prefix_with_hooks(tmp_path / "env")
+    (prefix / "etc" / "conda" / "activate.d" / "c-exits.sh").write_text("exit 3\n")
+
+    lines = write_activation_env(prefix, "linux-64").read_text().splitlines()
+
+    assert lines[0].startswith("# the activate.d scripts' variables are missing: evaluating")
+    assert "TOOL_MODE=fast mode" in lines and f"CONDA_PREFIX={prefix}" in lines
+    assert not any(line.startswith("TOOL_HOME=") for line in lines)
+
+
 def test_a_value_with_a_line_break_is_left_out() -> None:
     assert env_file_text({"B": "two\nlines", "A": "x=y"}) == "A=x=y\n"
 
