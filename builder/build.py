@@ -25,6 +25,7 @@ from lockship.builder.fetch import (
     cache_path,
     fetch_packages,
 )
+from lockship.builder.identity import OPTION, check_name, check_version, choose_identity
 from lockship.builder.image.settings import ImageSettings
 from lockship.builder.inputs import InputOptions, inject_packages, open_input
 from lockship.builder.installer import installer_file_name, write_installer_to
@@ -187,11 +188,16 @@ def open_request_source(request: BuildRequest, client: Client) -> Source:
         return opened
     specs = (opened or SpecRequest(None, (), ())).extended(request.specs, request.channels)
     platforms = request.platforms or (host_platform(),)
-    name = request.name or specs.name or "env"
+    if request.name:
+        name = check_name(request.name, OPTION.format("name"))
+    else:
+        name = check_name(specs.name, "from the environment file") if specs.name else "env"
     version = request.version or "0.0.0"
-    lock_path = request.output_dir / f"{name}-{version}.pixi.lock"
-    if request.dry_run:
-        lock_path = request.cache_dir / "dry-run" / lock_path.name
+    check_version(version, OPTION.format("version"))
+    # solved into the cache; it joins the installers in the output folder only when they
+    # are all built (build_installers), so a failed build leaves no lock there either
+    lock_path = request.cache_dir / ("dry-run" if request.dry_run else "solved")
+    lock_path /= f"{name}-{version}.pixi.lock"
     return solve_specs(
         specs, platforms, client=client, cache_dir=request.cache_dir, lock_path=lock_path
     )
@@ -221,8 +227,10 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
     client = make_client(request.network, timeout=request.timeout)
     source = open_request_source(request, client)
-    name = request.name or source.name or source.environment
-    version = request.version or source.version or "0.0.0"
+    identity = choose_identity(request.name, request.version, source)
+    name, version = identity.name, identity.version
+    if request.delta_version is not None:
+        check_version(request.delta_version, "from --delta-version")
     plans = []
     for platform in choose_platforms(request, source):
         environment = inject_packages(request.inject, source.for_platform(platform))
@@ -312,7 +320,11 @@ def build_installers(
             sums |= {result.installer: result.sha256, sbom.path: sbom.sha256}
         if image is not None:
             sums |= _write_image(outputs, request, image, results, reporter)
-        # leaving the block renames every installer, image and SBOM into place
+        solved = plan.source.solved_lock
+        if solved is not None:  # the lock solved from --spec or an environment.yml
+            partial = _open_output(outputs, request.output_dir / solved.name, mode=0o644)
+            shutil.copyfile(solved, partial)
+        # leaving the block renames every installer, image, SBOM and solved lock into place
     update_checksums(request.output_dir, sums)
     return results
 
@@ -329,11 +341,12 @@ def _image_build(
     source = plan.source
     request.cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="image-", dir=request.cache_dir)).resolve()
+    identity = choose_identity(request.name, request.version, source)
     try:
         build = ImageBuild(
             settings,
-            request.name or source.name or source.environment,
-            request.version or source.version or "0.0.0",
+            identity.name,
+            identity.version,
             platforms,
             work,
             epoch=source_date_epoch(os.environ),
@@ -464,11 +477,13 @@ def prepare_one(
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
         entries["solved_lock"] = "lockship/pixi.lock"
-    with_scripts = sorted(
-        f.record.name.normalized for f in fetched if f.path.name in facts.with_link_scripts
-    )
+    names = {f.path.name: f.record.name.normalized for f in fetched}
+    scripts: dict[str, list[str]] = {}
+    for archive, script in facts.link_scripts:
+        scripts.setdefault(names[archive], []).append(script)
+    with_scripts = sorted(scripts)
     if request.link_scripts:
-        check_link_script_policy(request.allowed_link_scripts, with_scripts, platform)
+        check_link_script_policy(request.allowed_link_scripts, scripts)
     options = InstallerOptions(
         link_scripts=request.link_scripts,
         pyc=request.pyc,
@@ -480,9 +495,10 @@ def prepare_one(
         solved_lock=entries.get("solved_lock"),
         default_prefix=request.default_prefix,
     )
+    identity = choose_identity(request.name, request.version, source)
     manifest = Manifest(
-        name=request.name or source.name or source.environment,
-        version=request.version or source.version or "0.0.0",
+        name=identity.name,
+        version=identity.version,
         platform=platform,
         environment=environment.environment,
         lockship_version=__version__,

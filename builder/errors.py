@@ -24,10 +24,10 @@ class FetchError(BuildError):
 
 
 class ChecksumMismatch(BuildError):
-    def __init__(self, package: str, expected: str, actual: str) -> None:
+    def __init__(self, package: str, expected: str, actual: str, algorithm: str = "sha256") -> None:
         self.package, self.expected, self.actual = package, expected, actual
         super().__init__(
-            f"{package} does not match the lockfile: sha256 {actual}, expected {expected}; "
+            f"{package} does not match the lockfile: {algorithm} {actual}, expected {expected}; "
             "the channel serves a different file than the one that was locked"
         )
 

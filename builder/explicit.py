@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import unquote, urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError, LockfileError
 from lockship.builder.fetch import download_verified, gather_all, hash_file, local_path
+from lockship.builder.lockfile import url_file_name
 from lockship.builder.sources import PlatformEnvironment, records_for
 from lockship.stub.boundary import write_text_atomically
 from rattler import Client, RepoDataRecord
@@ -62,7 +62,7 @@ class _Named:
         fragment = fragment.removeprefix("sha256:").lower()
         return cls(
             url,
-            unquote(urlparse(url).path.rsplit("/", 1)[-1]),
+            url_file_name(url),
             fragment if len(fragment) == 64 else None,
             fragment if len(fragment) == 32 else None,
         )
@@ -73,7 +73,7 @@ class _Named:
         if self.sha256 and sha != self.sha256:
             raise ChecksumMismatch(self.file_name, self.sha256, sha)
         if self.md5 and md5 != self.md5:
-            raise ChecksumMismatch(self.file_name, f"md5 {self.md5}", f"md5 {md5}")
+            raise ChecksumMismatch(self.file_name, self.md5, md5, "md5")
         return sha
 
 

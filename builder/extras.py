@@ -1,28 +1,28 @@
 """What an installer carries besides its packages (the license, the post-install script) and
-which post-link scripts it may run (``--link-scripts allow=``), checked at build time."""
+which link scripts it may run (``--link-scripts allow=``), checked at build time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lockship.builder.errors import BuildError
 
 
 def check_link_script_policy(
-    allowed: Sequence[str] | None, with_scripts: Sequence[str], platform: str
+    allowed: Sequence[str] | None, scripts: Mapping[str, Sequence[str]]
 ) -> None:
-    """With an allow-list, a package outside it that carries a post-link script fails the
-    build (all such packages named in one line)."""
+    """With an allow-list, a package outside it that carries a link script (post-link,
+    pre-unlink, pre-link: ``scripts`` maps package names to them) fails the build, all such
+    packages named in one line."""
     if allowed is None:
         return
-    refused = [n for n in with_scripts if n not in allowed]
+    refused = sorted(n for n in scripts if n not in allowed)
     if not refused:
         return
-    folder, suffix = ("Scripts", "bat") if platform.startswith("win-") else ("bin", "sh")
-    scripts = ", ".join(f"{n} ({folder}/.{n}-post-link.{suffix})" for n in refused)
+    named = ", ".join(f"{n} ({', '.join(scripts[n])})" for n in refused)
     raise BuildError(
-        f"post-link scripts not allowed by --link-scripts allow=: {scripts}; add the packages "
+        f"link scripts not allowed by --link-scripts allow=: {named}; add the packages "
         "to the list, or build with --no-link-scripts"
     )
 

@@ -21,6 +21,7 @@ from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError
+from lockship.builder.lockfile import url_file_name
 from lockship.stub.boundary import CHUNK_SIZE
 from rattler import Client, RepoDataRecord
 from rattler.package_streaming import download_to_path
@@ -69,8 +70,26 @@ def verify(record: RepoDataRecord, path: Path) -> str:
         raise ChecksumMismatch(record.file_name, expected_sha, sha)
     expected_md5 = record.md5.hex() if record.md5 else None
     if not expected_sha and expected_md5 and md5 != expected_md5:
-        raise ChecksumMismatch(record.file_name, f"md5 {expected_md5}", f"md5 {md5}")
+        raise ChecksumMismatch(record.file_name, expected_md5, md5, "md5")
     return sha
+
+
+def _cached_sha256(record: RepoDataRecord, path: Path) -> str | None:
+    """The sha256 of the cached archive of ``record``; None if it must be downloaded.
+
+    An archive locked by sha256 is cached under that hash, checked when it entered the cache.
+    One locked by md5 only is cached under its URL, which may serve other bytes by the next
+    build (a re-uploaded package, a rebuilt ``file://`` archive): it is checked again.
+    """
+    if not path.is_file():
+        return None
+    sha = record_sha256(record)
+    if sha:
+        return sha
+    try:
+        return verify(record, path)
+    except (ChecksumMismatch, OSError):
+        return None  # downloaded again, and checked on the way in
 
 
 def local_path(url: str) -> Path | None:
@@ -121,7 +140,7 @@ async def download_verified(
     ``folder`` must be on the file system of the final place (the cache's own folders are).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    name = unquote(urlparse(url).path).rsplit("/", 1)[-1] or "download"
+    name = url_file_name(url) or "download"
     # a folder of its own: a download that is cancelled (another one failed) may still be
     # written by rattler's runtime after the task is gone, and once the folder is removed
     # nothing can recreate a file in it
@@ -159,8 +178,9 @@ async def _fetch_one(
     retries: int,
 ) -> FetchedPackage:
     final = cache_path(cache_dir, record)
-    if final.is_file():
-        result = FetchedPackage(record, final, record_sha256(record) or "", True)
+    cached = await asyncio.to_thread(_cached_sha256, record, final)
+    if cached is not None:
+        result = FetchedPackage(record, final, cached, True)
     else:
         async with semaphore:
             _, sha = await download_verified(

@@ -17,6 +17,10 @@ from lockship.builder.errors import BuildError
 
 _COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 
+#: seconds one git command may take (a clone of a large repository on a slow link included);
+#: git itself never gives up on a stalled connection
+GIT_TIMEOUT = 30 * 60
+
 
 @dataclass(frozen=True)
 class GitSource:
@@ -56,10 +60,21 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+            ["git", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=GIT_TIMEOUT,
         )
     except FileNotFoundError as e:
         raise BuildError("git is not installed; install git to build PyPI git sources") from e
+    except subprocess.TimeoutExpired as e:
+        raise BuildError(
+            f"git {args[0]} took longer than {GIT_TIMEOUT} s; check the network and the "
+            "repository's URL"
+        ) from e
     if done.returncode != 0:
         lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
         raise BuildError(f"git {args[0]} failed: {lines[-1] if lines else done.returncode}")

@@ -57,6 +57,16 @@ def installer_file_name(name: str, version: str, platform: str) -> str:
     return f"{name}-{version}-{platform}{suffix}"
 
 
+def shell_comment(value: str) -> str:
+    """``value`` fit for the rest of a ``#`` comment line: no line ends, no control characters."""
+    return "".join(c if c.isprintable() else "?" for c in value)
+
+
+def shell_double_quoted(value: str) -> str:
+    """``value`` fit for the inside of a double-quoted shell string: it stays text."""
+    return "".join("\\" + c if c in '"$`\\' else c for c in shell_comment(value))
+
+
 def render_header(
     manifest: Manifest,
     file_name: str,
@@ -74,6 +84,10 @@ def render_header(
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
+    # the values are checked at plan time (builder.identity); quoted here all the same, so
+    # that no value, whatever made the manifest, becomes a line or a word of shell
+    env.filters["comment"] = shell_comment
+    env.filters["dq"] = shell_double_quoted
     template = env.get_template("header.sh.j2")
 
     def render(offset: int) -> bytes:

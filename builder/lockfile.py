@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 from lockship.builder.errors import LockfileError
 from rattler import (
@@ -31,7 +31,18 @@ class LockedWheel:
 
     @property
     def file_name(self) -> str:
-        return self.location.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return url_file_name(self.location)
+
+
+def url_file_name(location: str) -> str:
+    """The file name a URL or a path ends in, as it is on disk: a URL's ``%2B`` is ``+`` (a
+    PyTorch index serves every CUDA wheel so), its query string and fragment are dropped; a
+    path is taken as written."""
+    if urlsplit(location).scheme in ("http", "https", "file"):
+        path = unquote(urlsplit(location).path)
+    else:
+        path = location.split("#", 1)[0]
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 #: how a PyPI source that is not a wheel is locked
@@ -59,11 +70,11 @@ def locked_pypi_package(
     name: str, version: str, location: str, sha256: str | None
 ) -> LockedWheel | LockedSource:
     """A locked PyPI package, told apart by its location: a wheel, an sdist, git, or a path."""
-    bare = location.split("#", 1)[0].split("?", 1)[0]
-    if bare.endswith(".whl"):
-        return LockedWheel(name, version, location, sha256)
     if location.startswith("git+"):
         return LockedSource(name, version, location, sha256, "git")
+    bare = url_file_name(location)
+    if bare.endswith(".whl"):
+        return LockedWheel(name, version, location, sha256)
     kind: SourceKind = "sdist" if bare.lower().endswith(SDIST_SUFFIXES) else "path"
     return LockedSource(name, version, location, sha256, kind)
 
@@ -96,6 +107,8 @@ class PlatformEnvironment:
 class Workspace:
     name: str | None
     version: str | None
+    #: the file they were read from
+    path: Path | None = None
 
 
 def find_lockfile(path: Path) -> Path:
@@ -206,6 +219,7 @@ def read_workspace(lock_path: Path) -> Workspace:
                 return Workspace(
                     str(name_value) if name_value else None,
                     str(version_value) if version_value else None,
+                    manifest,
                 )
     return Workspace(None, None)
 

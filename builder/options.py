@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--link-scripts",
         metavar="allow=NAME[,NAME]",
         type=_allow_list,
-        help="only these packages may carry post-link scripts: the build fails, naming them, "
+        help="only these packages may carry link scripts (post-link, pre-unlink): the build "
+        "fails, naming them, "
         "if any other locked package has one",
     )
     build.add_argument(

@@ -28,6 +28,8 @@ class PixiSource:
     version: str | None = None
     ignore_non_wheels: bool = False
     solved_lock: None = None
+    #: the pixi.toml or pyproject.toml that gave name and version
+    workspace_file: Path | None = None
 
     def platforms(self) -> tuple[str, ...]:
         env = self.lock.environment(self.environment)
@@ -53,4 +55,5 @@ def read_pixi(path: Path, environment: str, *, ignore_non_wheels: bool = False) 
         workspace.name,
         workspace.version,
         ignore_non_wheels=ignore_non_wheels,
+        workspace_file=workspace.path,
     )

@@ -32,7 +32,7 @@ from build.env import DefaultIsolatedEnv
 from lockship.builder.errors import BuildError, ChecksumMismatch, FetchError
 from lockship.builder.fetch import download_verified, local_path
 from lockship.builder.gitsource import GitSource, checkout, parse_git_location
-from lockship.builder.lockfile import LockedSource, location_url
+from lockship.builder.lockfile import LockedSource, location_url, url_file_name
 from lockship.builder.paths import host_platform
 from lockship.stub.boundary import file_sha256
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -145,7 +145,7 @@ def _fetch_sdist(
 ) -> Path:
     """The sdist's file, checked against the lock's sha256 before anything reads it."""
     url = location_url(source.location, base)
-    name = url.rstrip("/").rsplit("/", 1)[-1]
+    name = url_file_name(url)
     expected = source.sha256
 
     def checked(path: Path) -> str:
@@ -217,6 +217,10 @@ def tree_digest(tree: Path) -> str:
     return digest.hexdigest()
 
 
+#: seconds a build backend's hook (building the wheel, say) may take
+BUILD_TIMEOUT = 60 * 60
+
+
 def build_wheel(source: LockedSource, tree: Path, folder: Path, log: Path) -> Path:
     """Build ``tree`` into a wheel in ``folder`` (written only once it is complete)."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +234,10 @@ def build_wheel(source: LockedSource, tree: Path, folder: Path, log: Path) -> Pa
                 _install(source, env, builder.get_requires_for_build("wheel"), log)
                 built = Path(builder.build("wheel", out))
         except (BuildException, BuildBackendException) as e:
-            raise SourceBuildError(source, _last_line(log) or str(e), log) from e
+            reason = _last_line(log) or str(e)
+            if isinstance(getattr(e, "exception", None), subprocess.TimeoutExpired):
+                reason = f"its build backend took longer than {BUILD_TIMEOUT} s"
+            raise SourceBuildError(source, reason, log) from e
         except OSError as e:
             raise SourceBuildError(source, e.strerror or str(e), log) from e
         name = parse_wheel_filename(built.name)[0]
@@ -271,7 +278,15 @@ def _logged(log: Path) -> Callable[..., None]:
         env = {**os.environ, **(extra_environ or {})}
         with log.open("a", encoding="utf-8") as out:
             out.flush()
-            subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+            subprocess.run(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=BUILD_TIMEOUT,
+            )
 
     return run
 

@@ -132,14 +132,15 @@ def report_error(
         _print(f"ERROR: {error}" + (f" (details: {log})" if log else ""))
         return code
     log = write_log(program, error, header=header, folder=log_dir)
+    details = f" (details: {log})" if log else ""
     if isinstance(error, OSError):
         where = f" ({error.filename})" if error.filename else ""
         _print(
             f"ERROR: {error.strerror or error}{where}; check the path, its permissions and free "
-            f"space (details: {log})"
+            f"space{details}"
         )
         return 1
-    _print(f"ERROR: unexpected failure: {error!r} (details: {log})")
+    _print(f"ERROR: unexpected failure: {error!r}{details}")
     return 1
 
 

@@ -73,8 +73,8 @@ def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentPars
         prog=prog,
         description=f"Install {what}: a conda environment built by lockship {__version__}.",
         epilog="Exit codes: 0 done; 1 failed (a new prefix is removed, an existing one restored; "
-        "the error names a log file with the details); 2 usage error; N the post-install "
-        "script failed with code N; 129, 130, 143 interrupted (rolled back as for 1).",
+        "a failing post-install script too; the error names a log file with the details); 2 "
+        "usage error; 129, 130, 143 interrupted (rolled back as for 1).",
         add_help=False,  # --help is a mode like the others: it returns, it does not exit
     )
     add = parser.add_argument
@@ -115,8 +115,8 @@ def _build_parser(prog: str, manifest: Manifest | None) -> argparse.ArgumentPars
     add(
         "--recover",
         action="store_true",
-        help="only restore PREFIX where an update was interrupted (killed, power loss); every "
-        "run against PREFIX does this first",
+        help="only restore PREFIX where an install or update was interrupted (killed, power "
+        "loss, a failed restore); every run against PREFIX does this first",
     )
     add("--version", action="store_true", help=f"print the version of {name} and of lockship")
     add("--installer", help=argparse.SUPPRESS)
@@ -177,7 +177,7 @@ def recover(manifest: Manifest, args: argparse.Namespace) -> int:
     """``--recover``: restore an interrupted update of the prefix, and nothing else."""
     prefix = normalize_prefix(args.prefix or _default_prefix(manifest))
     if not _recover(prefix, _reporter()):
-        print(f"Nothing to recover: no interrupted update in {prefix}")
+        print(f"Nothing to recover: no interrupted install or update in {prefix}")
     return 0
 
 
@@ -186,6 +186,9 @@ def _recover(prefix: Path, reporter: Reporter) -> bool:
     journal = recover_interrupted(prefix)
     if journal is None:
         return False
+    if journal.get("fresh"):
+        reporter.message(f"An install into {prefix} was interrupted; removed what it had written")
+        return True
     before = " ".join(str(journal[k]) for k in ("name", "version") if journal.get(k))
     reporter.message(
         f"An update of {prefix} was interrupted; restored the environment as it was before it"

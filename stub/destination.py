@@ -112,7 +112,9 @@ class PrefixDestination:
         request = self.plan.request
         state = Transaction()
         try:
-            with prefix_transaction(self.prefix, journal=self._journal()) as state:
+            with prefix_transaction(
+                self.prefix, journal=self._journal(), installer=request.installer_name
+            ) as state:
                 yield
         except OSError as e:
             error = FileSystemError(e, existed=request.update or request.force)

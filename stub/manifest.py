@@ -58,7 +58,7 @@ class InstallerOptions:
     link_scripts: bool = True
     #: compile .pyc files after installing
     pyc: bool = True
-    #: the packages that carry a post-link script (shown by ``--info``)
+    #: the packages that carry a link script: post-link, pre-unlink (shown by ``--info``)
     link_script_packages: tuple[str, ...] = ()
     #: payload entries of the PyPI wheels, installed in this order
     wheels: tuple[str, ...] = ()

@@ -14,10 +14,14 @@ from lockship.stub.progress import Reporter
 
 
 class PostInstallError(InstallError):
+    """The post-install script failed. The installer exits 1 like any failure, whatever the
+    script's code (2 would read as a usage error, 130 as an interruption): the message says it."""
+
     def __init__(self, script: str, code: int) -> None:
-        self.exit_code = code if 0 < code < 256 else 1
+        self.code = code
+        how = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
         super().__init__(
-            f"the post-install script {script} failed with exit code {code}; "
+            f"the post-install script {script} {how}; "
             "see its output above (run the installer with --no-post-install to skip it)"
         )
 

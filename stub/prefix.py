@@ -7,20 +7,20 @@ created is removed again (with any parent folders it created); an existing prefi
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from lockship.stub.errors import PrefixError
-from lockship.stub.snapshot import Snapshot, find_interrupted, take_snapshot
+from lockship.stub.snapshot import Snapshot, SnapshotError, find_interrupted, take_snapshot
 
 LOCK_NAME = ".lockship.lock"
-INCOMPLETE_NAME = "LOCKSHIP-INCOMPLETE.txt"
 STAGE_NAME = ".lockship-stage"
 
 
@@ -157,43 +157,89 @@ class Transaction:
     restored: bool = False
 
 
+class RestoreIncomplete(PrefixError):
+    """An update failed, and putting the previous state back failed too: the snapshot is kept
+    (the lock is released) so that ``--recover``, or the next run, finishes the restore."""
+
+    def __init__(
+        self, error: BaseException, restore_error: OSError, prefix: Path, installer: str
+    ) -> None:
+        self.error, self.restore_error, self.prefix = error, restore_error, prefix
+        self.exit_code = int(getattr(error, "exit_code", 1))  # an interruption stays one
+        where = f" ({restore_error.filename})" if restore_error.filename else ""
+        super().__init__(
+            f"{error or type(error).__name__}; restoring the previous state failed too: "
+            f"{restore_error.strerror or restore_error}{where}, so the environment at {prefix} "
+            f"is half-restored; fix that, then run `{installer} --recover -p {prefix}` to "
+            "finish restoring it"
+        )
+
+
+class NoHardLinks(PrefixError):
+    """The prefix's file system refuses the hard links a snapshot is made of."""
+
+    def __init__(self, prefix: Path, error: OSError) -> None:
+        where = f" ({error.filename})" if error.filename else ""
+        super().__init__(
+            f"cannot update {prefix}: updates (-u, -f) keep the previous state as hard links, "
+            f"and they are refused there: {os.strerror(error.errno or 0)}{where}; install into a "
+            "new prefix on a file system with hard links, or remove this one first"
+        )
+
+
+#: what ``os.link`` fails with where hard links cannot be made (FAT/exFAT, some network and
+#: FUSE mounts, another mount inside the prefix, files of another user)
+_NO_LINK_ERRNOS = {errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
+
+
 @contextmanager
 def prefix_transaction(
-    prefix: Path, *, journal: dict[str, Any] | None = None
+    prefix: Path, *, journal: dict[str, Any] | None = None, installer: str = "the installer"
 ) -> Iterator[Transaction]:
     """Create (if needed) and lock the prefix; roll back if the body raises.
 
-    A prefix the body creates or fills from empty is removed again. A prefix that held
-    something is snapshotted first (``stub.snapshot``, ``journal`` describing what it held)
-    and restored exactly as it was; the snapshot is the journal that lets the next run finish
-    the restore should this process be killed.
+    Every prefix is snapshotted first (``stub.snapshot``, ``journal`` describing what it held):
+    the snapshot is the journal that lets the next run finish the rollback should this
+    process be killed. A prefix that held something is restored exactly as it was; one the
+    body creates or fills from empty is emptied again (and removed if it was created). If the
+    restore itself fails, :class:`RestoreIncomplete` says to run ``installer --recover``.
     """
     existed, created = _create(prefix)
-    was_empty = existed and not _entries(prefix)
+    fresh = not existed or not _entries(prefix)
     lock_file = _lock(prefix)
     state = Transaction()
-    ok = False
     try:
-        if existed and not was_empty:
-            state.snapshot = take_snapshot(prefix, keep_out=KEEP_OUT, journal=journal)
-        yield state
-        ok = True
-    finally:
-        shutil.rmtree(prefix / STAGE_NAME, ignore_errors=True)
-        if not ok and was_empty:
-            _empty(prefix)
-        if state.snapshot is not None:
-            if ok:
-                state.snapshot.discard()
-            else:
-                state.snapshot.restore()
-                state.restored = True
-        _unlock(lock_file)
-        lock_file.close()
-        if ok or existed:
-            (prefix / LOCK_NAME).unlink(missing_ok=True)
-        elif created:
+        snapshot = take_snapshot(
+            prefix, keep_out=KEEP_OUT, journal={**(journal or {}), "fresh": fresh}
+        )
+    except SnapshotError as e:
+        _release(prefix, lock_file)
+        if not existed:
             _remove_created(created)
+        if e.errno in _NO_LINK_ERRNOS:
+            raise NoHardLinks(prefix, e) from e
+        raise
+    if not fresh:
+        state.snapshot = snapshot
+    try:
+        yield state
+    except BaseException as error:
+        try:
+            shutil.rmtree(prefix / STAGE_NAME, ignore_errors=True)
+            snapshot.restore()
+        except OSError as restore_error:
+            _release(prefix, lock_file)
+            raise RestoreIncomplete(error, restore_error, prefix, installer) from error
+        state.restored = not fresh
+        _release(prefix, lock_file)
+        if not existed:
+            _remove_created(created)
+        raise
+    try:
+        shutil.rmtree(prefix / STAGE_NAME, ignore_errors=True)
+        snapshot.discard()
+    finally:
+        _release(prefix, lock_file)
 
 
 #: the installer's own names at the top of a prefix, never part of its snapshot
@@ -201,7 +247,8 @@ KEEP_OUT = (LOCK_NAME, STAGE_NAME)
 
 
 def recover_interrupted(prefix: Path) -> dict[str, Any] | None:
-    """Finish the restore of an update that was killed outright; its journal, or None.
+    """Finish the rollback of an install or update that was killed outright (or whose restore
+    failed); its journal (``fresh``: the prefix was new or empty), or None.
 
     Under the prefix's lock, so a live installer's snapshot is never taken for a dead one's.
     """
@@ -216,23 +263,39 @@ def recover_interrupted(prefix: Path) -> dict[str, Any] | None:
         snapshot.restore()
         return snapshot.journal
     finally:
+        _release(prefix, lock_file)
+
+
+def _release(prefix: Path, lock_file: IO[bytes]) -> None:
+    """Remove the lock file, then unlock it: removed while held, no other installer can lock a
+    file that is already gone while a third one locks a new one (``_lock`` checks)."""
+    if sys.platform != "win32":  # Windows cannot remove a file that is open
+        with suppress(OSError):
+            (prefix / LOCK_NAME).unlink(missing_ok=True)
+    with suppress(OSError):
         _unlock(lock_file)
-        lock_file.close()
-        (prefix / LOCK_NAME).unlink(missing_ok=True)
+    lock_file.close()
+    if sys.platform == "win32":
+        with suppress(OSError):
+            (prefix / LOCK_NAME).unlink(missing_ok=True)
 
 
 def _lock(prefix: Path) -> IO[bytes]:
     lock_file = open(prefix / LOCK_NAME, "a+b")  # noqa: SIM115 - the caller closes it
-    if not _try_lock(lock_file):
+    if not _try_lock(lock_file) or not _still_there(prefix / LOCK_NAME, lock_file):
         lock_file.close()
         raise _busy(prefix)
     return lock_file
 
 
-def _empty(prefix: Path) -> None:
-    for name in _entries(prefix):
-        path = prefix / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+def _still_there(path: Path, lock_file: IO[bytes]) -> bool:
+    """Whether the locked file is still the one at ``path`` (not removed by its last holder
+    while this process waited to open it)."""
+    if sys.platform == "win32":
+        return True
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(lock_file.fileno())
+    return (held.st_ino, held.st_dev) == (on_disk.st_ino, on_disk.st_dev)

@@ -20,7 +20,7 @@ def text_summary(manifest: Manifest) -> str:
         f"packages:          {len(manifest.packages)} "
         f"({manifest.carried_size / 1e6:.1f} MB download, "
         f"{manifest.installed_size / 1e6:.1f} MB installed)",
-        f"post-link scripts: {link_scripts_line(manifest)}",
+        f"link scripts:      {link_scripts_line(manifest)}",
         *([f"update of:         {delta_line(manifest)}"] if manifest.delta else []),
         "",
     ]
@@ -39,13 +39,14 @@ def text_summary(manifest: Manifest) -> str:
 
 
 def link_scripts_line(manifest: Manifest) -> str:
-    """Which packages' post-link scripts run, for the summary shown before installing."""
+    """Which packages carry link scripts (post-link, pre-unlink), for the summary shown before
+    installing."""
     names = sorted(manifest.options.link_script_packages)
     if not names:
         return "none"
     if not manifest.options.link_scripts:
         return f"{', '.join(names)} (they will not run: built with --no-link-scripts)"
-    return f"{', '.join(names)} (they run while installing)"
+    return f"{', '.join(names)} (they run while installing, updating or removing packages)"
 
 
 def delta_line(manifest: Manifest) -> str:
@@ -100,7 +101,7 @@ def json_summary(manifest: Manifest) -> dict[str, Any]:
         "delta_from": json_delta(manifest),
         "installed_size": manifest.installed_size,
         "virtual_packages": list(manifest.virtual_packages),
-        "post_link_scripts": sorted(
+        "link_scripts": sorted(
             p.name for p in manifest.packages if p.name in manifest.options.link_script_packages
         ),
         "link_scripts_enabled": manifest.options.link_scripts,

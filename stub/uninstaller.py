@@ -3,6 +3,7 @@ that a lockship installer made it (``conda-meta/lockship``)."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from lockship.stub.boundary import write_text_atomically
@@ -10,9 +11,10 @@ from lockship.stub.manifest import Manifest
 
 UNINSTALL_SH = """\
 #!/bin/sh
-# Removes the {name} environment installed here by its lockship installer, and nothing else.
+# Removes the {comment} environment installed here by its lockship installer, and nothing else.
 # Usage: sh uninstall.sh [-b]   (-b: do not ask for confirmation)
 set -eu
+name={quoted}
 prefix=$(cd "$(dirname "$0")" && pwd -P)
 batch=0
 case "${{1:-}}" in
@@ -26,7 +28,7 @@ if [ ! -f "$prefix/conda-meta/lockship" ]; then
   exit 1
 fi
 if [ "$batch" = 0 ]; then
-  printf 'Remove the {name} environment %s and everything in it? [y/N] ' "$prefix"
+  printf 'Remove the %s environment %s and everything in it? [y/N] ' "$name" "$prefix"
   answer=
   read -r answer || true
   case $answer in y|Y|yes|YES) ;; *) echo "Nothing removed."; exit 1 ;; esac
@@ -41,19 +43,23 @@ echo "Removed $prefix"
 
 UNINSTALL_BAT = """\
 @echo off
-rem Removes the {name} environment installed here by its lockship installer, and nothing else.
+rem Removes the {comment} environment installed here by its lockship installer, and nothing else.
 rem Usage: uninstall.bat [-b]   (-b: do not ask for confirmation)
 setlocal
+set "BATCH="
+if /i "%~1"=="-b" set "BATCH=1"
+if /i "%~1"=="--batch" set "BATCH=1"
 set "PREFIX=%~dp0"
 set "PREFIX=%PREFIX:~0,-1%"
 if not exist "%PREFIX%\\conda-meta\\lockship" (
   echo ERROR: %PREFIX% is not an environment installed by lockship; nothing removed 1>&2
   exit /b 1
 )
-if /i not "%~1"=="-b" (
-  set /p "ANSWER=Remove the {name} environment %PREFIX% and everything in it? [y/N] "
+set "ANSWER="
+if not defined BATCH (
+  set /p "ANSWER=Remove the {bat} environment %PREFIX% and everything in it? [y/N] "
 )
-if /i not "%~1"=="-b" if /i not "%ANSWER%"=="y" (
+if not defined BATCH if /i not "%ANSWER%"=="y" (
   echo Nothing removed.
   exit /b 1
 )
@@ -63,11 +69,21 @@ start "" /b cmd /c rmdir /s /q "%PREFIX%" ^& echo Removed %PREFIX%
 
 
 def write_uninstaller(prefix: Path, manifest: Manifest) -> Path:
+    """``uninstall.sh`` (or ``.bat``) in ``prefix``; the environment's name is quoted in it, so
+    whatever the name holds stays text."""
+    comment = "".join(c if c.isprintable() else "?" for c in manifest.name)
     if manifest.platform.startswith("win-"):
         path = prefix / "uninstall.bat"
-        text = UNINSTALL_BAT.format(name=manifest.name).replace("\n", "\r\n")
-        write_text_atomically(path, text)
+        safe = _batch_text(comment)
+        text = UNINSTALL_BAT.format(comment=safe, bat=safe)
+        write_text_atomically(path, text.replace("\n", "\r\n"))
     else:
         path = prefix / "uninstall.sh"
-        write_text_atomically(path, UNINSTALL_SH.format(name=manifest.name), mode=0o755)
+        text = UNINSTALL_SH.format(comment=comment, quoted=shlex.quote(manifest.name))
+        write_text_atomically(path, text, mode=0o755)
     return path
+
+
+def _batch_text(value: str) -> str:
+    """``value`` inside a quoted ``set`` of a batch file: ``%`` doubled, quotes dropped."""
+    return value.replace("%", "%%").replace('"', "")

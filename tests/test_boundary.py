@@ -192,6 +192,15 @@ def test_no_log_folder_still_gives_the_line(
     )
     assert code == 1
     assert capsys.readouterr().err == "ERROR: x\n"
+    # an OSError and a bug alike: the line, with no "(details: None)"
+    for error, line in [
+        (PermissionError(errno.EACCES, "Permission denied", "/opt/env/bin"),
+         "ERROR: Permission denied (/opt/env/bin); check the path, its permissions and free "
+         "space\n"),
+        (KeyError("name"), "ERROR: unexpected failure: KeyError('name')\n"),
+    ]:  # fmt: skip
+        code = report_error(error, program="p", header="h", known=(), log_dir=str(missing))
+        assert (code, capsys.readouterr().err) == (1, line)
 
 
 @pytest.fixture

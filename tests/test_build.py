@@ -404,6 +404,10 @@ def test_link_scripts_allow_list(tmp_path: Path, demo_channel: Path, stand_in_st
         write_conda_package(
             channel, name, "1.0", files={f"bin/.{name}-post-link.sh": "echo linked\n"}
         )
+    # rattler runs a pre-unlink script when an update removes the package: covered alike
+    write_conda_package(
+        channel, "unlink-script", "1.0", files={"bin/.unlink-script-pre-unlink.sh": "echo bye\n"}
+    )
     index_channel(channel)
     with ChannelServer(channel) as server:
         records = channel_records(channel, server.url, PLATFORM)
@@ -415,20 +419,22 @@ def test_link_scripts_allow_list(tmp_path: Path, demo_channel: Path, stand_in_st
         allowed = build(
             tmp_path,
             "--link-scripts",
-            "allow=allowed-script,other-script",
+            "allow=allowed-script,other-script,unlink-script",
             out=tmp_path / "o2",
             **common,
         )
     assert refused[0] == 1
     assert one_error(refused[2]).startswith(
-        "ERROR: post-link scripts not allowed by --link-scripts allow=: other-script "
-        "(bin/.other-script-post-link.sh); add the packages to the list, or build with "
-        "--no-link-scripts (details: "
+        "ERROR: link scripts not allowed by --link-scripts allow=: other-script "
+        "(bin/.other-script-post-link.sh), unlink-script (bin/.unlink-script-pre-unlink.sh); "
+        "add the packages to the list, or build with --no-link-scripts (details: "
     )
     assert not list((tmp_path / "o1").glob("*.sh"))
     assert allowed[0] == 0, allowed[2]
     manifest = Manifest.from_dict(read_payload(Path(allowed[1].split()[-1])).metadata)
-    assert manifest.options.link_script_packages == ("allowed-script", "other-script")
+    assert manifest.options.link_script_packages == (
+        "allowed-script", "other-script", "unlink-script",
+    )  # fmt: skip
 
 
 @pytest.mark.e2e

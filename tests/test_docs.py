@@ -40,7 +40,7 @@ def test_the_readme_shows_the_same_exit_code_table() -> None:
     table = exit_code_table(INSTALLER_DOC.read_text())
     assert exit_code_table(README.read_text()) == table
     rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
-    assert rows == ["0", "1", "2", "N", "129, 130, 143"]
+    assert rows == ["0", "1", "2", "129, 130, 143"]
 
 
 def test_the_installer_help_names_every_code_of_the_table() -> None:

@@ -77,7 +77,10 @@ def test_a_wrong_md5_lets_nothing_into_the_cache(
             explicit_file(tmp_path / "e.txt", urls), stand_in_stub, tmp_path / "c", tmp_path
         )
     assert run.returncode == 1
-    assert f"{records[0].file_name} does not match the lockfile" in run.error_lines[0]
+    assert run.error_lines[0].startswith(
+        f"ERROR: {records[0].file_name} does not match the lockfile: md5 "
+        f"{records[0].md5.hex() if records[0].md5 else ''}, expected {'0' * 32}; "
+    )
     assert not list((tmp_path / "c").rglob(records[0].file_name))
     assert not list((tmp_path / "c").rglob("*.part"))
 

@@ -465,6 +465,57 @@ def test_the_folder_of_an_installer_killed_outright_goes_with_the_next_installer
     assert list(tmp.iterdir()) == []
 
 
+def test_a_first_install_killed_outright_is_cleared_by_the_next_run(
+    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
+) -> None:
+    asleep = 'mkdir -p "$PREFIX/share" && touch "$PREFIX/share/asleep" && sleep 60\n'
+    sleepy = {"name": "sleepy", "version": "1.0", "files": {"bin/.sleepy-post-link.sh": asleep}}
+    channel = installer_factory.channel_with(demo_channel, sleepy)
+    sleeping = installer_factory.build(channel)
+    plain = installer_factory.build(channel, specs=["lsdemo-hello"])
+    prefix = tmp_path / "new" / "env"
+    process = start_until_asleep(sleeping, prefix)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert (prefix / "share" / "asleep").exists()  # half installed
+
+    run = run_installer(plain, "-b", "-p", prefix)  # no -f: its own leftovers are not in the way
+    assert run.returncode == 0, run.stderr
+    assert f"An install into {prefix} was interrupted; removed what it had written" in run.stderr
+    assert not (prefix / "share" / "asleep").exists()
+    hello = subprocess.run([prefix / "bin" / "lsdemo-hello"], capture_output=True, text=True)
+    assert hello.stdout.strip() == f"lsdemo-hello from {prefix}"
+
+
+def test_an_update_whose_restore_fails_says_to_recover_and_recover_finishes_it(
+    tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
+) -> None:
+    script = tmp_path / "stuck.sh"
+    # leaves a file the restore cannot remove (the immutable flag binds root too), then fails
+    script.write_text('echo x > "$PREFIX/stuck.txt"\nchattr +i "$PREFIX/stuck.txt"\nexit 1\n')
+    v1 = installer_factory.build(demo_channel)
+    v2 = installer_factory.build(demo_channel, "--post-install", script)
+    prefix = tmp_path / "env"
+    assert run_installer(v1, "-b", "-p", prefix).returncode == 0
+    before = listing(prefix)
+    try:
+        line = one_error(run_installer(v2, "-b", "-u", "-p", prefix))
+    finally:
+        subprocess.run(["chattr", "-i", prefix / "stuck.txt"], check=False)
+    assert line.startswith(
+        "ERROR: the post-install script post-install.sh failed with exit code 1; "
+    ), line
+    assert (
+        f"restoring the previous state failed too: Operation not permitted ({prefix}/stuck.txt), "
+        f"so the environment at {prefix} is half-restored; fix that, then run "
+        f"`{v2.name} --recover -p {prefix}` to finish restoring it"
+    ) in line
+    run = run_installer(v2, "--recover", "-p", prefix)
+    assert run.returncode == 0, run.stderr
+    assert f"An update of {prefix} was interrupted; restored the environment" in run.stderr
+    assert listing(prefix) == before
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("unshare"),
     reason="needs Linux, root and unshare to hide /dev/shm",

@@ -1,10 +1,17 @@
-"""Git URLs as pixi and pip lock them."""
+"""Git URLs as pixi and pip lock them; a clone that stalls is given up."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+from lockship.builder import gitsource
 from lockship.builder.errors import BuildError
-from lockship.builder.gitsource import GitSource, parse_git_location
+from lockship.builder.gitsource import GitSource, checkout, parse_git_location
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -38,3 +45,33 @@ def test_git_locations(location: str, expected: GitSource) -> None:
 def test_a_subdirectory_leaving_the_repository_is_refused() -> None:
     with pytest.raises(BuildError, match="leaves the repository"):
         parse_git_location(f"git+https://h/r.git?subdirectory=../x#{COMMIT}")
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/repo.git"
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_clone_that_stalls_is_given_up(
+    tmp_path: Path, silent_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gitsource, "GIT_TIMEOUT", 2)
+    started = time.monotonic()
+    with pytest.raises(BuildError, match=r"^git clone took longer than 2 s; check the network"):
+        checkout(GitSource(silent_server, COMMIT), tmp_path / "checkout")
+    assert time.monotonic() - started < 30

@@ -282,6 +282,22 @@ def test_environment_yml(tmp_path: Path, demo_channel: Path, frozen_stub: Path) 
     assert f"cannot solve no-such-package for {PLATFORM}" in one_error(missing)
 
 
+def test_a_failed_spec_build_leaves_no_solved_lock(tmp_path: Path, demo_channel: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "solved-2.0.pixi.lock").write_text("a lock of mine\n")
+    with ChannelServer(demo_channel) as server:
+        common = ["--spec", "lsdemo-hello", "-c", server.url, "--version", "2.0", "-o", out]
+        common += ["--cache-dir", tmp_path / "cache"]
+        # solved, then the build fails (no stub at that path)
+        failed = run_lockship("build", *common, "--name", "solved", "--stub", tmp_path / "none")
+        assert "ERROR: " in one_error(failed)
+        assert (out / "solved-2.0.pixi.lock").read_text() == "a lock of mine\n"
+        failed = run_lockship("build", *common, "--name", "other", "--stub", tmp_path / "none")
+        one_error(failed)
+    assert sorted(p.name for p in out.iterdir()) == ["solved-2.0.pixi.lock"]
+
+
 # --- injected packages -----------------------------------------------------------------------
 
 

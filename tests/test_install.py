@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import rattler
 
-from tests.conftest import DEMO_PLATFORM, InstallerFactory
+from tests.conftest import DEMO_PLATFORM, InstallerFactory, MountTmpfs
 from tests.runners import Run, run_installer, run_lockship, run_on_terminal
 
 pytestmark = pytest.mark.e2e
@@ -93,23 +93,32 @@ def test_update_refuses_a_prefix_of_another_installer(
 POST_LINK_OK = 'echo "linked $PKG_NAME into $PREFIX" > "$PREFIX/share/post-link-ran.txt"\n'
 
 
-def test_post_link_scripts_run_and_are_announced(
+def test_link_scripts_run_and_are_announced(
     tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
 ) -> None:
+    pre_unlink = f'echo "unlinked $PKG_NAME" >> "{tmp_path}/pre-unlink-ran.txt"\n'
     channel = installer_factory.channel_with(
         demo_channel,
         package(
             "with-post-link",
             files={"bin/.with-post-link-post-link.sh": POST_LINK_OK, "share/x.txt": "x"},
         ),
+        package("with-pre-unlink", files={"bin/.with-pre-unlink-pre-unlink.sh": pre_unlink}),
     )
     installer = installer_factory.build(channel)
     info = json.loads(ok(run_installer(installer, "--info", "--json")).stdout)
-    assert info["post_link_scripts"] == ["with-post-link"]
+    assert info["link_scripts"] == ["with-post-link", "with-pre-unlink"]
+    text = ok(run_installer(installer, "--info")).stdout
+    assert "link scripts:      with-post-link, with-pre-unlink (they run while installing" in text
     prefix = tmp_path / "env"
     run = ok(run_installer(installer, "-b", "-p", prefix))
     assert "Running the post-link script of with-post-link" in run.stderr
     assert (prefix / "share" / "post-link-ran.txt").read_text().startswith("linked with-post-link")
+    assert not (tmp_path / "pre-unlink-ran.txt").exists()
+    # py-rattler runs the pre-unlink script when an update removes its package
+    without = installer_factory.build(channel, specs=["lsdemo-hello", "with-post-link"])
+    ok(run_installer(without, "-b", "-u", "-p", prefix))
+    assert (tmp_path / "pre-unlink-ran.txt").read_text() == "unlinked with-pre-unlink\n"
 
 
 def test_failing_post_link_script_fails_the_install(
@@ -160,15 +169,19 @@ def test_post_install_script_gets_its_environment(
     assert not (skipped / "post-install.txt").exists()
 
 
-def test_failing_post_install_script_exit_code(
+def test_a_failing_post_install_script_fails_the_install_with_exit_1_and_a_log(
     tmp_path: Path, demo_channel: Path, installer_factory: InstallerFactory
 ) -> None:
     script = tmp_path / "fail.sh"
-    script.write_text("echo about to fail\nexit 7\n")
+    script.write_text("echo about to fail\nexit 2\n")  # 2 is not a usage error of the installer
     installer = installer_factory.build(demo_channel, "--post-install", script)
     prefix = tmp_path / "env"
-    line = error(run_installer(installer, "-b", "-p", prefix), code=7)
-    assert "post-install script post-install.sh failed with exit code 7" in line
+    run = run_installer(installer, "-b", "-p", prefix)
+    line = error(run, code=1)
+    assert "post-install script post-install.sh failed with exit code 2" in line
+    log = Path(line.rsplit("(details: ", 1)[1].rstrip(")"))
+    assert "PostInstallError" in log.read_text()
+    assert "about to fail" in run.stdout
     assert not prefix.exists()
 
 
@@ -347,6 +360,57 @@ def test_extract_writes_a_channel_rattler_solves_to_the_locked_set(
     asyncio.run(rattler.install(records, prefix, cache_dir=tmp_path / "cache", show_progress=False))
     hello = subprocess.run([prefix / "bin" / "lsdemo-hello"], capture_output=True, text=True)
     assert hello.stdout.strip() == f"lsdemo-hello from {prefix}"
+
+
+def test_extract_into_a_project_folder_overwrites_nothing(
+    tmp_path: Path, demo_installer: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pixi.toml").write_text("[workspace]\n")
+    (project / "pixi.lock").write_text("my own lock\n")
+    line = error(run_installer(demo_installer, "--extract", project))
+    assert str(project / "pixi.lock") in line and "already exists" in line, line
+    assert (project / "pixi.lock").read_text() == "my own lock\n"
+    assert sorted(p.name for p in project.iterdir()) == ["pixi.lock", "pixi.toml"]
+    # each of the other targets is refused the same way
+    for name in ("environment.yml", "README.txt", "channel"):
+        folder = tmp_path / f"has-{name}"
+        folder.mkdir()
+        (folder / name).write_text("mine\n")
+        line = error(run_installer(demo_installer, "--extract", folder))
+        assert f"{folder / name} already exists" in line, line
+        assert [p.name for p in folder.iterdir()] == [name]
+    # a folder holding other things is fine: the four new entries go beside them
+    ok(run_installer(demo_installer, "--extract", tmp_path / "other" / "deeper"))
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    (beside / "notes.txt").write_text("mine\n")
+    ok(run_installer(demo_installer, "--extract", beside))
+    assert sorted(p.name for p in beside.iterdir()) == [
+        "README.txt", "channel", "environment.yml", "notes.txt", "pixi.lock",
+    ]  # fmt: skip
+
+
+def test_a_failed_extract_leaves_nothing_and_runs_again(
+    tmp_path: Path, demo_installer: Path, mount_tmpfs: MountTmpfs
+) -> None:
+    info = json.loads(ok(run_installer(demo_installer, "--info", "--json")).stdout)
+    size = sum(p["size"] for p in info["packages"])
+    small = mount_tmpfs(f"{max(size // 2 // 4096, 1) * 4}k")
+    target = small / "out"
+    line = error(run_installer(demo_installer, "--extract", target))
+    assert "No space left on device" in line, line
+    assert list(small.iterdir()) == []  # not even the folder it created
+    (small / "kept").mkdir()
+    target = small / "kept"
+    error(run_installer(demo_installer, "--extract", target))
+    assert list(target.iterdir()) == []
+    subprocess.run(["mount", "-o", f"remount,size={size * 4}", small], check=True)
+    ok(run_installer(demo_installer, "--extract", target))
+    assert sorted(p.name for p in target.iterdir()) == [
+        "README.txt", "channel", "environment.yml", "pixi.lock",
+    ]  # fmt: skip
 
 
 def test_reproducible_builds(

@@ -3,6 +3,7 @@ prefix that the installer creates, one that exists empty and one that exists wit
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -15,6 +16,9 @@ from lockship.stub.errors import PrefixError
 from lockship.stub.prefix import (
     LOCK_NAME,
     STAGE_NAME,
+    NoHardLinks,
+    RestoreIncomplete,
+    _still_there,
     check_prefix,
     prefix_transaction,
     recover_interrupted,
@@ -102,6 +106,7 @@ def test_a_transaction_killed_outright_is_recovered_by_the_next_run(tmp_path: Pa
     assert recover_interrupted(prefix) == {
         "name": "app",
         "version": "1",
+        "fresh": False,
         "keep_out": sorted([LOCK_NAME, STAGE_NAME]),
         "started": pytest.approx(time.time(), abs=60),
     }
@@ -156,3 +161,98 @@ def test_check_prefix_in_a_read_only_folder(tmp_path: Path) -> None:
     parent.mkdir(mode=0o555)
     with pytest.raises(PrefixError, match="no permission to write in"):
         check_prefix(parent / "env", force=False)
+
+
+# --- when the rollback itself fails, and a file system without hard links ------------------
+
+
+def test_a_failed_restore_releases_the_lock_keeps_the_snapshot_and_says_recover(
+    tmp_path: Path,
+) -> None:
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    (prefix / "old.txt").write_text("old")
+    stuck = prefix / "new.txt"
+    try:
+        with (
+            pytest.raises(RestoreIncomplete) as caught,
+            prefix_transaction(prefix, installer="app.sh"),
+        ):
+            (prefix / "old.txt").unlink()
+            stuck.write_text("new")
+            # a file that cannot be removed (in use on Windows, an I/O error, here the
+            # immutable flag, which binds root too): the restore cannot finish
+            subprocess.run(["chattr", "+i", stuck], check=True)
+            raise Boom("the update failed")
+    finally:
+        subprocess.run(["chattr", "-i", stuck], check=False)
+    assert str(caught.value) == (
+        "the update failed; restoring the previous state failed too: Operation not permitted "
+        f"({stuck}), so the environment at {prefix} is half-restored; fix that, then run "
+        f"`app.sh --recover -p {prefix}` to finish restoring it"
+    )
+    assert isinstance(caught.value.__cause__, Boom)
+    assert (prefix / SNAPSHOT_NAME).is_dir()  # kept for --recover
+    # the lock was released: --recover (or the next run) gets it and finishes
+    assert recover_interrupted(prefix) is not None
+    assert listing(prefix) == ["old.txt"]
+    assert (prefix / "old.txt").read_text() == "old"
+
+
+def test_without_hard_links_an_update_is_refused_before_anything_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    (prefix / "old.txt").write_text("old")
+
+    def no_links(source: object, target: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted", str(source))
+
+    monkeypatch.setattr(os, "link", no_links)  # what FAT, exFAT and some mounts answer
+    with pytest.raises(NoHardLinks) as caught, prefix_transaction(prefix):
+        pytest.fail("the body must not run")
+    assert str(caught.value) == (
+        f"cannot update {prefix}: updates (-u, -f) keep the previous state as hard links, and "
+        f"they are refused there: Operation not permitted ({prefix / 'old.txt'}); install into "
+        "a new prefix on a file system with hard links, or remove this one first"
+    )
+    assert listing(tmp_path) == ["env", "env/old.txt"]
+    # a new or empty prefix needs no hard link: it still installs
+    run(tmp_path / "fresh", fail=False)
+    assert (tmp_path / "fresh" / "new.txt").exists()
+
+
+KILLED_FRESH = """
+import os, signal, sys
+from pathlib import Path
+from lockship.stub.prefix import prefix_transaction
+prefix = Path(sys.argv[1])
+with prefix_transaction(prefix, journal={"name": None, "version": None}):
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "tool").write_text("half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_first_install_killed_outright_is_emptied_by_the_next_run(tmp_path: Path) -> None:
+    prefix = tmp_path / "a" / "env"
+    killed = subprocess.run([sys.executable, "-c", KILLED_FRESH, prefix], check=False, timeout=60)
+    assert killed.returncode == -9
+    assert (prefix / "bin" / "tool").exists()
+    journal = recover_interrupted(prefix)
+    assert journal is not None and journal["fresh"] is True
+    assert listing(prefix) == []
+    check_prefix(prefix, force=False)  # an empty folder: installing into it needs no -f
+
+
+def test_a_lock_file_removed_by_its_holder_cannot_be_locked_again(tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    with prefix_transaction(prefix):
+        # opened while held, locked after release
+        late = open(prefix / LOCK_NAME, "a+b")  # noqa: SIM115 - closed below
+    assert not (prefix / LOCK_NAME).exists()
+    with late:
+        assert not _still_there(prefix / LOCK_NAME, late)
+        with prefix_transaction(prefix):  # a new lock file, locked normally
+            assert _still_there(prefix / LOCK_NAME, late) is False

@@ -593,3 +593,46 @@ def test_action_upload_skips_other_events(runner: ActionRunner) -> None:
     assert process.returncode == 0, process.stderr
     assert "upload skipped" in process.stdout
     assert not [call for call in runner.calls() if call.startswith("gh ")]
+
+
+# --- the CI's preparations ------------------------------------------------------------------
+
+FAKE_APT_GET = """#!/bin/sh
+n=$(cat "$COUNTER" 2>/dev/null || echo 0); echo $((n + 1)) > "$COUNTER"
+if [ "$n" -lt "$LOCKED_TIMES" ]; then
+  echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 1 (apt-get)" >&2
+  exit 100
+fi
+echo "ran: $*"
+exit "$FINALLY"
+"""
+
+
+@pytest.mark.parametrize(
+    ("locked", "finally_", "wait", "code", "runs"),
+    [(2, 0, "60", 0, 3), (0, 100, "60", 100, 1), (50, 0, "0", 100, 1)],
+)
+def test_the_ci_apt_get_waits_for_the_lock(
+    tmp_path: Path, locked: int, finally_: int, wait: str, code: int, runs: int
+) -> None:
+    fake = tmp_path / "bin" / "apt-get"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_APT_GET)
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{REPO / '.ci' / 'bin'}:{fake.parent}:{os.environ['PATH']}",
+        "COUNTER": str(tmp_path / "count"),
+        "LOCKED_TIMES": str(locked),
+        "FINALLY": str(finally_),
+        "LOCKSHIP_APT_WAIT": wait,
+        "LOCKSHIP_APT_RETRY": "0.1",
+    }
+    run = subprocess.run(
+        ["apt-get", "-q", "update"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == code, run.stderr
+    assert (tmp_path / "count").read_text().strip() == str(runs)
+    assert run.stderr.count("apt-get: another apt or dpkg holds its lock; waiting") == runs - 1
+    if code == 0:
+        assert run.stdout == "ran: -o DPkg::Lock::Timeout=60 -q update\n"
