@@ -237,9 +237,10 @@ def free_port() -> int:
 
 class Registry:
     """Debian's docker-registry on 127.0.0.1:PORT, storing under ``folder``; with ``password``
-    it asks for user ``tester`` and that password (htpasswd, bcrypt)."""
+    it asks for user ``tester`` and that password (htpasswd, bcrypt); ``readonly`` refuses
+    every push (its maintenance mode)."""
 
-    def __init__(self, folder: Path, password: str | None = None) -> None:
+    def __init__(self, folder: Path, password: str | None = None, readonly: bool = False) -> None:
         self.folder, self.port = folder, free_port()
         folder.mkdir(parents=True, exist_ok=True)
         auth = ""
@@ -263,7 +264,8 @@ class Registry:
         (folder / "config.yml").write_text(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {folder / 'storage'}\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
+            + ("  maintenance:\n    readonly:\n      enabled: true\n" if readonly else "")
+            + f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] | None = None

@@ -617,3 +617,18 @@ def test_a_base_from_a_registry_is_recorded_by_digest(
     assert layer_digests(local) == layer_digests(image)  # the same base, read either way
     error = _refused(missing, out)
     assert error.startswith(f"ERROR: the registry {registry.address} refused base/debian:13: 404")
+
+
+def test_a_rejected_push_leaves_no_archive(
+    workspace: Workspace, base_image: Path, tmp_path: Path
+) -> None:
+    with Registry(tmp_path / "registry", readonly=True) as registry:
+        out = tmp_path / "out"
+        target = f"{registry.address}/team/lsdemo:1"
+        run = build(
+            workspace.lock(), out, "--image", "--image-only", "--base", base_image, "--push", target
+        )
+    error = _refused(run, out)
+    assert error.startswith(
+        f"ERROR: the registry {registry.address} refused the push of {target}: 405"
+    )

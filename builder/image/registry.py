@@ -202,6 +202,9 @@ class RegistryClient:
                     f"the registry {self.reference.registry} refused the push of {target}; "
                     "log in with podman login or docker login, or pass --registry-auth-file"
                 ) from e
+            # oras's own message may be a JSON decoding error: ask the registry what it says
+            probe = self._request("POST", f"{self.base}{self.reference.repository}/blobs/uploads/")
+            self._check(probe, f"the push of {target}")
             raise ImageError(f"pushing to {target} failed: {_cause(e)}") from e
         self._check(response, f"the push of {target}")
         return sent.bytes
