@@ -391,7 +391,7 @@ def _write_image(
             else path.with_name(f"{image.name}-{image.version}-{platform_image.platform}.oci.tar")
         )
         sbom = outputs.enter_context(
-            staged_sbom(named, result.manifest, sha256, result.wheel_sha256)
+            staged_sbom(named, result.manifest, sha256, result.wheel_sha256, kind="OCI image")
         )
         sums[sbom.path] = sbom.sha256
     if image.push is not None:
