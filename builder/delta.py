@@ -8,9 +8,11 @@ sha256, and the manifest's ``delta`` names OLD's packages and wheels, which the 
 requires in the prefix before it writes anything (``stub.delta``).
 
 Why nothing else is needed: rattler's transaction diffs the prefix's records against the new
-ones by name and content (sha256) and never fetches a package it keeps, and ``-u`` keeps a
-wheel whose file and sha256 are unchanged. Rattler relinks the ``noarch: python`` packages when
-python's major.minor version changes, so those are carried then too.
+ones by name and content and never reads the archive of a package it keeps, and ``-u`` keeps a
+wheel whose file and sha256 are unchanged. What is left out is decided by the very rules the
+installer's update follows (``stub.manifest.kept_on_update`` and ``plan_wheels``), so the two
+cannot drift apart: a ``noarch: python`` package, for one, is carried when python's
+major.minor version changes, because rattler relinks it then.
 
 OLD's version: an installer's manifest gives it; for a lock, ``--delta-version``, else the
 workspace version (pixi.toml/pyproject.toml beside the lock), else the build fails saying
@@ -27,7 +29,15 @@ from lockship.builder.errors import BuildError, UsageError
 from lockship.builder.inputs import InputOptions, open_input
 from lockship.builder.specs import SpecRequest
 from lockship.stub.boundary import file_sha256
-from lockship.stub.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
+from lockship.stub.manifest import (
+    BaseFile,
+    DeltaBase,
+    LinkedPackage,
+    Manifest,
+    PackageInfo,
+    kept_on_update,
+    plan_wheels,
+)
 from lockship.stub.payload import PayloadError, read_payload
 
 
@@ -38,10 +48,8 @@ class OldEnvironment:
     version: str
     packages: tuple[BaseFile, ...]
     wheels: tuple[BaseFile, ...]
-    #: file names of the packages whose record has an md5 (rattler compares its presence too)
-    with_md5: frozenset[str] = frozenset()
-    #: the version of its python package, if any
-    python: str | None = None
+    #: its conda packages as an update over them compares them (``kept_on_update``)
+    linked: tuple[LinkedPackage, ...] = ()
 
 
 def delta_file_name(name: str, version: str, platform: str, old_version: str) -> str:
@@ -87,8 +95,7 @@ def read_old(
         version=manifest.version,
         packages=tuple(BaseFile(p.name, p.file_name, p.sha256) for p in manifest.packages),
         wheels=tuple(wheels),
-        with_md5=frozenset(p.file_name for p in manifest.packages if p.record.get("md5")),
-        python=next((p.version for p in manifest.packages if p.name == "python"), None),
+        linked=tuple(LinkedPackage.of(p) for p in manifest.packages),
     )
 
 
@@ -118,8 +125,7 @@ def _from_lock(
         wheels=tuple(
             BaseFile(_wheel_name(w.file_name), w.file_name, w.sha256) for w in environment.wheels
         ),
-        with_md5=frozenset(r.file_name for r in records if r.md5),
-        python=next((str(r.version) for r in records if r.name.normalized == "python"), None),
+        linked=tuple(LinkedPackage.of_record(r) for r in records),
     )
 
 
@@ -144,19 +150,12 @@ def plan_delta(
     wheels: Sequence[tuple[str, str]],
 ) -> DeltaBase:
     """The delta manifest field for the new ``packages`` and ``wheels`` (payload entry,
-    sha256): everything is carried except what ``old`` has as the same file."""
-    kept = {(p.file_name, p.sha256) for p in old.packages if p.sha256}
-    before, after = _short(old.python), _short(_python(packages))
-    relink = before is not None and after is not None and before != after
-    carried = [
-        p.entry
-        for p in packages
-        if (p.file_name, p.sha256) not in kept
-        or (p.file_name in old.with_md5) != bool(p.record.get("md5"))
-        or (relink and p.record.get("noarch") == "python")
-    ]
-    kept_wheels = {(w.file_name, w.sha256) for w in old.wheels if w.sha256}
-    carried += [e for e, sha in wheels if (PurePosixPath(e).name, sha) not in kept_wheels]
+    sha256): everything is carried except what the installer's update keeps of ``old``
+    (the same rules: ``stub.manifest.kept_on_update`` and ``plan_wheels``)."""
+    kept = kept_on_update(old.linked, packages)
+    carried = [p.entry for p in packages if p.entry not in kept]
+    previous = {w.file_name: w.sha256 for w in old.wheels}
+    carried += plan_wheels(previous, wheels, force=False).install
     return DeltaBase(
         name=name,
         version=old.version,
@@ -164,12 +163,3 @@ def plan_delta(
         wheels=old.wheels,
         carried=tuple(carried),
     )
-
-
-def _python(packages: Sequence[PackageInfo]) -> str | None:
-    return next((p.version for p in packages if p.name == "python"), None)
-
-
-def _short(version: str | None) -> tuple[str, ...] | None:
-    """Python's major.minor: what rattler relinks noarch packages on."""
-    return tuple(version.split(".")[:2]) if version else None

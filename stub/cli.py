@@ -278,7 +278,7 @@ def install_interactively(
         return relaunch_next_to_prefix(base, launch.installer, launch.argv)
     verb = "Updating" if request.update and prefix.exists() else "Installing"
     reporter.message(f"{verb} {_what(manifest)} ({len(manifest.packages)} packages) into {prefix}")
-    install(PayloadSource(payload, manifest), PrefixDestination(plan), reporter)
+    install(plan, PayloadSource(payload), PrefixDestination(prefix, plan.workers), reporter)
     activate = prefix / ("activate.bat" if windows else "activate.sh")
     how = str(activate) if windows else f"source {activate}"
     print(f"Installed {_what(manifest)} into {prefix} (activate: {how})")

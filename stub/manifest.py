@@ -1,11 +1,19 @@
-"""The installer manifest: what an installer holds, stored as the payload's metadata."""
+"""The installer manifest: what an installer holds, stored as the payload's metadata; and
+what an update keeps of an earlier install (:func:`kept_on_update` for conda packages,
+:func:`plan_wheels` for wheels), the rules the installer follows and a delta installer relies on.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from lockship.stub.payload import PayloadError
+
+if TYPE_CHECKING:  # rattler's records are read duck-typed: importing rattler takes 100 ms
+    from rattler import PackageRecord
 
 
 @dataclass(frozen=True)
@@ -212,3 +220,108 @@ class Manifest:
     @property
     def carried_size(self) -> int:
         return sum(p.size for p in self.carried_packages)
+
+
+# --- what an update keeps -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkedPackage:
+    """A conda package in a prefix (or in the environment a delta installer updates), as
+    rattler's update compares it with the package locked now."""
+
+    name: str
+    version: str
+    sha256: str | None
+    md5: str | None
+
+    @classmethod
+    def of(cls, package: PackageInfo) -> LinkedPackage:
+        """The package as an installer of this manifest links it."""
+        return cls(package.name, package.version, package.sha256, _md5(package))
+
+    @classmethod
+    def of_record(cls, record: PackageRecord) -> LinkedPackage:
+        """A record rattler wrote into ``conda-meta`` or read from a lock."""
+        sha256, md5 = record.sha256, record.md5
+        return cls(
+            record.name.normalized,
+            str(record.version),
+            sha256.hex() if sha256 else None,
+            md5.hex() if md5 else None,
+        )
+
+
+def kept_on_update(
+    linked: Iterable[LinkedPackage], packages: Iterable[PackageInfo]
+) -> frozenset[str]:
+    """The entries of ``packages`` that an update over ``linked`` leaves where they are.
+
+    rattler's transaction (py-rattler 0.28) pairs old and new packages by name and never
+    reads the archive of one it keeps, so the installer need not stage those and a delta
+    installer need not carry them. This rule keeps no more than rattler does: same name, the
+    same sha256 (known on both sides) and the same md5 (or none on both); and when python's
+    major.minor version changes, rattler relinks every ``noarch: python`` package, so none of
+    those is kept then.
+    """
+    before = {p.name: p for p in linked}
+    after = list(packages)
+    old_python = before["python"].version if "python" in before else None
+    new_python = next((p.version for p in after if p.name == "python"), None)
+    relink = _minor(old_python) != _minor(new_python)
+    kept = set()
+    for package in after:
+        old = before.get(package.name)
+        if old is None or old.sha256 is None or old.sha256 != package.sha256:
+            continue
+        if old.md5 != _md5(package):
+            continue
+        if relink and package.record.get("noarch") == "python":
+            continue
+        kept.add(package.entry)
+    return frozenset(kept)
+
+
+def _md5(package: PackageInfo) -> str | None:
+    md5 = package.record.get("md5")
+    return md5 if isinstance(md5, str) and md5 else None
+
+
+def _minor(version: str | None) -> tuple[str, ...] | None:
+    """Python's major.minor: what rattler relinks ``noarch: python`` packages on."""
+    return tuple(version.split(".")[:2]) if version else None
+
+
+@dataclass(frozen=True)
+class WheelPlan:
+    """What an install does to the wheels: :func:`plan_wheels`."""
+
+    #: file names of the earlier install's wheels left as they are
+    keep: frozenset[str]
+    #: file names of the earlier install's wheels removed (by their RECORD), in its order
+    remove: tuple[str, ...]
+    #: payload entries of the wheels installed, in the manifest's order
+    install: tuple[str, ...]
+
+
+def plan_wheels(
+    previous: Mapping[str, str | None], wanted: Sequence[tuple[str, str | None]], force: bool
+) -> WheelPlan:
+    """Which wheels to keep, remove and install.
+
+    ``previous`` maps the file names of the wheels an earlier install put there to their
+    sha256; ``wanted`` lists the payload entries of the wheels to have, with their sha256. A
+    wheel that is the same file with the same sha256 is kept, unless ``force`` (``-f``
+    reinstalls everything); every other earlier wheel is removed, also one nothing replaces.
+    """
+    wanted_sha256 = {PurePosixPath(entry).name: sha256 for entry, sha256 in wanted}
+    keep = frozenset(
+        file_name
+        for file_name, sha256 in previous.items()
+        if not force and sha256 is not None and wanted_sha256.get(file_name) == sha256
+    )
+    return WheelPlan(
+        keep=keep,
+        remove=tuple(file_name for file_name in previous if file_name not in keep),
+        install=tuple(entry for entry, _ in wanted if PurePosixPath(entry).name not in keep),
+    )

@@ -1,7 +1,7 @@
 """Every check that can fail before anything is written, made once: :func:`preflight`.
 
-It returns the :class:`InstallPlan` that the install destination is built from, so an install
-cannot start without it and never repeats it.
+It returns the :class:`InstallPlan` that :func:`stub.install.install` carries out, so an
+install cannot start without it and never repeats it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What an installer carries, seen by the install core: the :class:`PackageSource` seam.
 
-A source has a manifest and hands out its entries (package archives, wheels, the post-install
-script) as verified streams: a stream raises before its last chunk if the bytes do not match
-their sha256. :class:`PayloadSource` reads them out of an installer file.
+A source hands out its entries (package archives, wheels, the post-install script) as
+verified streams: a stream raises before its last chunk if the bytes do not match their sha256.
+What the entries are, and what to do with them, is the manifest's business (the install plan
+carries it). :class:`PayloadSource` reads them out of an installer file.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 from lockship.stub.errors import InstallError
-from lockship.stub.manifest import Manifest
 from lockship.stub.payload import Entry, Payload, iter_entry
 
 
@@ -24,14 +24,18 @@ class MissingEntry(InstallError):
         super().__init__(f"the installer has no entry named {name!r}; download it again")
 
 
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry whose bytes lie as-is in an installer file: ``entry.size`` bytes at
+    ``entry.offset`` of ``payload.path``, hashing to ``entry.sha256``."""
+
+    payload: Payload
+    entry: Entry
+
+
 class PackageSource(Protocol):
-    """The manifest and the entries of an installer."""
-
-    @property
-    def manifest(self) -> Manifest: ...
-
-    def size(self, name: str) -> int:
-        """Bytes in entry ``name``; raises :class:`MissingEntry` if there is none."""
+    """The entries of an installer. Each method raises :class:`MissingEntry` for a name the
+    source does not have."""
 
     def read(self, name: str) -> Iterator[bytes]:
         """Entry ``name``'s bytes, verified (the last chunk comes only once they matched)."""
@@ -39,13 +43,16 @@ class PackageSource(Protocol):
     def digest(self, name: str) -> str:
         """The sha256 entry ``name`` has (its bytes are verified against it)."""
 
+    def locate(self, name: str) -> StoredEntry | None:
+        """Where entry ``name`` lies as-is in a file, for a reader that takes the file itself
+        (worker processes splice it into a pipe); None when the bytes are not stored so."""
+
 
 @dataclass(frozen=True)
 class PayloadSource:
-    """The entries of an installer file's payload, named in its manifest."""
+    """The entries of an installer file's payload."""
 
     payload: Payload
-    manifest: Manifest
 
     @cached_property
     def _entries(self) -> dict[str, Entry]:
@@ -57,14 +64,14 @@ class PayloadSource:
         except KeyError:
             raise MissingEntry(name) from None
 
-    def size(self, name: str) -> int:
-        return self.entry(name).size
-
     def read(self, name: str) -> Iterator[bytes]:
         return iter_entry(self.payload, self.entry(name))
 
     def digest(self, name: str) -> str:
         return self.entry(name).sha256
+
+    def locate(self, name: str) -> StoredEntry:
+        return StoredEntry(self.payload, self.entry(name))
 
 
 def write_entry(source: PackageSource, name: str, target: Path) -> None:

@@ -2,15 +2,16 @@
 
 Two routes behind one :class:`Stager` seam, chosen once by :func:`choose_stager`:
 
-* :class:`WorkerStager` (Linux): worker processes unpack each archive straight out of the
-  installer file into a package cache folder, verifying its sha256 on the way
+* :class:`WorkerStager` (Linux, when the source locates its archives as-is in the installer
+  file: :meth:`~stub.source.PackageSource.locate`): worker processes unpack each archive
+  straight out of that file into a package cache folder, verifying its sha256 on the way
   (``stub.unpack``); rattler links from that cache. No archive is copied.
 * :class:`CopyStager` (elsewhere, or when no worker can start): the archives are copied into
   the staging folder, hashed while they are written, and rattler unpacks them.
 
 Both link the locked records (``stub.channel.locked_records``) of every package, and stage only
-the packages the payload carries: a delta installer's others are unchanged in the prefix, so
-rattler's transaction (which diffs records by sha256) never asks for their archives.
+the packages the payload carries and an update does not keep as they are
+(``stub.manifest.kept_on_update``): rattler's transaction never asks for the others' archives.
 
 rattler reads a local archive only from a ``file://`` URL and records that URL in
 ``conda-meta`` (py-rattler 0.28: given the locked URL it goes to the network even with the
@@ -34,7 +35,7 @@ from typing import Protocol
 from lockship.stub.channel import locked_records
 from lockship.stub.manifest import Manifest, PackageInfo
 from lockship.stub.progress import Reporter
-from lockship.stub.source import PackageSource, PayloadSource, write_entry
+from lockship.stub.source import PackageSource, StoredEntry, write_entry
 from lockship.stub.unpack import UnpackJob, WorkersUnavailable, layer_cache, unpack_archives
 from rattler import PrefixRecord, RepoDataRecord
 from rattler.package_cache import PackageCache
@@ -70,56 +71,35 @@ class Stager(Protocol):
 
 
 def choose_stager(
-    source: PackageSource, workers: int, unchanged: frozenset[str] = frozenset()
+    manifest: Manifest,
+    source: PackageSource,
+    workers: int,
+    unchanged: frozenset[str] = frozenset(),
 ) -> Stager:
-    """Worker processes when there are any and the entries lie in an installer file.
+    """Worker processes when there are any and every archive to stage lies as-is in one
+    installer file (:meth:`PackageSource.locate`); verified copies otherwise.
 
-    ``unchanged`` names the entries an update need not stage (:func:`unchanged_entries`).
+    ``unchanged`` names the entries an update need not stage (``stub.manifest.kept_on_update``).
     """
-    if workers and isinstance(source, PayloadSource):
-        return WorkerStager(source, workers, unchanged)
-    return CopyStager(source, unchanged=unchanged)
-
-
-def unchanged_entries(manifest: Manifest, installed: Sequence[PrefixRecord]) -> frozenset[str]:
-    """The packages an update finds in the prefix as they are locked: rattler's transaction
-    keeps them, so their archives need not be unpacked (an update touches only what changed).
-
-    Compared like rattler compares (py-rattler 0.28): name, sha256 and md5; and when python's
-    minor version changes, rattler relinks every ``noarch: python`` package, so those count as
-    changed then.
-    """
-    have = {(r.name.normalized, _hex(r.sha256), _hex(r.md5)) for r in installed}
-    old = next((str(r.version) for r in installed if r.name.normalized == "python"), None)
-    new = next((p.version for p in manifest.packages if p.name == "python"), None)
-    same_python = _minor(old) == _minor(new)
-    found = set()
-    for package in manifest.packages:
-        key = (package.name, package.sha256, package.record.get("md5"))
-        if key not in have:
-            continue
-        if not same_python and package.record.get("noarch") == "python":
-            continue
-        found.add(package.entry)
-    return frozenset(found)
-
-
-def _hex(digest: bytes | None) -> str | None:
-    return digest.hex() if digest else None
-
-
-def _minor(version: str | None) -> str | None:
-    return ".".join(version.split(".")[:2]) if version else None
+    packages = _to_stage(manifest, unchanged)
+    if workers:
+        found = [source.locate(p.entry) for p in packages]
+        stored = [s for s in found if s is not None]
+        if len(stored) == len(found) and len({s.payload.path for s in stored}) <= 1:
+            pairs = tuple(zip(packages, stored, strict=True))
+            return WorkerStager(manifest, source, workers, pairs, unchanged)
+    return CopyStager(manifest, source, unchanged=unchanged)
 
 
 @dataclass(frozen=True)
 class CopyStager:
+    manifest: Manifest
     source: PackageSource
     threads: int = COPY_THREADS
     unchanged: frozenset[str] = frozenset()
 
     def stage(self, folder: Path, reporter: Reporter) -> StagedPackages:
-        size = sum(p.size for p in _to_stage(self.source.manifest, self.unchanged))
+        size = sum(p.size for p in _to_stage(self.manifest, self.unchanged))
         reporter.start("Unpacking", size, unit="B")
         staged = self.copy(folder, reporter)
         reporter.finish()
@@ -127,7 +107,7 @@ class CopyStager:
 
     def copy(self, folder: Path, reporter: Reporter) -> StagedPackages:
         """:meth:`stage` inside a progress stage that the caller began."""
-        manifest = self.source.manifest
+        manifest = self.manifest
         records = locked_records(manifest.packages, folder / "records")
         carried = _to_stage(manifest, self.unchanged)
         targets = [folder / "pkgs" / p.subdir / p.file_name for p in carried]
@@ -143,28 +123,31 @@ class CopyStager:
 
 @dataclass(frozen=True)
 class WorkerStager:
-    source: PayloadSource
+    manifest: Manifest
+    source: PackageSource
     workers: int
+    #: the packages to stage, each with where its archive lies (all in one installer file)
+    stored: tuple[tuple[PackageInfo, StoredEntry], ...]
     unchanged: frozenset[str] = frozenset()
 
     def stage(self, folder: Path, reporter: Reporter) -> StagedPackages:
-        manifest = self.source.manifest
-        packages = _to_stage(manifest, self.unchanged)
-        entries = [self.source.entry(p.entry) for p in packages]
-        records = locked_records(manifest.packages, folder / "records")
+        records = locked_records(self.manifest.packages, folder / "records")
         cache = folder / "cache"
         jobs = [
-            UnpackJob(entry, folder / "pkgs" / p.subdir / p.file_name, cache / _stem(p))
-            for entry, p in zip(entries, packages, strict=True)
+            UnpackJob(s.entry, folder / "pkgs" / p.subdir / p.file_name, cache / _stem(p))
+            for p, s in self.stored
         ]
         for parent in {job.pipe.parent for job in jobs}:
             parent.mkdir(parents=True, exist_ok=True)
-        reporter.start("Unpacking", sum(p.size for p in packages), unit="B")
+        reporter.start("Unpacking", sum(p.size for p, _ in self.stored), unit="B")
         try:
-            unpack_archives(self.source.payload, jobs, self.workers, reporter.advance)
+            if self.stored:
+                payload = self.stored[0][1].payload
+                unpack_archives(payload, jobs, self.workers, reporter.advance)
         except WorkersUnavailable as e:
             reporter.message(f"Unpacking without worker processes ({e})")
-            staged = CopyStager(self.source, unchanged=self.unchanged).copy(folder, reporter)
+            copier = CopyStager(self.manifest, self.source, unchanged=self.unchanged)
+            staged = copier.copy(folder, reporter)
         else:
             staged = StagedPackages(folder, records, layer_cache(cache), relocated=False)
         reporter.finish()

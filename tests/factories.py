@@ -636,9 +636,6 @@ class MemorySource:
     sha256: dict[str, str] = field(default_factory=dict)
     chunk_size: int = 64 * 1024
 
-    def size(self, name: str) -> int:
-        return len(self._data(name))
-
     def read(self, name: str) -> Iterator[bytes]:
         return self._stream(name, self._data(name), self.digest(name))
 
@@ -648,6 +645,10 @@ class MemorySource:
         return self.sha256.get(name) or next(
             (p.sha256 for p in self.manifest.packages if p.entry == name), _sha256(data)
         )
+
+    def locate(self, name: str) -> None:
+        """Held in memory, in no file: the installer copies the entries out."""
+        self._data(name)
 
     def _data(self, name: str) -> bytes:
         if name not in self.entries:

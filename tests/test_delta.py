@@ -3,8 +3,10 @@ only to a prefix that holds exactly OLD, giving the prefix the full installer wo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,31 @@ from lockship.builder.inputs import InputOptions
 from lockship.builder.network import NetworkOptions, make_client
 from lockship.builder.sbom import sbom_path
 from lockship.stub.delta import BaseMismatch, check_delta_base
+from lockship.stub.destination import PrefixDestination
 from lockship.stub.finish import write_marker
-from lockship.stub.manifest import BaseFile, DeltaBase, Manifest, PackageInfo
+from lockship.stub.install import install
+from lockship.stub.linking import installed_records
+from lockship.stub.manifest import (
+    BaseFile,
+    DeltaBase,
+    LinkedPackage,
+    Manifest,
+    PackageInfo,
+    kept_on_update,
+)
 from lockship.stub.payload import read_payload
+from lockship.stub.preflight import InstallRequest, preflight
+from lockship.stub.progress import SilentReporter
+from lockship.stub.source import PayloadSource
 
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
-from tests.factories import write_wheel
+from tests.factories import (
+    core_manifest,
+    locked_package,
+    write_conda_package,
+    write_payload,
+    write_wheel,
+)
 from tests.runners import Run, run_installer, run_lockship
 from tests.test_update import BASE, build, hello_says, hello_wheel, ok, package, still_works
 from tests.trees import tree_state
@@ -224,8 +245,7 @@ def old_of(*packages: PackageInfo, wheels: tuple[BaseFile, ...] = ()) -> OldEnvi
         version="1",
         packages=tuple(BaseFile(p.name, p.file_name, p.sha256) for p in packages),
         wheels=wheels,
-        with_md5=frozenset(p.file_name for p in packages if p.record.get("md5")),
-        python=next((p.version for p in packages if p.name == "python"), None),
+        linked=tuple(LinkedPackage.of(p) for p in packages),
     )
 
 
@@ -265,6 +285,39 @@ def test_a_record_that_gained_an_md5_is_carried() -> None:
     same = info("lib", "1", "b")
     old = old_of(PackageInfo(**{**same.__dict__, "record": {}}))
     assert plan_delta(old, "app", [same], []).carried == ("noarch/lib-1-0.conda",)
+
+
+def test_the_builder_leaves_out_exactly_what_the_installer_keeps(tmp_path: Path) -> None:
+    """One rule on both sides: a delta built from OLD's installer carries what an update over
+    the prefix OLD's installer made does not keep, judged from that prefix's records."""
+    channel, newer = tmp_path / "channel", tmp_path / "newer"
+    same, changing, hashed = (
+        locked_package(write_conda_package(channel, n, "1.0", files={f"share/{n}": n}))
+        for n in ("same", "changing", "hashed")
+    )
+    changed = locked_package(write_conda_package(newer, "changing", "2.0", files={"x": "2"}))
+    # the same archive, locked with an md5 this time: rattler relinks it
+    md5 = hashlib.md5(hashed[1]).hexdigest()
+    gained_md5 = replace(hashed[0], record={**hashed[0].record, "md5": md5})
+    v1 = core_manifest([same[0], changing[0], hashed[0]])
+    installer = tmp_path / "v1.sh"
+    with open(installer, "wb") as out:
+        write_payload(out, [(p.entry, channel / p.entry) for p in v1.packages], v1.to_dict())
+    prefix = tmp_path / "env"
+    plan = preflight(v1, InstallRequest(prefix), environ={"LOCKSHIP_SKIP_DISK_CHECK": "1"})
+    source = PayloadSource(read_payload(installer))
+    install(plan, source, PrefixDestination(prefix), SilentReporter())
+    v2 = [same[0], changed[0], gained_md5]
+
+    old = read_old(
+        installer, v1.platform, name=v1.name, version=None, options=lock_options(tmp_path)
+    )
+    carried = plan_delta(old, v1.name, v2, []).carried
+    in_prefix = [LinkedPackage.of_record(r) for r in installed_records(prefix)]
+    kept = kept_on_update(in_prefix, v2)
+
+    assert kept == {same[0].entry}
+    assert carried == tuple(p.entry for p in v2 if p.entry not in kept)
 
 
 def test_the_delta_survives_the_manifest_round_trip() -> None:

@@ -287,7 +287,7 @@ def install_for(tmp_path: Path, platform: str, packages: list[tuple[PackageInfo,
     payload = read_payload(blob)
     prefix = tmp_path / "prefix"
     plan = preflight(manifest, InstallRequest(prefix=prefix))
-    install(PayloadSource(payload, manifest), PrefixDestination(plan), SilentReporter())
+    install(plan, PayloadSource(payload), PrefixDestination(prefix), SilentReporter())
     return prefix
 
 
