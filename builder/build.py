@@ -12,84 +12,38 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from lockship.builder.archives import validate_archive
-from lockship.builder.checksums import update_checksums
-from lockship.builder.delta import OldEnvironment, delta_file_name, delta_payload, read_old
+from lockship.builder.archives.contents import inspect_archives, virtual_package_requirements
+from lockship.builder.archives.validate import validate_archive
 from lockship.builder.errors import BuildError, ChecksumMismatch, LockfileError, UsageError
-from lockship.builder.extras import check_link_script_policy, extra_entries
-from lockship.builder.fetch import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    FetchedPackage,
-    cache_path,
-    fetch_packages,
-)
-from lockship.builder.identity import OPTION, check_name, check_version, choose_identity
-from lockship.builder.image.settings import ImageSettings
-from lockship.builder.inputs import InputOptions, inject_packages, open_input
-from lockship.builder.installer import installer_file_name, write_installer_to
-from lockship.builder.network import NetworkOptions, make_client
-from lockship.builder.packages import inspect_archives, virtual_package_requirements
+from lockship.builder.fetch import FetchedPackage, cache_path, fetch_packages
+from lockship.builder.identity import Identity, check_name, check_version, choose_identity
+from lockship.builder.inputs.model import PlatformEnvironment, Source
+from lockship.builder.inputs.reader import InputOptions, inject_packages, open_input
+from lockship.builder.inputs.specs import SpecRequest, solve_specs
+from lockship.builder.network import make_client
+from lockship.builder.output.checksums import update_checksums
+from lockship.builder.output.delta import OldEnvironment, delta_file_name, delta_payload, read_old
+from lockship.builder.output.extras import check_link_script_policy, extra_entries
+from lockship.builder.output.installer import installer_file_name, write_installer_to
+from lockship.builder.output.sbom import staged_sbom
+from lockship.builder.output.signing import sign_installer
 from lockship.builder.paths import host_platform
-from lockship.builder.pypi import ship_wheels
-from lockship.builder.sbom import staged_sbom
-from lockship.builder.signing import sign_installer
-from lockship.builder.sources import PlatformEnvironment, Source
-from lockship.builder.specs import SpecRequest, solve_specs
-from lockship.builder.stubs import stub_facts
-from lockship.builder.stubsource import find_stubs
+from lockship.builder.pypi.wheels import ship_wheels
+from lockship.builder.settings import BuildRequest
+from lockship.builder.stubs.facts import stub_facts
+from lockship.builder.stubs.lookup import find_stubs
 from lockship.stub import __version__
-from lockship.stub.boundary import atomic_path, file_sha256
-from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.boundary import atomic_path, file_sha256
+from lockship.stub.shared.manifest import InstallerOptions, Manifest, PackageInfo
+from lockship.stub.shared.progress import Reporter
 from rattler import Client, RepoDataRecord
 
 if TYPE_CHECKING:
     from lockship.builder.image.assembly import ImageBuild
+    from lockship.builder.image.settings import ImageSettings
 
 #: fields of rattler's record JSON that belong to where a file lives, not what it is
 _LOCATION_FIELDS = ("fn", "url", "channel")
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    lock_path: Path | None
-    environment: str
-    platforms: tuple[str, ...]
-    output_dir: Path
-    cache_dir: Path
-    name: str | None = None
-    version: str | None = None
-    stubs: dict[str, Path] = field(default_factory=dict)
-    stub_dir: Path | None = None
-    all_platforms: bool = False
-    concurrency: int = DEFAULT_CONCURRENCY
-    timeout: int = DEFAULT_TIMEOUT
-    retries: int = DEFAULT_RETRIES
-    license: Path | None = None
-    post_install: Path | None = None
-    link_scripts: bool = True
-    #: when set, only these packages may carry post-link scripts (``--link-scripts allow=``)
-    allowed_link_scripts: tuple[str, ...] | None = None
-    pyc: bool = True
-    #: the installer's default prefix (``~``/``$VAR`` expanded at install time)
-    default_prefix: str | None = None
-    categories: tuple[str, ...] = ("main",)
-    specs: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
-    inject: tuple[Path, ...] = ()
-    ignore_pypi_non_wheel: bool = False
-    network: NetworkOptions = field(default_factory=NetworkOptions)
-    dry_run: bool = False
-    #: a command signing each Windows installer, ``{file}`` standing for its path
-    sign_command: str | None = None
-    #: the previous version (lock or installer): build a delta installer from it
-    delta_from: Path | None = None
-    #: the previous version's version, when ``delta_from`` is a lock
-    delta_version: str | None = None
-    #: also (or only) write an OCI image of the environment
-    image: ImageSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +119,8 @@ class BuildPlan:
     source: Source
     installers: tuple[PlannedInstaller, ...]
     client: Client
+    #: the image archive to write (``--image``)
+    image: Path | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -180,20 +136,23 @@ class BuildPlan:
 def open_request_source(request: BuildRequest, client: Client) -> Source:
     """The request's input, solved first if it is made of specs."""
     opened: Source | SpecRequest | None = None
-    if request.lock_path is not None:
-        opened = open_input(request.lock_path, input_options(request, client))
+    if request.path is not None:
+        opened = open_input(request.path, input_options(request, client))
     if opened is not None and not isinstance(opened, SpecRequest):
-        if request.specs:
+        if request.settings.specs:
             raise UsageError("--spec cannot be combined with a lockfile; pass one or the other")
         return opened
-    specs = (opened or SpecRequest(None, (), ())).extended(request.specs, request.channels)
-    platforms = request.platforms or (host_platform(),)
-    if request.name:
-        name = check_name(request.name, OPTION.format("name"))
+    specs = (opened or SpecRequest(None, (), ())).extended(
+        request.settings.specs, request.settings.channels
+    )
+    chosen = request.settings.platforms  # "all" of a solve is this machine's
+    platforms = chosen if isinstance(chosen, tuple) and chosen else (host_platform(),)
+    if request.settings.name:
+        name = check_name(request.settings.name, request.settings.origin("name"))
     else:
         name = check_name(specs.name, "from the environment file") if specs.name else "env"
-    version = request.version or "0.0.0"
-    check_version(version, OPTION.format("version"))
+    version = request.settings.version or "0.0.0"
+    check_version(version, request.settings.origin("version"))
     # solved into the cache; it joins the installers in the output folder only when they
     # are all built (build_installers), so a failed build leaves no lock there either
     lock_path = request.cache_dir / ("dry-run" if request.dry_run else "solved")
@@ -207,33 +166,34 @@ def input_options(request: BuildRequest, client: Client) -> InputOptions:
     return InputOptions(
         cache_dir=request.cache_dir,
         client=client,
-        environment=request.environment,
-        categories=request.categories,
-        ignore_non_wheels=request.ignore_pypi_non_wheel,
-        concurrency=request.concurrency,
-        retries=request.retries,
+        environment=request.settings.environment,
+        categories=request.settings.categories,
+        ignore_non_wheels=request.settings.ignore_pypi_non_wheel,
+        concurrency=request.settings.concurrency,
+        retries=request.settings.retries,
     )
 
 
 def choose_platforms(request: BuildRequest, source: Source) -> tuple[str, ...]:
-    if request.all_platforms:
-        if not source.platforms():
-            raise LockfileError(f"{source.path} locks no platform for {request.environment!r}")
-        return source.platforms()
-    return request.platforms or (host_platform(),)
+    chosen = request.settings.platforms
+    if isinstance(chosen, tuple):
+        return chosen or (host_platform(),)
+    if not source.platforms():
+        raise LockfileError(f"{source.path} locks no platform for {request.settings.environment!r}")
+    return source.platforms()
 
 
 def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
     """Resolve everything that can fail before downloading: input, platforms, stubs."""
-    client = make_client(request.network, timeout=request.timeout)
+    client = make_client(request.network, timeout=request.settings.timeout)
     source = open_request_source(request, client)
-    identity = choose_identity(request.name, request.version, source)
+    identity = _identity(request, source)
     name, version = identity.name, identity.version
     if request.delta_version is not None:
         check_version(request.delta_version, "from --delta-version")
     plans = []
     for platform in choose_platforms(request, source):
-        environment = inject_packages(request.inject, source.for_platform(platform))
+        environment = inject_packages(request.settings.inject, source.for_platform(platform))
         cached = [r for r in environment.records if cache_path(request.cache_dir, r).is_file()]
         file_name, base = installer_file_name(name, version, platform), None
         if request.delta_from is not None:
@@ -248,7 +208,7 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
         plans.append(
             PlannedInstaller(
                 environment=environment,
-                output=request.output_dir / file_name,
+                output=request.settings.output_dir / file_name,
                 stub=None,
                 download_size=sum(r.size or 0 for r in environment.records),
                 cached=len(cached),
@@ -258,19 +218,26 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
         )
     # every platform's stub is found before any installer is written, so a missing one
     # never leaves installers for the other platforms behind
-    only_image = request.image is not None and request.image.only
+    image = request.settings.image
+    only_image = image is not None and image.only
     stubs = find_stubs(
         [] if only_image else [p.environment.platform for p in plans],
         request.cache_dir,
         client=client,
-        explicit=request.stubs,
-        stub_dir=request.stub_dir,
-        retries=request.retries,
+        explicit=request.settings.stubs,
+        stub_dir=request.settings.stub_dir,
+        retries=request.settings.retries,
         on_freeze=reporter.message,
         dry_run=request.dry_run,
     )
     plans = [replace(p, stub=stubs.get(p.environment.platform)) for p in plans]
-    return BuildPlan(source, tuple(plans), client)
+    image_path = None
+    if image is not None:
+        from lockship.builder.image.assembly import image_file_name
+
+        platforms = [p.environment.platform for p in plans]
+        image_path = request.settings.output_dir / image_file_name(name, version, platforms)
+    return BuildPlan(source, tuple(plans), client, image_path)
 
 
 def build_installers(
@@ -286,7 +253,7 @@ def build_installers(
     plan = plan or plan_builds(request, reporter)
     results: list[BuildResult] = []
     sums: dict[Path, str] = {}
-    settings = request.image
+    settings = request.settings.image
     with ExitStack() as outputs:
         image = None
         if settings is not None:
@@ -308,9 +275,9 @@ def build_installers(
                 result = write_one(request, planned, prepared, reporter, out)
                 out.flush()
                 os.fsync(out.fileno())
-            if request.sign_command and planned.output.suffix == ".exe":
+            if request.settings.sign_command and planned.output.suffix == ".exe":
                 reporter.message(f"Signing {planned.output.name}")
-                sha256 = sign_installer(request.sign_command, partial, planned.output.name)
+                sha256 = sign_installer(request.settings.sign_command, partial, planned.output.name)
                 result = replace(result, sha256=sha256)
             results.append(result)
             # the SBOM names the installer's final sha256: known now, after signing
@@ -322,10 +289,10 @@ def build_installers(
             sums |= _write_image(outputs, request, image, results, reporter)
         solved = plan.source.solved_lock
         if solved is not None:  # the lock solved from --spec or an environment.yml
-            partial = _open_output(outputs, request.output_dir / solved.name, mode=0o644)
+            partial = _open_output(outputs, request.settings.output_dir / solved.name, mode=0o644)
             shutil.copyfile(solved, partial)
         # leaving the block renames every installer, image, SBOM and solved lock into place
-    update_checksums(request.output_dir, sums)
+    update_checksums(request.settings.output_dir, sums)
     return results
 
 
@@ -341,7 +308,7 @@ def _image_build(
     source = plan.source
     request.cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="image-", dir=request.cache_dir)).resolve()
-    identity = choose_identity(request.name, request.version, source)
+    identity = _identity(request, source)
     try:
         build = ImageBuild(
             settings,
@@ -370,7 +337,7 @@ def _write_image(
     from lockship.builder.image.assembly import image_file_name
 
     platforms = [i.platform for i in image.images]
-    path = request.output_dir / image_file_name(image.name, image.version, platforms)
+    path = request.settings.output_dir / image_file_name(image.name, image.version, platforms)
     partial = _open_output(outputs, path, mode=0o644)
     reporter.message(f"Writing {path}")
     with open(partial, "wb") as out:
@@ -454,8 +421,8 @@ def prepare_one(
         records,
         request.cache_dir,
         client=client,
-        concurrency=request.concurrency,
-        retries=request.retries,
+        concurrency=request.settings.concurrency,
+        retries=request.settings.retries,
         on_done=lambda f: reporter.advance(f.record.size or 0),
     )
     wheels = ship_wheels(
@@ -463,7 +430,7 @@ def prepare_one(
         request.cache_dir,
         base=source.path.parent if source.path else Path.cwd(),
         client=client,
-        retries=request.retries,
+        retries=request.settings.retries,
         on_build=reporter.message,
     )
     reporter.finish()
@@ -472,7 +439,7 @@ def prepare_one(
         validate_archive(f.path)
     facts = inspect_archives(f.path for f in fetched)
     depends = [d for r in records for d in r.depends]
-    extras = extra_entries(request.license, request.post_install, platform)
+    extras = extra_entries(request.settings.license, request.settings.post_install, platform)
     entries = {key: entry for key, (entry, _) in extras.items()}
     if source.solved_lock is not None:  # the lock lockship solved is shipped with it
         extras["solved_lock"] = ("lockship/pixi.lock", source.solved_lock)
@@ -482,20 +449,21 @@ def prepare_one(
     for archive, script in facts.link_scripts:
         scripts.setdefault(names[archive], []).append(script)
     with_scripts = sorted(scripts)
-    if request.link_scripts:
-        check_link_script_policy(request.allowed_link_scripts, scripts)
+    link_scripts = request.settings.link_scripts
+    if link_scripts.run:
+        check_link_script_policy(link_scripts.allowed, scripts)
     options = InstallerOptions(
-        link_scripts=request.link_scripts,
-        pyc=request.pyc,
+        link_scripts=link_scripts.run,
+        pyc=request.settings.pyc,
         link_script_packages=tuple(with_scripts),
         wheels=tuple(f"pypi/{w.path.name}" for w in wheels),
         built_wheels=tuple(f"pypi/{w.path.name}" for w in wheels if w.from_source),
         license=entries.get("license"),
         post_install=entries.get("post_install"),
         solved_lock=entries.get("solved_lock"),
-        default_prefix=request.default_prefix,
+        default_prefix=request.settings.default_prefix,
     )
-    identity = choose_identity(request.name, request.version, source)
+    identity = _identity(request, source)
     manifest = Manifest(
         name=identity.name,
         version=identity.version,
@@ -566,3 +534,9 @@ def _with_sha256(fetched: FetchedPackage) -> FetchedPackage:
     if fetched.record.sha256 and fetched.record.sha256.hex() != sha:
         raise ChecksumMismatch(fetched.record.file_name, fetched.record.sha256.hex(), sha)
     return FetchedPackage(fetched.record, fetched.path, sha, fetched.from_cache)
+
+
+def _identity(request: BuildRequest, source: Source) -> Identity:
+    settings = request.settings
+    origins = (settings.origin("name"), settings.origin("version"))
+    return choose_identity(settings.name, settings.version, source, origins=origins)

@@ -11,24 +11,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, NoReturn
 
-from lockship.builder.build import BuildRequest, PlannedInstaller, build_installers, plan_builds
-from lockship.builder.config import (
+from lockship.builder.build import PlannedInstaller, build_installers, plan_builds
+from lockship.builder.config import read_config
+from lockship.builder.errors import BuildError
+from lockship.builder.image.settings import ImageSettings
+from lockship.builder.inputs.model import Source
+from lockship.builder.options import given_on_command_line
+from lockship.builder.paths import host_platform
+from lockship.builder.settings import (
+    BUILD_COMMAND,
+    BuildRequest,
     Settings,
-    command_line,
     describe_settings,
     merge_settings,
-    read_config,
+    parse_arguments,
 )
-from lockship.builder.errors import BuildError, UsageError
-from lockship.builder.network import NetworkOptions
-from lockship.builder.options import parse_arguments
-from lockship.builder.paths import default_cache_dir, host_platform
-from lockship.builder.sources import Source
-from lockship.builder.stubs import facts_path, stub_file_name
+from lockship.builder.stubs.facts import facts_path, stub_file_name
 from lockship.stub import __version__
-from lockship.stub.boundary import end_process, report_error
-from lockship.stub.payload import PayloadError
-from lockship.stub.progress import LineReporter, TqdmReporter
+from lockship.stub.shared.boundary import end_process, report_error
+from lockship.stub.shared.payload import PayloadError
+from lockship.stub.shared.progress import LineReporter, TqdmReporter
 
 
 def _reporter(stream: IO[str]) -> TqdmReporter | LineReporter:
@@ -44,7 +46,7 @@ def run(argv: Sequence[str]) -> int:
 
 def freeze_stub_command(output: str, *, unpacker: Path | None = None) -> int:
     """``lockship freeze-stub -o PATH``: freeze, then print the sidecar's content."""
-    from lockship.builder.freeze import freeze_stub
+    from lockship.builder.stubs.freeze import freeze_stub
 
     target = Path(output)
     if output.endswith(("/", os.sep)) or target.is_dir():
@@ -62,25 +64,22 @@ def freeze_stub_command(output: str, *, unpacker: Path | None = None) -> int:
 
 
 def build_command(args: argparse.Namespace) -> int:
-    settings = merge_settings(command_line(args), read_config(args.path))
-    path = args.path if args.path is not None or settings.specs else Path()
-    if settings.concurrency < 1 or settings.timeout < 1 or settings.retries < 0:
-        raise UsageError("--concurrency and --timeout must be at least 1, --retries at least 0")
-    if args.delta_version and not args.delta_from:
-        raise UsageError("--delta-version only goes with --delta-from OLD")
-    request = request_from(settings, args, path)
-    if args.dry_run:
+    request = build_request(args)
+    if request.dry_run:
         print("settings:")
-        for line in describe_settings(settings):
+        for line in describe_settings(request.settings):
             print(line)
         print()
     reporter = _reporter(sys.stderr)
     plan = plan_builds(request, reporter)
     for warning in plan.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
-    if args.dry_run:
+    if request.dry_run:
+        only_image = request.settings.image is not None and request.settings.image.only
         for planned in plan.installers:
-            _print_plan(plan.source, planned)
+            _print_plan(plan.source, planned, only_image=only_image)
+        if plan.image is not None:
+            print(f"image:        {plan.image}")
         return 0
     results = build_installers(request, reporter, plan)
     for result in results:
@@ -111,51 +110,27 @@ def build_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def request_from(settings: Settings, args: argparse.Namespace, path: Path | None) -> BuildRequest:
-    """The request for the effective ``settings`` and the options kept off the table."""
-    link_scripts = settings.link_scripts
-    return BuildRequest(
-        lock_path=path,
-        environment=settings.environment,
-        platforms=() if settings.platforms == "all" else settings.platforms,
-        all_platforms=settings.platforms == "all",
-        output_dir=settings.output_dir,
-        cache_dir=args.cache_dir or default_cache_dir(),
-        name=settings.name,
-        version=settings.version,
-        stubs=settings.stubs,
-        stub_dir=settings.stub_dir,
-        concurrency=settings.concurrency,
-        timeout=settings.timeout,
-        retries=settings.retries,
-        license=settings.license,
-        post_install=settings.post_install,
-        link_scripts=link_scripts is not False,
-        allowed_link_scripts=link_scripts if isinstance(link_scripts, tuple) else None,
-        pyc=not settings.no_pyc,
-        default_prefix=settings.default_prefix,
-        categories=settings.categories,
-        specs=settings.specs,
-        channels=settings.channels,
-        inject=settings.inject,
-        ignore_pypi_non_wheel=settings.ignore_pypi_non_wheel,
-        network=NetworkOptions(
-            auth_file=args.auth_file, mirrors=settings.mirrors, config=args.config
-        ),
-        dry_run=args.dry_run,
-        sign_command=settings.sign_command,
-        delta_from=args.delta_from,
-        delta_version=args.delta_version,
-        image=settings.image,
-    )
+def build_request(args: argparse.Namespace) -> BuildRequest:
+    """The request of ``lockship build ARGS``: the command line over the settings table beside
+    the input over the defaults, and the run's own options."""
+    given = given_on_command_line(args, Settings, BUILD_COMMAND)
+    image = given_on_command_line(args, ImageSettings, BUILD_COMMAND)
+    settings = merge_settings(given, read_config(args.path), image)
+    path = args.path if args.path is not None or settings.specs else Path()
+    run = given_on_command_line(args, BuildRequest, BUILD_COMMAND)
+    return BuildRequest(settings=settings, path=path, **run)
 
 
-def _print_plan(source: Source, plan: PlannedInstaller) -> None:
+def _print_plan(source: Source, plan: PlannedInstaller, *, only_image: bool = False) -> None:
     env = plan.environment
     print(f"environment:  {env.environment} ({source.kind}: {source.path or 'specs'})")
     print(f"platform:     {env.platform}")
-    print(f"installer:    {plan.output}")
-    print(f"stub:         {plan.stub or 'not available locally (would be frozen or downloaded)'}")
+    if only_image:
+        print("installer:    none (--image-only)")
+    else:
+        print(f"installer:    {plan.output}")
+        stub = plan.stub or "not available locally (would be frozen or downloaded)"
+        print(f"stub:         {stub}")
     print(
         f"packages:     {len(env.records)} conda, {len(env.wheels)} PyPI wheels; "
         f"{plan.download_size / 1e6:.1f} MB; {plan.cached} from cache, "
@@ -184,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> NoReturn:
     """The ``lockship`` command: run :func:`main`, then end the process with its exit code
-    without the interpreter's teardown (see :func:`lockship.stub.boundary.end_process`)."""
+    without the interpreter's teardown (see :func:`lockship.stub.shared.boundary.end_process`)."""
     end_process(main())
 
 

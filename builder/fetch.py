@@ -21,14 +21,11 @@ from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError
-from lockship.builder.lockfile import url_file_name
-from lockship.stub.boundary import CHUNK_SIZE
+from lockship.builder.inputs.lockfile import url_file_name
+from lockship.stub.shared.boundary import CHUNK_SIZE
 from rattler import Client, RepoDataRecord
 from rattler.package_streaming import download_to_path
 
-DEFAULT_CONCURRENCY = 8
-DEFAULT_TIMEOUT = 60
-DEFAULT_RETRIES = 3
 BACKOFF_SECONDS = 0.5
 
 T = TypeVar("T")
@@ -200,8 +197,8 @@ def fetch_packages(
     cache_dir: Path,
     *,
     client: Client,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    retries: int = DEFAULT_RETRIES,
+    concurrency: int,
+    retries: int,
     on_done: Callable[[FetchedPackage], None] = lambda _: None,
 ) -> list[FetchedPackage]:
     """Make every record's archive available in the cache, verified; in ``records`` order.

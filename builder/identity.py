@@ -14,8 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 
 from lockship.builder.errors import UsageError
-from lockship.builder.pixi import PixiSource
-from lockship.builder.sources import Source
+from lockship.builder.inputs.model import Source
+from lockship.builder.inputs.pixi import PixiSource
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
@@ -46,20 +46,27 @@ def check_version(value: str, origin: str) -> str:
     return _check("version", value, origin, _VERSION, "letters, digits and . _ + - !")
 
 
-def choose_identity(name: str | None, version: str | None, source: Source) -> Identity:
-    """The installer's name and version: the options', else the input's, else defaults;
-    each checked, its error naming where it came from."""
+def choose_identity(
+    name: str | None,
+    version: str | None,
+    source: Source,
+    *,
+    origins: tuple[str, str] = (OPTION.format("name"), OPTION.format("version")),
+) -> Identity:
+    """The installer's name and version: the options' (``origins`` says where each was
+    given), else the input's, else defaults; each checked, its error naming where it came
+    from."""
     described = f"from {source.path}" if source.path else "from the input"
     if isinstance(source, PixiSource) and source.workspace_file is not None:
         described = f"from {source.workspace_file}"
     if name:
-        chosen_name = check_name(name, OPTION.format("name"))
+        chosen_name = check_name(name, origins[0])
     elif source.name:
         chosen_name = check_name(source.name, described)
     else:
         chosen_name = check_name(source.environment, "from -e, the environment's name")
     if version:
-        chosen_version = check_version(version, OPTION.format("version"))
+        chosen_version = check_version(version, origins[1])
     elif source.version:
         chosen_version = check_version(source.version, described)
     else:

@@ -1,303 +1,365 @@
-"""The builder's command-line options: ``lockship build`` and ``lockship freeze-stub``, with
-their help texts (``builder/cli.py`` runs them)."""
+"""Options declared once, as dataclass fields: the command line, the settings table and the
+errors of both are generated from the declarations.
+
+A field declared with :func:`option` carries everything about one option: its flags and help
+text, its ``[tool.lockship]`` key, its default, and its :class:`Kind` (the type as a parser: how
+to read it from TOML, how to parse it from command-line text, what it is in words for errors,
+how ``--dry-run`` shows it). :func:`add_options` puts the fields of a dataclass on an argparse
+parser, :func:`given_on_command_line` reads them back (a flag left off is not a value),
+:func:`read_table` validates a table by key. A value out of range is reported where it came
+from: ``--timeout must be at least 1`` or ``'timeout' in pixi.toml [tool.lockship] (...) must
+be at least 1``.
+
+Adding an option is one field in :class:`lockship.builder.settings.Settings` (or, if it belongs
+to the run and not to the project, in :class:`~lockship.builder.settings.BuildRequest`), the
+code that uses it, and its line in ``docs/builder.md`` (``tests/test_settings.py`` checks that
+line).
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Generic, TypeVar, overload
 
 from lockship.builder.errors import UsageError
-from lockship.builder.fetch import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
-from lockship.builder.image.settings import add_image_arguments
-from lockship.builder.paths import default_cache_dir, host_platform
-from lockship.builder.stubs import stub_file_name
-from lockship.stub import __version__
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+_METADATA = "lockship.option"
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see {self.prog} --help)")
+@dataclass(frozen=True)
+class Kind(Generic[T_co]):
+    """A value's type as its parsers.
 
-
-def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line, parsed; a :class:`UsageError` names the help to read.
-
-    Arguments no command knows are found by the top parser: the error then points at the
-    chosen command's help (``lockship build --help``), not at the top one.
+    ``read`` takes a TOML value and the folder of its file (paths are relative to it) and
+    raises ``TypeError(bad value)`` for a wrong type, ``ValueError(message)`` for a value out
+    of range; ``parse`` takes the texts given for one flag (one, or one per use of a repeatable
+    flag) and raises ``ValueError(message)``.
     """
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        command = f"{parser.prog} {args.command}"
-        raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see {command} --help)")
-    return args
+
+    expects: str
+    read: Callable[[object, Path], T_co]
+    parse: Callable[[Sequence[str]], T_co] | None = None
+    #: the flag may be given several times; its texts are parsed together
+    repeat: bool = False
+    #: the value as ``--dry-run`` shows it
+    show: Callable[[Any], str] = lambda value: show_value(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
-        prog="lockship",
-        description="Build one-file offline installers for conda environments locked with pixi.",
-    )
-    parser.add_argument("--version", action="version", version=f"lockship {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
-    build = commands.add_parser(
-        "build",
-        help="build an installer from a lockfile",
-        description="Read the locked conda packages of an environment, download and verify\n"
-        "them, and write one installer per platform:\n"
-        "<output-dir>/<name>-<version>-<platform>.sh (.exe for Windows), plus SHA256SUMS.\n"
-        "The installers' paths are the last lines printed.\n"
-        "Options can also be kept in a [tool.lockship] table in pixi.toml or pyproject.toml\n"
-        "beside the lock, or in a lockship.toml; the command line overrides them.",
-        epilog="examples:\n"
-        "  lockship build                                  # ./pixi.lock, this platform\n"
-        "  lockship build app/pixi.lock -e prod -p linux-64 -p win-64\n"
-        "  lockship build conda-lock.yml --all-platforms --category main\n"
-        '  lockship build --spec "python 3.12.*" --spec numpy -c conda-forge -p osx-arm64\n'
-        "  lockship build --inject dist/myapp-1.0-0.conda --license LICENSE -o dist/\n"
-        "\n"
-        "exit codes: 0 built, 1 failed (no installer left under the final name), "
-        "2 usage error, 130 interrupted",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    build.add_argument(
-        "path",
-        nargs="?",
-        default=None,
-        type=Path,
-        help="a pixi.lock or a folder holding one (default: .); also a conda-lock.yml, an "
-        "@EXPLICIT file or an environment.yml",
-    )
-    build.add_argument(
-        "-e",
-        "--environment",
-        metavar="NAME",
-        help='environment to ship (default: "default")',
-    )
-    build.add_argument(
-        "-p",
-        "--platform",
-        action="append",
-        default=[],
-        dest="platforms",
-        metavar="PLATFORM",
-        help=f"target platform, repeatable (default: this machine's, {host_platform()})",
-    )
-    build.add_argument(
-        "--all-platforms",
-        action="store_true",
-        help="one installer for every platform the environment is locked for",
-    )
-    build.add_argument(
-        "-o",
-        "--output-dir",
-        type=Path,
-        metavar="DIR",
-        help="where to write the installer (default: installers/)",
-    )
-    build.add_argument(
-        "--name",
-        help="installer name (default: the workspace name from pixi.toml/pyproject.toml "
-        "beside the lock, else the environment name)",
-    )
-    build.add_argument(
-        "--version",
-        dest="installer_version",
-        metavar="VERSION",
-        help="installer version (default: the workspace version, else 0.0.0)",
-    )
-    build.add_argument(
-        "--stub",
-        action="append",
-        default=[],
-        metavar="[PLATFORM=]PATH",
-        help="use this frozen stub for PLATFORM (repeatable; a bare PATH means the target "
-        "platform)",
-    )
-    build.add_argument(
-        "--stub-dir",
-        type=Path,
-        metavar="DIR",
-        help="a folder of stubs named lockship-stub-<platform>[.exe] (also $LOCKSHIP_STUB_DIR)",
-    )
-    build.add_argument(
-        "--delta-from",
-        type=Path,
-        metavar="OLD",
-        help="build a delta installer, NAME-VERSION-PLATFORM-from-OLDVERSION.sh/.exe, that "
-        "carries only the packages and wheels not in OLD (the previous version's lock, a "
-        "folder holding it, or its installer) and updates only a prefix holding exactly OLD",
-    )
-    build.add_argument(
-        "--delta-version",
-        metavar="VERSION",
-        help="the version of --delta-from OLD when it is a lock without a workspace version",
-    )
-    inputs = build.add_argument_group("other inputs")
-    inputs.add_argument(
-        "--category",
-        action="append",
-        default=[],
-        dest="categories",
-        metavar="NAME",
-        help="conda-lock category to ship, repeatable (default: main)",
-    )
-    inputs.add_argument(
-        "--spec",
-        action="append",
-        default=[],
-        dest="specs",
-        metavar="SPEC",
-        help='solve this spec at build time (repeatable, e.g. --spec "python 3.12.*")',
-    )
-    inputs.add_argument(
-        "-c",
-        "--channel",
-        action="append",
-        default=[],
-        dest="channels",
-        metavar="CHANNEL",
-        help="channel for --spec or environment.yml solving (repeatable)",
-    )
-    inputs.add_argument(
-        "--inject",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="ARCHIVE",
-        help="add a local .conda/.tar.bz2 package (repeatable; its dependencies must be "
-        "locked), or a .whl that replaces the locked PyPI package of its name",
-    )
-    inputs.add_argument(
-        "--ignore-pypi-non-wheel",
-        action="store_true",
-        help="leave out locked PyPI sdists and source packages (with a warning) instead of "
-        "building them into wheels",
-    )
-    network = build.add_argument_group("network")
-    network.add_argument(
-        "--auth-file",
-        type=Path,
-        metavar="FILE",
-        help="rattler/pixi authentication file (or $RATTLER_AUTH_FILE)",
-    )
-    network.add_argument(
-        "--mirror",
-        action="append",
-        default=[],
-        metavar="ORIGINAL=MIRROR",
-        help="download ORIGINAL's packages from MIRROR (repeatable)",
-    )
-    network.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="a pixi/rattler config file whose [mirrors] to use",
-    )
-    build.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="resolve everything and print the plan; download nothing, write no installer",
-    )
-    build.add_argument(
-        "--cache-dir",
-        type=Path,
-        metavar="DIR",
-        default=None,
-        help=f"package download and stub cache (default: {default_cache_dir()})",
-    )
-    build.add_argument(
-        "-j",
-        "--concurrency",
-        type=int,
-        metavar="N",
-        help=f"parallel downloads (default: {DEFAULT_CONCURRENCY})",
-    )
-    build.add_argument(
-        "--timeout",
-        type=int,
-        metavar="SECONDS",
-        help=f"give up on a download request after this long (default: {DEFAULT_TIMEOUT})",
-    )
-    build.add_argument(
-        "--retries",
-        type=int,
-        metavar="N",
-        help=f"retry a failed download this often, with backoff (default: {DEFAULT_RETRIES})",
-    )
-    build.add_argument(
-        "--license",
-        type=Path,
-        metavar="FILE",
-        help="a license the installer shows and asks to accept (-b accepts it)",
-    )
-    build.add_argument(
-        "--post-install",
-        type=Path,
-        metavar="SCRIPT",
-        help="a script (.sh for Linux/macOS, .bat/.ps1 for Windows) the installer runs after "
-        "installing, with PREFIX, INSTALLER_NAME, INSTALLER_VERSION, INSTALLER_PLATFORM and "
-        "INSTALLER_UNATTENDED set; its failure fails the installation",
-    )
-    build.add_argument(
-        "--no-link-scripts",
-        action="store_true",
-        help="do not run packages' post-link scripts at install time (the installer says so)",
-    )
-    build.add_argument(
-        "--link-scripts",
-        metavar="allow=NAME[,NAME]",
-        type=_allow_list,
-        help="only these packages may carry link scripts (post-link, pre-unlink): the build "
-        "fails, naming them, "
-        "if any other locked package has one",
-    )
-    build.add_argument(
-        "--default-prefix",
-        metavar="PATH",
-        help="the installer's default -p (default: ~/NAME, %%LOCALAPPDATA%%\\NAME on Windows); "
-        "~ and $VAR (%%VAR%% on Windows) are expanded on the installing machine",
-    )
-    build.add_argument(
-        "--no-pyc", action="store_true", help="do not compile .pyc files at install time"
-    )
-    build.add_argument(
-        "--sign-command",
-        metavar="COMMAND",
-        help="sign each Windows installer with COMMAND before it is moved into place and "
-        "SHA256SUMS is written; {file} stands for the installer (e.g. 'signtool sign /fd "
-        "SHA256 /a {file}'); runs through the shell",
-    )
-    add_image_arguments(build)
-    freeze = commands.add_parser(
-        "freeze-stub",
-        help="freeze the installer stub for this machine with PyInstaller",
-        description="Freeze the installer stub for this machine, with its sidecar OUTPUT.json "
-        "(what CI publishes). Progress goes to stderr; the stub's facts (the sidecar's "
-        "content) go to stdout as JSON.",
-    )
-    freeze.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="PATH",
-        help=f"the stub file to write, or a folder (DIR/) for {stub_file_name(host_platform())}",
-    )
-    freeze.add_argument(
-        "--unpacker",
-        metavar="PATH",
-        type=Path,
-        help="the pack's unpacker built for this platform: lockship-unpack, or on Windows "
-        "lockship-launch.exe (default: compile builder/native's sources with $CC, else cc, "
-        "on Windows gcc)",
-    )
-    return parser
+#: the ``const`` of a flag that takes a value
+TAKES_VALUE = object()
 
 
-def _allow_list(text: str) -> tuple[str, ...]:
-    kind, _, names = text.partition("=")
-    if kind != "allow" or not names.strip(","):
-        raise argparse.ArgumentTypeError(f"takes allow=NAME[,NAME...], not {text!r}")
-    return tuple(sorted({n.strip().lower() for n in names.split(",") if n.strip()}))
+@dataclass(frozen=True)
+class Flag:
+    """One command-line spelling of an option: a flag taking a value, or a switch (``const``)."""
+
+    names: tuple[str, ...]
+    help: str
+    metavar: str | None = None
+    const: object = TAKES_VALUE
+
+    @property
+    def name(self) -> str:
+        """The name errors use: the longest spelling (``--concurrency``, not ``-j``)."""
+        return max(self.names, key=len)
+
+
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """What :func:`option` stores in a field's metadata."""
+
+    kind: Kind[T]
+    flags: tuple[Flag, ...]
+    #: the table key; None: command line only
+    key: str | None
+    #: the help section (argparse group) the flags are listed in
+    group: str | None
+
+
+@dataclass(frozen=True)
+class Declared:
+    """An option as found on its class: field name, declaration, default."""
+
+    name: str
+    option: Option[Any]
+    default: Any
+
+    @property
+    def key(self) -> str | None:
+        return self.option.key
+
+
+_AUTO_KEY = "\0auto"
+
+
+@overload
+def option(
+    *names: str,
+    default: T,
+    kind: Kind[T],
+    help: str = "",
+    metavar: str | None = None,
+    switches: Sequence[Flag] = (),
+    key: str | None = _AUTO_KEY,
+    group: str | None = None,
+) -> T: ...
+
+
+@overload
+def option(
+    *names: str,
+    factory: Callable[[], T],
+    kind: Kind[T],
+    help: str = "",
+    metavar: str | None = None,
+    switches: Sequence[Flag] = (),
+    key: str | None = _AUTO_KEY,
+    group: str | None = None,
+) -> T: ...
+
+
+def option(
+    *names: str,
+    default: Any = MISSING,
+    factory: Any = MISSING,
+    kind: Kind[Any],
+    help: str = "",
+    metavar: str | None = None,
+    switches: Sequence[Flag] = (),
+    key: str | None = _AUTO_KEY,
+    group: str | None = None,
+) -> Any:
+    """A dataclass field that is an option.
+
+    ``names`` are the flags taking a value (none: only ``switches``); ``help`` may hold
+    ``%(default)s``; ``key`` defaults to the field name with dashes (``output_dir`` is
+    ``output-dir``), None keeps the option off the table.
+    """
+    if names and kind.parse is None:
+        raise TypeError(f"{names[0]} takes a value: its kind ({kind.expects}) needs a parse")
+    flags = (Flag(names, help, metavar),) if names else ()
+    declared = Option(kind, flags + tuple(switches), key, group)
+    metadata = {_METADATA: declared}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def declared(cls: type) -> list[Declared]:
+    """The options of dataclass ``cls``, in declaration order."""
+    found = []
+    for f in fields(cls):
+        declaration = f.metadata.get(_METADATA)
+        if isinstance(declaration, Option):
+            key = f.name.replace("_", "-") if declaration.key == _AUTO_KEY else declaration.key
+            found.append(Declared(f.name, replace(declaration, key=key), _default(f)))
+    return found
+
+
+def _default(f: Field[Any]) -> Any:
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _dest(name: str, index: int) -> str:
+    return f"{name}:{index}"
+
+
+def add_options(
+    parser: argparse.ArgumentParser, *classes: type, groups: Sequence[str] = ()
+) -> None:
+    """Add the flags of the options of ``classes`` to ``parser``, the help sections ``groups``
+    in this order (more as options name them); several flags of one option exclude each other.
+    A flag left off sets nothing (see :func:`given_on_command_line`)."""
+    containers: dict[str | None, argparse._ActionsContainer] = {None: parser}
+    containers |= {title: parser.add_argument_group(title) for title in groups}
+    for d in (d for cls in classes for d in declared(cls)):
+        option_ = d.option
+        container = containers.get(option_.group)
+        if container is None:
+            container = containers[option_.group] = parser.add_argument_group(option_.group)
+        if len(option_.flags) > 1:
+            container = container.add_mutually_exclusive_group()
+        shown = option_.kind.show(d.default).replace("%", "%%")
+        for index, flag in enumerate(option_.flags):
+            common: dict[str, Any] = {
+                "dest": _dest(d.name, index),
+                "default": argparse.SUPPRESS,
+                "help": flag.help.replace("%(default)s", shown),
+            }
+            if flag.const is not TAKES_VALUE:
+                container.add_argument(*flag.names, action="store_const", const=True, **common)
+            else:
+                action = "append" if option_.kind.repeat else "store"
+                metavar = flag.metavar or d.name.upper()
+                container.add_argument(*flag.names, action=action, metavar=metavar, **common)
+
+
+def given_on_command_line(args: argparse.Namespace, cls: type, command: str) -> dict[str, Any]:
+    """The options of ``cls`` given in ``args``, parsed and checked, by field name; a bad value
+    is a :class:`UsageError` naming its flag and the help of ``command``."""
+    values: dict[str, Any] = {}
+    for d in declared(cls):
+        for index, flag in enumerate(d.option.flags):
+            texts = getattr(args, _dest(d.name, index), None)
+            if texts is None:
+                continue
+            if flag.const is not TAKES_VALUE:
+                values[d.name] = flag.const
+                continue
+            parse = d.option.kind.parse
+            if parse is None:
+                raise TypeError(f"{flag.name} takes a value its kind cannot parse")
+            try:
+                values[d.name] = parse(texts if isinstance(texts, list) else [texts])
+            except ValueError as e:
+                raise UsageError(f"{flag.name} {e} (see {command} --help)") from e
+    return values
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+def toml_type(value: object) -> str:
+    """What a TOML value is, in the words errors use."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names |= {list: "an array", dict: "a table"}
+    return next((n for t, n in names.items() if isinstance(value, t)), type(value).__name__)
+
+
+def read_table(table: Mapping[str, object], cls: type, base: Path, where: str) -> dict[str, Any]:
+    """The table's values by field name of ``cls``; every problem is named in one
+    :class:`UsageError` (``where`` says which table: ``in pixi.toml [tool.lockship] (PATH)``)."""
+    by_key = {d.key: d for d in declared(cls) if d.key is not None}
+    problems, values = [], {}
+    for key, value in table.items():
+        d = by_key.get(key)
+        if d is None:
+            close = difflib.get_close_matches(key, by_key, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown key {key!r} {where}{hint}")
+            continue
+        expects = d.option.kind.expects
+        try:
+            values[d.name] = d.option.kind.read(value, base)
+        except TypeError as e:
+            bad = e.args[0] if e.args else value
+            inner = "" if bad is value else f" ({bad!r})"  # a wrong item of a list or table
+            problems.append(f"{key!r} {where} must be {expects}, not {toml_type(bad)}{inner}")
+        except ValueError as e:
+            problems.append(f"{key!r} {where} {e}")
+        except UsageError as e:
+            problems.append(f"{key!r} {where}: {e}")
+    if problems:
+        unknown = any(p.startswith("unknown key") for p in problems)
+        listed = f"; valid keys: {', '.join(by_key)}" if unknown else ""
+        raise UsageError("; ".join(problems) + listed)
+    return values
+
+
+# --- showing values --------------------------------------------------------------------------
+
+
+def show_value(value: object) -> str:
+    """A value as ``--dry-run`` prints it, close to how the table writes it."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {show_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+# --- the kinds every option set uses ---------------------------------------------------------
+
+
+def read_string(value: object, base: Path) -> str:
+    """A non-empty TOML string (``TypeError`` otherwise)."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(value)
+    return value
+
+
+def read_path(value: object, base: Path) -> Path:
+    """A TOML path: relative to ``base`` (its file's folder), ``~`` expanded."""
+    path = Path(read_string(value, base)).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def read_strings(value: object, base: Path) -> tuple[str, ...]:
+    """A TOML list of non-empty strings."""
+    if not isinstance(value, list):
+        raise TypeError(value)
+    return tuple(read_string(v, base) for v in value)
+
+
+def read_bool(value: object, base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(value)
+    return value
+
+
+def _last(texts: Sequence[str]) -> str:
+    return texts[-1]
+
+
+#: a non-empty string
+TEXT = Kind("a string", read_string, _last)
+#: a path; in a table relative to its file, ``~`` expanded
+PATH = Kind("a path (a string)", read_path, lambda texts: Path(texts[-1]))
+#: a repeatable string
+TEXTS: Kind[tuple[str, ...]] = Kind(
+    "a list of strings", read_strings, lambda texts: tuple(texts), repeat=True
+)
+#: a repeatable path
+PATHS = Kind(
+    "a list of paths",
+    lambda value, base: tuple(read_path(v, base) for v in read_strings(value, base)),
+    lambda texts: tuple(Path(t) for t in texts),
+    repeat=True,
+)
+#: true or false; on the command line a switch
+BOOLEAN = Kind("true or false", read_bool)
+#: true or false, read as its opposite (a key like ``no-pyc`` for a field like ``pyc``)
+NEGATED_BOOLEAN = Kind(
+    "true or false",
+    lambda value, base: not read_bool(value, base),
+    show=lambda v: show_value(not v),
+)
+
+
+def integer(minimum: int, unit: str = "") -> Kind[int]:
+    """An integer of at least ``minimum``; ``unit`` goes into the words (``seconds``)."""
+    expects = f"an integer ({unit})" if unit else "an integer"
+
+    def check(value: int) -> int:
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    def read(value: object, base: Path) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(value)
+        return check(value)
+
+    def parse(texts: Sequence[str]) -> int:
+        try:
+            value = int(texts[-1])
+        except ValueError:
+            raise ValueError(f"must be {expects}, not {texts[-1]!r}") from None
+        return check(value)
+
+    return Kind(expects, read, parse)

@@ -14,7 +14,7 @@ if ! .venv/bin/python -c 'import shutil, sys; sys.exit(not shutil.which("actionl
 fi
 # zstd's C sources (python-zstandard's sdist) that a stub freeze compiles its unpacker from:
 # fetched here, with the other downloads, so freezes and tests need no index (once)
-.venv/bin/python -c 'from lockship.builder.stubpack import zstd_sdist; zstd_sdist()' >/dev/null
+.venv/bin/python -c 'from lockship.builder.stubs.pack import zstd_sdist; zstd_sdist()' >/dev/null
 # conda-ship's binaries, the peer scripts/bench.py --peer conda-ship measures against (once)
 .venv/bin/python scripts/benchmarks/peer.py || true
 # mypy cannot follow the build backend's folder mapping (builder/ -> lockship.builder): it

@@ -132,7 +132,7 @@ def current_stub_version() -> str:
     """``stub.__version__``-digest of the stub sources: what a fresh freeze records as "stub"."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from lockship.builder.stubs import stub_identity
+    from lockship.builder.stubs.facts import stub_identity
 
     return stub_identity()
 
@@ -145,7 +145,7 @@ def cross_compile_unpacker(compiler: str, output: Path, *, windows: bool = False
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from lockship.builder.errors import StubError
-    from lockship.builder.stubpack import compile_unpacker, zstd_source
+    from lockship.builder.stubs.pack import compile_unpacker, zstd_source
 
     with tempfile.TemporaryDirectory(prefix="lockship-unpacker-") as tmp:
         try:

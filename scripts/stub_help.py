@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     if stub.name.endswith(".exe"):
         return subprocess.run([str(stub), "--help"], check=False).returncode
     import_checkout()
-    from lockship.builder.stubpack import unpack
+    from lockship.builder.stubs.pack import unpack
 
     with tempfile.TemporaryDirectory(prefix="lockship-stub-help-") as tmp:
         program = unpack(stub, Path(tmp))

@@ -139,7 +139,7 @@ class Cache(reach.CacheBase):
     def stub(self) -> Path:
         """Where the stub for the current stub sources lies (it may not exist)."""
         _import_lockship()
-        from lockship.builder.stubs import cached_stub_path
+        from lockship.builder.stubs.facts import cached_stub_path
 
         return cached_stub_path(self.root, PLATFORM)
 
@@ -422,7 +422,7 @@ def stub_problem(cache: Cache) -> str | None:
     """Why the cached win-64 stub cannot be used for the current stub sources (None: it can)."""
     _import_lockship()
     from lockship.builder.errors import StubError
-    from lockship.builder.stubs import stub_facts
+    from lockship.builder.stubs.facts import stub_facts
 
     path = cache.stub()
     if not path.is_file():

@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockship.stub.boundary import write_text_atomically
 from lockship.stub.errors import InstallError
+from lockship.stub.shared.boundary import write_text_atomically
 from rattler import Subdir
 from rattler.shell import ActivationVariables, PathModificationBehavior, Shell, activate
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lockship.stub.manifest import PackageInfo
+from lockship.stub.shared.manifest import PackageInfo
 from rattler import Channel, RepoData, RepoDataRecord
 
 

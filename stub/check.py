@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lockship.stub.boundary import SHA256SUMS, file_sha256, parse_checksums
 from lockship.stub.errors import InstallError
-from lockship.stub.manifest import Manifest, Region
-from lockship.stub.payload import Payload, range_sha256, verify_payload
+from lockship.stub.shared.boundary import SHA256SUMS, file_sha256, parse_checksums
+from lockship.stub.shared.manifest import Manifest, Region
+from lockship.stub.shared.payload import Payload, range_sha256, verify_payload
 
 
 class DamagedRegion(InstallError):

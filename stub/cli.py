@@ -22,10 +22,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from lockship.stub import __version__
-from lockship.stub.boundary import (
-    end_process,
-    report_error,
-)
 from lockship.stub.check import verify_installer, verify_listed_sha256
 from lockship.stub.errors import InstallError, PlatformMismatch, UsageError
 from lockship.stub.interaction import (
@@ -35,10 +31,14 @@ from lockship.stub.interaction import (
     stdin_is_terminal,
 )
 from lockship.stub.launch import Launch, read_launch, remove_unpacked_folder
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import Payload, PayloadError, iter_entry, read_payload
 from lockship.stub.prefix import normalize_prefix, recover_interrupted
-from lockship.stub.progress import (
+from lockship.stub.shared.boundary import (
+    end_process,
+    report_error,
+)
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.payload import Payload, PayloadError, iter_entry, read_payload
+from lockship.stub.shared.progress import (
     EVENTS_ENV,
     LineReporter,
     Reporter,

@@ -15,8 +15,8 @@ release fixes it.
 - **teardown crashes** (py-rattler 0.28): rattler's runtime threads can crash the interpreter's
   teardown (about one exit in ten under load turned into a segfault or abort instead of the exit
   code already reported), so both entry points end with ``os._exit``
-  (:func:`lockship.stub.boundary.end_process`). Seen under load only; no cheap reproduction, so
-  no test: try removing it when py-rattler changes its runtime.
+  (:func:`lockship.stub.shared.boundary.end_process`). Seen under load only; no cheap
+  reproduction, so no test: try removing it when py-rattler changes its runtime.
 """
 
 from __future__ import annotations

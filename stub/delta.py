@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lockship.stub.errors import InstallError
 from lockship.stub.finish import read_marker
-from lockship.stub.manifest import BaseFile, DeltaBase, Manifest
+from lockship.stub.shared.manifest import BaseFile, DeltaBase, Manifest
 
 
 class BaseMismatch(InstallError):

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from lockship.stub.errors import InstallError
 from lockship.stub.finish import finish_prefix, read_marker
 from lockship.stub.linking import installed_records, link_packages, restore_locked_urls
-from lockship.stub.manifest import LinkedPackage, Manifest, kept_on_update
-from lockship.stub.payload import PayloadError
 from lockship.stub.prefix import LOCK_NAME, STAGE_NAME, Transaction, prefix_transaction
-from lockship.stub.progress import Reporter
 from lockship.stub.pyc import compile_pyc
+from lockship.stub.shared.manifest import LinkedPackage, Manifest, kept_on_update
+from lockship.stub.shared.payload import PayloadError
+from lockship.stub.shared.progress import Reporter
 from lockship.stub.source import PackageSource, write_entry
 from lockship.stub.staging import StagedPackages, choose_stager, discarding
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from lockship.stub.channel import by_subdir, write_repodata
 from lockship.stub.errors import InstallError
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import Payload, copy_entry
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.payload import Payload, copy_entry
+from lockship.stub.shared.progress import Reporter
 from rattler import Channel, LockFile, LockPlatform, RepoData
 
 #: what an extract writes into its folder

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from lockship.stub import __version__
 from lockship.stub.activation import write_activation_env, write_activation_scripts
-from lockship.stub.boundary import write_text_atomically
 from lockship.stub.compat import remove_cache_tag
-from lockship.stub.manifest import Manifest
+from lockship.stub.shared.boundary import write_text_atomically
+from lockship.stub.shared.manifest import Manifest
 from lockship.stub.uninstaller import write_uninstaller
 
 # no .json suffix: conda, mamba and rattler read every conda-meta/*.json as a package record

@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from lockship.stub.destination import EnvironmentDestination, Staged, WheelTarget
-from lockship.stub.manifest import Manifest, plan_wheels
 from lockship.stub.preflight import InstallPlan
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import Manifest, plan_wheels
+from lockship.stub.shared.progress import Reporter
 from lockship.stub.source import PackageSource
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lockship.stub.errors import InstallError
-from lockship.stub.manifest import Manifest, PackageInfo
+from lockship.stub.shared.manifest import Manifest, PackageInfo
 
 
 class NoPython(InstallError):

@@ -1,7 +1,7 @@
 """How the installer program was started, and the one folder it removes at exit.
 
-A ``.sh`` installer's shell header (``builder/templates/header.sh.j2``) unpacks the program into
-a new folder and runs it with four private variables:
+A ``.sh`` installer's shell header (``builder/output/templates/header.sh.j2``) unpacks the
+program into a new folder and runs it with four private variables:
 
 ==========================  ================================================================
 ``_LOCKSHIP_INSTALLER``     the installer file, whose payload the program reads
@@ -16,7 +16,7 @@ goes with the folder, also when the installer is killed outright and a later ins
 unpacker sweeps the folder away. A Windows relaunch passes ``_LOCKSHIP_LOG_DIR`` for the same
 reason (``stub.windows``).
 
-A Windows ``.exe``'s launcher (``builder/native/windows``) sets the first two and removes its
+A Windows ``.exe``'s launcher (``builder/stubs/native/windows``) sets the first two and removes its
 folder itself, after the program; a stub run directly has none of them and reads its own
 file. The names are private so that no setting of the user's is taken for one: the builder's
 ``LOCKSHIP_STUB_DIR`` once doubled as the folder to remove, and an ``.exe`` deleted the user's
@@ -38,9 +38,9 @@ UNPACKED_DIR_ENV = "_LOCKSHIP_UNPACKED_DIR"
 LOG_DIR_ENV = "_LOCKSHIP_LOG_DIR"
 
 #: what the header puts in its folder: the unpacker, the program's folder it fills, the lock
-#: the program holds while it runs (builder/native/lockship-sweep.c) and the program's TMPDIR
+#: the program holds while it runs (builder/stubs/native/lockship-sweep.c) and the program's TMPDIR
 HEADER_FILES = frozenset({"unpack", "stub", ".lock", "tmp"})
-#: the program in the header's folder (lockship.builder.stubpack.PROGRAM)
+#: the program in the header's folder (lockship.builder.stubs.pack.PROGRAM)
 PROGRAM = ("stub", "lockship-stub")
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import rattler
 from lockship.stub.compat import one_line
 from lockship.stub.errors import InstallError, LinkError
-from lockship.stub.manifest import PackageInfo
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import PackageInfo
+from lockship.stub.shared.progress import Reporter
 from lockship.stub.signals import deferred
 from lockship.stub.staging import StagedPackages
 from rattler import PrefixRecord, Subdir

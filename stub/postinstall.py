@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from lockship.stub.errors import InstallError
-from lockship.stub.manifest import Manifest
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.progress import Reporter
 
 
 class PostInstallError(InstallError):

@@ -16,8 +16,8 @@ from pathlib import Path
 from lockship.stub.delta import check_delta_base
 from lockship.stub.errors import InstallError
 from lockship.stub.finish import read_marker
-from lockship.stub.manifest import Manifest
 from lockship.stub.prefix import check_prefix
+from lockship.stub.shared.manifest import Manifest
 from lockship.stub.system import check_virtual_packages
 
 #: ``LOCKSHIP_UNPACK_WORKERS=N`` sets the number of worker processes; 0 lets rattler unpack

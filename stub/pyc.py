@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lockship.stub.interpreter import find_python
-from lockship.stub.manifest import Manifest
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.progress import Reporter
 
 
 def python_sources(prefix: Path) -> list[Path]:

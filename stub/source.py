@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lockship.stub.errors import InstallError
-from lockship.stub.payload import Entry, Payload, iter_entry
+from lockship.stub.shared.payload import Entry, Payload, iter_entry
 
 
 class MissingEntry(InstallError):

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Protocol
 
 from lockship.stub.channel import locked_records
-from lockship.stub.manifest import Manifest, PackageInfo
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import Manifest, PackageInfo
+from lockship.stub.shared.progress import Reporter
 from lockship.stub.source import PackageSource, StoredEntry, write_entry
 from lockship.stub.unpack import UnpackJob, WorkersUnavailable, layer_cache, unpack_archives
 from rattler import PrefixRecord, RepoDataRecord

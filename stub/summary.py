@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import FORMAT_VERSION
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.payload import FORMAT_VERSION
 
 
 def text_summary(manifest: Manifest) -> str:

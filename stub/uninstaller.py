@@ -6,8 +6,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from lockship.stub.boundary import write_text_atomically
-from lockship.stub.manifest import Manifest
+from lockship.stub.shared.boundary import write_text_atomically
+from lockship.stub.shared.manifest import Manifest
 
 UNINSTALL_SH = """\
 #!/bin/sh

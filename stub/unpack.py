@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from lockship.stub.boundary import CHUNK_SIZE
 from lockship.stub.compat import disk_error, one_line
 from lockship.stub.errors import InstallError
-from lockship.stub.payload import Entry, EntryChecksumMismatch, Payload, iter_entry
+from lockship.stub.shared.boundary import CHUNK_SIZE
+from lockship.stub.shared.payload import Entry, EntryChecksumMismatch, Payload, iter_entry
 from lockship.stub.signals import deferred
 from rattler.package_cache import PackageCache, ValidationMode
 from rattler.package_streaming import extract

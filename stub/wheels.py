@@ -19,10 +19,10 @@ from pathlib import Path, PurePosixPath
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
-from lockship.stub.boundary import write_text_atomically
 from lockship.stub.errors import InstallError
 from lockship.stub.interpreter import install_scheme, python_path
-from lockship.stub.manifest import Manifest
+from lockship.stub.shared.boundary import write_text_atomically
+from lockship.stub.shared.manifest import Manifest
 
 #: the list of installed wheels, beside the conda records (no .json: it is not one)
 WHEELS_RECORD = Path("conda-meta") / "lockship-wheels"

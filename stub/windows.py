@@ -12,9 +12,9 @@ environment variables whose names live here (but for the log's, see below):
 ``_LOCKSHIP_LOCALAPPDATA``  the real %LOCALAPPDATA% (the child's names its unpacking folder)
 ==========================  ===================================================================
 
-The ``.exe``'s launcher (``builder/native/windows/lockship-launch.c``) unpacks the program into
-a new folder in %LOCALAPPDATA%, so a relaunched installer gets its new folder there and
-:func:`restore_environment` puts the real value back before anything else reads it.
+The ``.exe``'s launcher (``builder/stubs/native/windows/lockship-launch.c``) unpacks the
+program into a new folder in %LOCALAPPDATA%, so a relaunched installer gets its new folder there
+and :func:`restore_environment` puts the real value back before anything else reads it.
 """
 
 from __future__ import annotations

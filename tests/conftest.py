@@ -133,13 +133,13 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     For quick local iteration ``LOCKSHIP_TEST_STUB=python`` swaps in a script that runs the
     stub's sources with this interpreter (never in CI: the frozen stub is what users get).
     """
-    from lockship.builder.fetch import DEFAULT_TIMEOUT
     from lockship.builder.network import NetworkOptions, make_client
     from lockship.builder.paths import default_cache_dir, host_platform
-    from lockship.builder.stubsource import find_stubs
+    from lockship.builder.settings import Settings
+    from lockship.builder.stubs.lookup import find_stubs
 
     if os.environ.get("LOCKSHIP_TEST_STUB") == "python" and not os.environ.get("CI"):
-        from lockship.builder.stubpack import host_unpacker, write_pack
+        from lockship.builder.stubs.pack import host_unpacker, write_pack
 
         work = tmp_path_factory.mktemp("python-stub")
         script = work / "folder" / "lockship-stub"
@@ -150,15 +150,17 @@ def frozen_stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return work / "stub"
     # the lookup users get: --stub-dir / $LOCKSHIP_STUB_DIR, the cache, else a fresh freeze
     platform = host_platform()
-    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
-    return find_stubs([platform], default_cache_dir(), client=client)[platform]
+    defaults = Settings()
+    client = make_client(NetworkOptions(), timeout=defaults.timeout)
+    found = find_stubs([platform], default_cache_dir(), client=client, retries=defaults.retries)
+    return found[platform]
 
 
 @pytest.fixture(scope="session")
 def stub_program(frozen_stub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The frozen stub's program, unpacked as an installer's header unpacks it: to run it
     directly on an installer file (``--installer``), as a Windows .exe runs on itself."""
-    from lockship.builder.stubpack import unpack
+    from lockship.builder.stubs.pack import unpack
 
     return unpack(frozen_stub, tmp_path_factory.mktemp("stub-program"))
 

@@ -78,8 +78,8 @@ from lockship.builder.testing.channels import (
     write_conda_package,
     write_pixi_lock,
 )
-from lockship.stub.manifest import InstallerOptions, Manifest, PackageInfo
-from lockship.stub.payload import Entry, EntryChecksumMismatch
+from lockship.stub.shared.manifest import InstallerOptions, Manifest, PackageInfo
+from lockship.stub.shared.payload import Entry, EntryChecksumMismatch
 from lockship.stub.source import MissingEntry
 
 __all__ = [
@@ -697,8 +697,8 @@ def write_payload(
     out: BinaryIO, files: Iterable[tuple[str, Path]], metadata: dict[str, Any]
 ) -> list[Entry]:
     """Append a payload of ``files`` (``(entry name, path)``) to ``out``, laid out by the
-    product's own :func:`lockship.stub.payload.plan_payload`; return its entries."""
-    from lockship.stub.payload import plan_payload
+    product's own :func:`lockship.stub.shared.payload.plan_payload`; return its entries."""
+    from lockship.stub.shared.payload import plan_payload
 
     pairs = list(files)
     blobs = [path.read_bytes() for _, path in pairs]
@@ -722,7 +722,7 @@ def write_stand_in_stub(path: Path, content: bytes = STAND_IN) -> Path:
     """A stub for builds whose installers are not run: a stub pack whose unpacker is
     ``content`` (for an ``.exe``, made to begin as a PE file does) and whose frames hold an
     empty folder."""
-    from lockship.builder.stubpack import compress_frames, trailer
+    from lockship.builder.stubs.pack import compress_frames, trailer
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".exe") and not content.startswith(b"MZ"):

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from lockship.builder.archives import DamagedArchive, UnsafeArchive, validate_archive
+from lockship.builder.archives.validate import DamagedArchive, UnsafeArchive, validate_archive
 from rattler.package_streaming import PackageArchive
 
 from tests.conftest import DEMO_PLATFORM

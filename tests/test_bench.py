@@ -117,7 +117,7 @@ def test_phase_breakdown_sums_a_stage_that_runs_twice_and_skips_an_unfinished_on
 def test_the_installers_event_stream_is_what_the_phase_breakdown_reads(tmp_path: Path) -> None:
     """The stub's writer and the benchmark's reader, tied together: the human lines may say
     anything, the stages come through by name."""
-    from lockship.stub.progress import EventReporter, LineReporter
+    from lockship.stub.shared.progress import EventReporter, LineReporter
 
     shown, path = io.StringIO(), tmp_path / "events.jsonl"
     started = time.time()
@@ -219,7 +219,8 @@ def test_a_timed_run_is_stopped_at_its_timeout_with_its_children() -> None:
 @pytestmark_linux
 def test_a_timed_run_collects_the_progress_events_the_program_writes() -> None:
     child = (
-        "import os; from lockship.stub.progress import EVENTS_ENV, SilentReporter, with_events; "
+        "import os; "
+        "from lockship.stub.shared.progress import EVENTS_ENV, SilentReporter, with_events; "
         "r = with_events(SilentReporter(), os.environ[EVENTS_ENV]); "
         "r.start('Linking', 2, 'pkg'); r.finish(); print('done')"
     )

@@ -1,5 +1,5 @@
-"""The door between the wings, and what crosses it: ``stub/boundary.py`` (the ERROR line, the
-log, atomic writes, SHA256SUMS) and the reporters of ``stub/progress.py``."""
+"""The door between the wings, ``stub/shared/``, and what crosses it: ``boundary.py`` (the ERROR
+line, the log, atomic writes, SHA256SUMS) and the reporters of ``progress.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockship.stub.boundary import (
+from lockship.stub.errors import InstallError, UsageError
+from lockship.stub.shared.boundary import (
     atomic_write,
     file_sha256,
     format_checksums,
@@ -22,23 +23,32 @@ from lockship.stub.boundary import (
     write_log,
     write_text_atomically,
 )
-from lockship.stub.errors import InstallError, UsageError
-from lockship.stub.payload import PayloadError
-from lockship.stub.progress import LineReporter, TqdmReporter
+from lockship.stub.shared.payload import PayloadError
+from lockship.stub.shared.progress import LineReporter, TqdmReporter
 
 REPO = Path(__file__).resolve().parents[1]
-STUB_MODULES = sorted(
-    f"lockship.stub.{p.stem}" for p in (REPO / "stub").glob("*.py") if p.stem != "__main__"
-)
-BUILDER_MODULES = sorted(f"lockship.builder.{p.stem}" for p in (REPO / "builder").glob("*.py"))
-#: what of the installer the builder may load: the format and the shared boundary
-DOOR = {
-    "lockship.stub",
-    "lockship.stub.payload",
-    "lockship.stub.manifest",
-    "lockship.stub.boundary",
-    "lockship.stub.progress",
-}
+
+
+def modules_in(folder: str) -> list[str]:
+    """The import names of every module of ``folder`` (``builder`` or ``stub``), subpackages
+    included."""
+    found = []
+    for path in (REPO / folder).rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found.append("lockship." + ".".join(parts))
+    return sorted(found)
+
+
+STUB_MODULES = [m for m in modules_in("stub") if m != "lockship.stub.__main__"]
+BUILDER_MODULES = modules_in("builder")
+#: what of the installer the builder may load: the package (its version) and the door
+DOOR_PACKAGE = "lockship.stub.shared"
+
+
+def through_the_door(module: str) -> bool:
+    return module in ("lockship.stub", DOOR_PACKAGE) or module.startswith(f"{DOOR_PACKAGE}.")
 
 
 def loaded_after_importing(modules: list[str], prefixes: tuple[str, ...]) -> dict[str, list[str]]:
@@ -78,28 +88,30 @@ def test_the_installer_loads_asyncio_only_to_link() -> None:
         assert loaded == [], f"importing {module} loaded {loaded}"
 
 
-@pytest.mark.parametrize("module", ["lockship.builder.cli", *BUILDER_MODULES])
-def test_the_builder_loads_only_the_door_of_the_installer(module: str) -> None:
-    (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
-    assert set(loaded) <= DOOR, f"importing {module} loaded {set(loaded) - DOOR}"
-    if module == "lockship.builder.cli":
-        assert set(loaded) == DOOR
-
-
 #: the image builder makes the environment with the installer's own linking, wheel and
 #: activation code (docs/images.md): the one part of the builder that goes past the door
-IMAGE_ENVIRONMENT = ("lockship.builder.image.environment", "lockship.builder.image.assembly")
-IMAGE_MODULES = sorted(
-    f"lockship.builder.image.{p.stem}" for p in (REPO / "builder" / "image").glob("*.py")
-)
+PAST_THE_DOOR = ("lockship.builder.image.environment", "lockship.builder.image.assembly")
 
 
-@pytest.mark.parametrize("module", [m for m in IMAGE_MODULES if m not in IMAGE_ENVIRONMENT])
-def test_the_image_builder_loads_the_install_side_only_to_make_the_environment(
-    module: str,
-) -> None:
+@pytest.mark.parametrize("module", [m for m in BUILDER_MODULES if m not in PAST_THE_DOOR])
+def test_the_builder_loads_only_the_door_of_the_installer(module: str) -> None:
     (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
-    assert set(loaded) <= DOOR, f"importing {module} loaded {set(loaded) - DOOR}"
+    beyond = [m for m in loaded if not through_the_door(m)]
+    assert beyond == [], f"importing {module} loaded {beyond}"
+    if module == "lockship.builder.cli":
+        door = {m for m in STUB_MODULES if through_the_door(m)}
+        assert set(loaded) == door
+
+
+@pytest.mark.parametrize("module", PAST_THE_DOOR)
+def test_the_image_builder_goes_past_the_door_for_the_install_pieces_only(module: str) -> None:
+    """Linking, wheels, activation and the prefix's records; never the installer's command
+    line, its payload reading or its preflight."""
+    (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
+    beyond = {m for m in loaded if not through_the_door(m)}
+    assert {"lockship.stub.linking", "lockship.stub.activation"} <= beyond
+    entry_side = {"lockship.stub.cli", "lockship.stub.launch", "lockship.stub.preflight"}
+    assert not beyond & entry_side, f"importing {module} loaded {beyond & entry_side}"
 
 
 # --- the ERROR line, the log and the exit code ---------------------------------------------
@@ -208,7 +220,7 @@ def predictable_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """tempfile's random parts, in order: ``planted`` first, then ``fresh``."""
     names = ["planted", "fresh"]
     monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: iter(names))
-    monkeypatch.setattr("lockship.stub.boundary.time.strftime", lambda _: "20250101-000000")
+    monkeypatch.setattr("lockship.stub.shared.boundary.time.strftime", lambda _: "20250101-000000")
     yield names
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import rattler
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (

@@ -8,11 +8,11 @@ import struct
 from pathlib import Path
 
 import pytest
-from lockship.builder.installer import write_installer
+from lockship.builder.output.installer import write_installer
 from lockship.stub.check import verify_installer
 from lockship.stub.errors import InstallError
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import PayloadError, read_payload
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.payload import PayloadError, read_payload
 
 from tests.factories import write_stand_in_stub
 from tests.runners import run_installer

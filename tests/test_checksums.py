@@ -6,14 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lockship.builder.checksums import read_checksums
+from lockship.builder.output.checksums import read_checksums
 
 from tests.runners import REPO_ROOT
 
 WRITER = """
 import sys
 from pathlib import Path
-from lockship.builder.checksums import update_checksums
+from lockship.builder.output.checksums import update_checksums
 folder, who = Path(sys.argv[1]), sys.argv[2]
 for n in range(150):
     update_checksums(folder, {folder / f"{who}-{n}.sh": f"{n:064x}"})

@@ -8,20 +8,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from lockship.builder.config import (
-    KEYS,
+from lockship.builder.config import parse_table, read_config
+from lockship.builder.errors import UsageError
+from lockship.builder.options import declared, given_on_command_line
+from lockship.builder.settings import (
+    BUILD_COMMAND,
+    LinkScripts,
     Settings,
-    command_line,
+    build_parser,
     describe_settings,
     merge_settings,
-    parse_table,
-    read_config,
 )
-from lockship.builder.errors import UsageError
-from lockship.builder.options import build_parser
 from lockship.stub.cli import _default_prefix
-from lockship.stub.manifest import InstallerOptions, Manifest
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.manifest import InstallerOptions, Manifest
+from lockship.stub.shared.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import write_stand_in_stub
@@ -32,7 +32,7 @@ PLATFORM = DEMO_PLATFORM
 
 def settings_for(folder: Path, *argv: str) -> Settings:
     args = build_parser().parse_args(["build", *argv])
-    return merge_settings(command_line(args), read_config(folder))
+    return merge_settings(given_on_command_line(args, Settings, BUILD_COMMAND), read_config(folder))
 
 
 def write(path: Path, text: str) -> Path:
@@ -59,11 +59,11 @@ def test_pixi_toml_table_with_paths_relative_to_the_file(tmp_path: Path) -> None
     assert config.values == {
         "environment": "prod",
         "platforms": ("linux-64", "win-64"),
-        "output-dir": folder / "dist",
+        "output_dir": folder / "dist",
         "license": folder / "LICENSE",
-        "link-scripts": ("bar", "foo"),
-        "no-pyc": True,
-        "default-prefix": "~/apps/app",
+        "link_scripts": LinkScripts(allowed=("bar", "foo")),
+        "pyc": False,
+        "default_prefix": "~/apps/app",
         "stubs": {"linux-64": folder / "stubs" / "s"},
         "timeout": 5,
         "mirrors": {"https://conda.anaconda.org/conda-forge/": ["https://m.example/cf/"]},
@@ -109,7 +109,7 @@ def test_unknown_key_suggests_the_closest_and_lists_the_valid_ones(tmp_path: Pat
         parse_table({"platfroms": ["linux-64"]}, path, "pixi.toml [tool.lockship]")
     assert str(raised.value) == (
         f"unknown key 'platfroms' in pixi.toml [tool.lockship] ({path}) (did you mean "
-        f"'platforms'?); valid keys: {', '.join(KEYS)}"
+        f"'platforms'?); valid keys: {', '.join(str(d.key) for d in declared(Settings) if d.key)}"
     )
     assert raised.value.exit_code == 2
     assert "\n" not in str(raised.value)
@@ -168,7 +168,7 @@ def test_command_line_wins_and_repeatables_replace(tmp_path: Path) -> None:
     assert settings.name == "app" and settings.version == "2.0"
     assert settings.platforms == ("osx-arm64",)
     assert settings.categories == ("dev",)
-    assert settings.link_scripts is False
+    assert settings.link_scripts == LinkScripts(run=False)
     sources = settings.sources
     assert sources["name"] == "pixi.toml [tool.lockship]"
     assert sources["version"] == sources["platforms"] == "command line"
@@ -178,10 +178,10 @@ def test_command_line_wins_and_repeatables_replace(tmp_path: Path) -> None:
 def test_all_platforms_and_link_scripts_from_either_side(tmp_path: Path) -> None:
     write(tmp_path / "lockship.toml", 'platforms = "all"\nlink-scripts = ["a"]\n')
     settings = settings_for(tmp_path)
-    assert settings.platforms == "all" and settings.link_scripts == ("a",)
+    assert settings.platforms == "all" and settings.link_scripts == LinkScripts(allowed=("a",))
     settings = settings_for(tmp_path, "-p", "linux-64", "--no-link-scripts")
     assert settings.platforms == ("linux-64",)
-    assert settings.link_scripts is False
+    assert settings.link_scripts == LinkScripts(run=False)
 
 
 def test_defaults_without_a_table(tmp_path: Path) -> None:
@@ -333,3 +333,17 @@ def test_dry_run_prints_each_setting_and_its_source(workspace: Path, tmp_path: P
     assert "  environment = default  (default)" in lines
     assert f"  output-dir = {Path('dist')}  (pixi.toml [tool.lockship])" in lines
     assert any(line.startswith(f"installer:    {Path('dist')}") for line in lines)
+
+
+def test_a_bad_name_in_the_table_is_named_by_key_and_table(workspace: Path, tmp_path: Path) -> None:
+    pixi_toml = workspace / "pixi.toml"
+    pixi_toml.write_text(
+        pixi_toml.read_text().replace('name = "shipped"', 'name = "it\'s"'), encoding="utf-8"
+    )
+    code, _, stderr = lockship(cwd=workspace, cache=tmp_path / "c")
+    assert code == 2
+    (error,) = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    assert error.startswith(
+        'ERROR: the name "it\'s" (from name in pixi.toml [tool.lockship]) holds "\'"'
+    )
+    assert not (workspace / "dist").exists()

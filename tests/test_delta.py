@@ -10,18 +10,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from lockship.builder.delta import OldEnvironment, plan_delta, read_old
 from lockship.builder.errors import BuildError, UsageError
-from lockship.builder.fetch import DEFAULT_TIMEOUT
-from lockship.builder.inputs import InputOptions
+from lockship.builder.inputs.reader import InputOptions
 from lockship.builder.network import NetworkOptions, make_client
-from lockship.builder.sbom import sbom_path
+from lockship.builder.output.delta import OldEnvironment, plan_delta, read_old
+from lockship.builder.output.sbom import sbom_path
+from lockship.builder.settings import Settings
 from lockship.stub.delta import BaseMismatch, check_delta_base
 from lockship.stub.destination import PrefixDestination
 from lockship.stub.finish import write_marker
 from lockship.stub.install import install
 from lockship.stub.linking import installed_records
-from lockship.stub.manifest import (
+from lockship.stub.preflight import InstallRequest, preflight
+from lockship.stub.shared.manifest import (
     BaseFile,
     DeltaBase,
     LinkedPackage,
@@ -29,9 +30,8 @@ from lockship.stub.manifest import (
     PackageInfo,
     kept_on_update,
 )
-from lockship.stub.payload import read_payload
-from lockship.stub.preflight import InstallRequest, preflight
-from lockship.stub.progress import SilentReporter
+from lockship.stub.shared.payload import read_payload
+from lockship.stub.shared.progress import SilentReporter
 from lockship.stub.source import PayloadSource
 
 from tests.conftest import DEMO_PLATFORM, InstallerFactory
@@ -330,8 +330,16 @@ def test_the_delta_survives_the_manifest_round_trip() -> None:
 
 
 def lock_options(tmp_path: Path) -> InputOptions:
-    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
-    return InputOptions(cache_dir=tmp_path / "cache", client=client)
+    defaults = Settings()
+    return InputOptions(
+        cache_dir=tmp_path / "cache",
+        client=make_client(NetworkOptions(), timeout=defaults.timeout),
+        environment=defaults.environment,
+        categories=defaults.categories,
+        ignore_non_wheels=defaults.ignore_pypi_non_wheel,
+        concurrency=defaults.concurrency,
+        retries=defaults.retries,
+    )
 
 
 def test_a_lock_names_its_version_in_the_workspace_beside_it(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from lockship.builder.elf import SHT_GNU_VERNEED, format_version, glibc_versions, parse_version
+from lockship.builder.stubs.elf import (
+    SHT_GNU_VERNEED,
+    format_version,
+    glibc_versions,
+    parse_version,
+)
 
 SHT_STRTAB = 3
 

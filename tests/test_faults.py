@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockship.builder.installer import write_installer
-from lockship.stub.manifest import Manifest, PackageInfo
-from lockship.stub.payload import TRAILER_SIZE, read_payload
+from lockship.builder.output.installer import write_installer
+from lockship.stub.shared.manifest import Manifest, PackageInfo
+from lockship.stub.shared.payload import TRAILER_SIZE, read_payload
 
 from tests.conftest import DEMO_PLATFORM, InstallerFactory, MountTmpfs
 from tests.factories import (

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lockship.builder import freeze, tools
 from lockship.builder.errors import StubError
+from lockship.builder.stubs import freeze, tools
 
 REAL_RUN = subprocess.run
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from lockship.builder.errors import UsageError
 from lockship.builder.identity import check_name, check_version
-from lockship.builder.installer import render_header
-from lockship.builder.stubpack import PackLayout
+from lockship.builder.output.installer import render_header
+from lockship.builder.stubs.pack import PackLayout
 
 from tests.factories import core_manifest, write_stand_in_stub
 from tests.runners import Run, run_lockship
@@ -72,9 +72,9 @@ def test_a_name_with_a_quote_is_refused_before_anything_is_written(
     out = tmp_path / "a" / "b" / "out"
     common = ["--stub", stub, "--cache-dir", tmp_path / "cache", "-o", out]
     line = one_error(run_lockship("build", demo_lock, "--name", "it's", *common))
-    assert line.startswith('ERROR: the name "it\'s" (from --name or [tool.lockship]) holds "\'"')
+    assert line.startswith('ERROR: the name "it\'s" (from --name) holds "\'"')
     line = one_error(run_lockship("build", demo_lock, "--version", '1"2', *common))
-    assert 'holds "\\""' in line and "(from --version or [tool.lockship])" in line
+    assert 'holds "\\""' in line and "(from --version)" in line
     line = one_error(run_lockship("build", demo_lock, "--name", "../../escaped", *common))
     assert "../../escaped" in line
     assert not (tmp_path / "a").exists()

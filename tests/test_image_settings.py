@@ -6,18 +6,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lockship.builder.config import command_line, merge_settings, parse_table
+from lockship.builder.config import parse_table
 from lockship.builder.errors import UsageError
 from lockship.builder.image.oci import ImageError
 from lockship.builder.image.registry import Reference, auth_files
 from lockship.builder.image.settings import ImageSettings
-from lockship.builder.options import parse_arguments
+from lockship.builder.options import given_on_command_line
+from lockship.builder.settings import (
+    BUILD_COMMAND,
+    Settings,
+    describe_settings,
+    merge_settings,
+    parse_arguments,
+)
+
+
+def _merged(argv: list[str], table: dict[str, object] | None = None) -> Settings:
+    args = parse_arguments(["build", *argv])
+    config = parse_table(table, Path("/w/pixi.toml"), "pixi.toml") if table else None
+    given = given_on_command_line(args, Settings, BUILD_COMMAND)
+    image = given_on_command_line(args, ImageSettings, BUILD_COMMAND)
+    return merge_settings(given, config, image)
 
 
 def _settings(argv: list[str], table: dict[str, object] | None = None) -> ImageSettings | None:
-    args = parse_arguments(["build", *argv])
-    config = parse_table(table, Path("/w/pixi.toml"), "pixi.toml") if table else None
-    return merge_settings(command_line(args), config).image
+    return _merged(argv, table).image
 
 
 def test_no_image_unless_asked() -> None:
@@ -39,23 +52,63 @@ def test_the_command_line_overrides_the_table_key_by_key() -> None:
         base="b.tar",
         cmd=("app", "--once"),
         user="1000",
-        auth_file=Path("/w/auth.json"),
+        registry_auth_file=Path("/w/auth.json"),
     )
     assert _settings([], table) == ImageSettings(
-        prefix="/srv/app", base="b.tar", cmd=("app", "--serve"), auth_file=Path("/w/auth.json")
+        prefix="/srv/app",
+        base="b.tar",
+        cmd=("app", "--serve"),
+        registry_auth_file=Path("/w/auth.json"),
     )
+
+
+def test_any_image_option_asks_for_an_image() -> None:
+    assert _settings(["--image"]) == ImageSettings()
+    assert _settings(["--push", "127.0.0.1:5000/app:1"]) == ImageSettings(
+        push="127.0.0.1:5000/app:1"
+    )
+    assert _settings(["--image-annotation", "a=1", "--image-annotation", "b=x=y"]) == (
+        ImageSettings(annotations={"a": "1", "b": "x=y"})
+    )
+
+
+def test_dry_run_shows_each_image_key_and_where_it_came_from() -> None:
+    lines = describe_settings(_merged(["--image-user", "1000"], {"image": {"base": "b.tar"}}))
+    assert "  image.base = b.tar  (pixi.toml)" in lines
+    assert "  image.user = 1000  (command line)" in lines
+    assert "  image.push = (none)  (default)" in lines
+    assert "  image = (none)  (default)" in describe_settings(_merged([]))
 
 
 def test_bad_table_values_are_named() -> None:
-    with pytest.raises(UsageError, match=r"'image' in pixi.toml .* must be a table of image"):
-        _settings([], {"image": {"cmd": 3}})
-    with pytest.raises(UsageError, match="unknown key 'tag' in the image table"):
-        _settings([], {"image": {"tag": "x"}})
+    with pytest.raises(UsageError) as raised:
+        _settings([], {"image": "yes"})
+    assert str(raised.value) == (
+        "'image' in pixi.toml (/w/pixi.toml) must be a table of image settings, not a string"
+    )
+    with pytest.raises(UsageError) as raised:
+        _settings([], {"image": {"cmd": 3, "tag": "x"}})
+    assert str(raised.value) == (
+        "'image' in pixi.toml (/w/pixi.toml): 'cmd' in the image table must be a command (an "
+        "array of strings, or words), not an integer; unknown key 'tag' in the image table; "
+        "valid keys: only, prefix, base, user, workdir, entrypoint, cmd, push, auth-file, "
+        "annotations"
+    )
 
 
-def test_a_bad_entrypoint_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="is not a JSON array"):
-        _settings(["--entrypoint", "[app"])
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--entrypoint", "[app"], "--entrypoint '[app' is not a JSON array: "),
+        (["--cmd", '["a", 1]'], "--cmd '[\"a\", 1]' must be an array of strings (see "),
+        (["--image-annotation", "novalue"], "--image-annotation takes KEY=VALUE, not 'novalue'"),
+    ],
+)
+def test_a_bad_image_flag_is_a_usage_error(argv: list[str], error: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        _settings(argv)
+    assert str(raised.value).startswith(error)
+    assert str(raised.value).endswith("(see lockship build --help)")
 
 
 @pytest.mark.parametrize(

@@ -304,7 +304,7 @@ def test_check(tmp_path: Path, demo_installer: Path) -> None:
         text=True,
     )
     assert sums.returncode == 0 and f"{demo_installer.name}: OK" in sums.stdout
-    from lockship.stub.payload import read_payload
+    from lockship.stub.shared.payload import read_payload
 
     payload = read_payload(demo_installer)
     damaged = tmp_path / "damaged.sh"

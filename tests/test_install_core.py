@@ -18,11 +18,17 @@ import pytest
 from lockship.stub.destination import PrefixDestination, RolledBack
 from lockship.stub.errors import InstallError, LinkError
 from lockship.stub.install import install
-from lockship.stub.manifest import BaseFile, DeltaBase, InstallerOptions, Manifest, PackageInfo
-from lockship.stub.payload import EntryChecksumMismatch, read_payload
 from lockship.stub.postinstall import PostInstallError
 from lockship.stub.preflight import InstallPlan, InstallRequest, preflight
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import (
+    BaseFile,
+    DeltaBase,
+    InstallerOptions,
+    Manifest,
+    PackageInfo,
+)
+from lockship.stub.shared.payload import EntryChecksumMismatch, read_payload
+from lockship.stub.shared.progress import Reporter
 from lockship.stub.source import MissingEntry, PackageSource, PayloadSource
 
 from tests.factories import (

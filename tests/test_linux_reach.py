@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lockship.builder.stubs import stub_facts
+from lockship.builder.stubs.facts import stub_facts
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (

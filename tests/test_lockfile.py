@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from lockship.builder.lockfile import LockedSource, LockedWheel, locked_pypi_package, url_file_name
+from lockship.builder.inputs.lockfile import (
+    LockedSource,
+    LockedWheel,
+    locked_pypi_package,
+    url_file_name,
+)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import rattler
-from lockship.stub.manifest import (
+from lockship.stub.shared.manifest import (
     LinkedPackage,
     PackageInfo,
     WheelPlan,

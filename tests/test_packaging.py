@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,16 +43,22 @@ PIP_WHEEL = ("-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check")
 #: the stub's native sources among them: a pip-installed builder compiles the unpacker (and on
 #: Windows the launcher) when it freezes a stub
 SOURCE_DATA = (
-    "builder/templates/header.sh.j2",
-    "builder/native/lockship-unpack.c",
-    "builder/native/lockship-unpack.h",
-    "builder/native/windows/lockship-launch.c",
-    "builder/native/windows/lockship-launch.h",
+    "builder/output/templates/header.sh.j2",
+    "builder/stubs/native/lockship-unpack.c",
+    "builder/stubs/native/lockship-unpack.h",
+    "builder/stubs/native/windows/lockship-launch.c",
+    "builder/stubs/native/windows/lockship-launch.h",
     "builder/py.typed",
     "stub/py.typed",
 )
 #: the same files in the wheel
 PACKAGE_DATA = tuple(f"lockship/{name}" for name in SOURCE_DATA)
+#: every package of the checkout (a folder of builder/ or stub/ with an __init__.py), by import name
+PACKAGES = sorted(
+    "lockship." + ".".join(init.parent.relative_to(REPO).parts)
+    for top in ("builder", "stub")
+    for init in (REPO / top).rglob("__init__.py")
+)
 
 
 def _env() -> dict[str, str]:
@@ -124,6 +131,14 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+def test_every_package_is_listed_for_the_build_backend() -> None:
+    """The backend maps builder/ and stub/ by hand, so it installs only the packages listed:
+    a subpackage left off the list would be missing from the wheel."""
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert sorted(listed) == PACKAGES
+    assert {"lockship.builder.stubs", "lockship.stub.shared"} <= set(PACKAGES)
+
+
 def test_wheel_holds_the_packages_their_data_and_the_command(wheel: Path) -> None:
     assert wheel.name.startswith(f"lockship-{VERSION}-py3-none-any")
     with zipfile.ZipFile(wheel) as archive:
@@ -133,6 +148,9 @@ def test_wheel_holds_the_packages_their_data_and_the_command(wheel: Path) -> Non
         metadata = archive.read(f"{dist_info}/METADATA").decode()
     for name in PACKAGE_DATA:
         assert name in names, f"{wheel.name} lacks {name}"
+    for package in PACKAGES:
+        init = package.replace(".", "/") + "/__init__.py"
+        assert init in names, f"{wheel.name} lacks {init}"
     assert {
         "lockship/builder/cli.py",
         "lockship/stub/__init__.py",

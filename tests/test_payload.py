@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lockship.stub.payload import (
+from lockship.stub.shared.payload import (
     FORMAT_VERSION,
     MAGIC,
     TRAILER_SIZE,
@@ -221,8 +221,8 @@ def test_data_appended_without_a_signature_is_still_refused(tmp_path: Path) -> N
 
 
 def test_the_format_page_is_the_modules_docstring() -> None:
-    """docs/payload-format.md says it holds stub/payload.py's docstring: keep that true."""
-    import lockship.stub.payload as module
+    """docs/payload-format.md says it holds stub/shared/payload.py's docstring: keep that true."""
+    import lockship.stub.shared.payload as module
 
     page = (Path(__file__).parents[1] / "docs" / "payload-format.md").read_text(encoding="utf-8")
     block = page.split("```\n", 2)[1]

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 import zstandard
 from lockship.builder.errors import BuildError, StubError
-from lockship.builder.installer import installer_file_name, render_header, write_installer
-from lockship.builder.stubpack import PackLayout, read_layout, write_pack
+from lockship.builder.output.installer import installer_file_name, render_header, write_installer
+from lockship.builder.stubs.pack import PackLayout, read_layout, write_pack
 from lockship.stub.destination import PrefixDestination
 from lockship.stub.errors import PrefixError
 from lockship.stub.install import install
 from lockship.stub.interaction import decide_interaction
 from lockship.stub.launch import LOG_DIR_ENV
-from lockship.stub.manifest import Manifest, PackageInfo
-from lockship.stub.payload import iter_entry, read_payload
 from lockship.stub.preflight import InstallRequest, preflight
-from lockship.stub.progress import SilentReporter
+from lockship.stub.shared.manifest import Manifest, PackageInfo
+from lockship.stub.shared.payload import iter_entry, read_payload
+from lockship.stub.shared.progress import SilentReporter
 from lockship.stub.source import PayloadSource
 from lockship.stub.windows import (
     REAL_LOCALAPPDATA,

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from lockship.stub.errors import InstallError, PrefixError
 from lockship.stub.finish import write_marker
-from lockship.stub.manifest import Manifest
 from lockship.stub.preflight import (
     SPACE_EXTRA,
     WORKERS_ENV,
@@ -24,6 +23,7 @@ from lockship.stub.preflight import (
     required_space,
     worker_count,
 )
+from lockship.stub.shared.manifest import Manifest
 from lockship.stub.system import SystemRequirementError, check_virtual_packages
 
 from tests.factories import core_manifest, locked_package, write_conda_package

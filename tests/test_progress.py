@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from lockship.stub.errors import InstallError
-from lockship.stub.progress import EVENTS_ENV, EventReporter, SilentReporter, with_events
+from lockship.stub.shared.progress import EVENTS_ENV, EventReporter, SilentReporter, with_events
 
 from tests.factories import RecordingReporter
 from tests.runners import run_installer

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (

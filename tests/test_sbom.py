@@ -13,10 +13,10 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from lockship.builder.errors import BuildError
-from lockship.builder.sbom import installer_bom, sbom_json, sbom_path, wheel_purl
-from lockship.stub.boundary import parse_checksums
-from lockship.stub.manifest import Manifest, PackageInfo
-from lockship.stub.payload import read_payload
+from lockship.builder.output.sbom import installer_bom, sbom_json, sbom_path, wheel_purl
+from lockship.stub.shared.boundary import parse_checksums
+from lockship.stub.shared.manifest import Manifest, PackageInfo
+from lockship.stub.shared.payload import read_payload
 from lockship.stub.summary import json_summary
 
 from tests.conftest import DEMO_PLATFORM

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-from lockship.builder import sdist
-from lockship.builder.lockfile import LockedSource
-from lockship.builder.sdist import SourceBuildError, build_wheel
+from lockship.builder.inputs.lockfile import LockedSource
+from lockship.builder.pypi import sdist
+from lockship.builder.pypi.sdist import SourceBuildError, build_wheel
 
 PYPROJECT = """\
 [build-system]

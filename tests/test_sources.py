@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.payload import read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
@@ -396,8 +396,8 @@ def test_conda_lock_pip_packages_are_shipped(
 
 
 def test_conda_lock_pip_problems_name_each_package_once(tmp_path: Path) -> None:
-    from lockship.builder.condalock import read_conda_lock
     from lockship.builder.errors import LockfileError
+    from lockship.builder.inputs.condalock import read_conda_lock
 
     pip = [
         {"name": "certifi", "version": "1", "manager": "pip", "platform": p, "category": "main"}

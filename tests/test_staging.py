@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lockship.stub.manifest import Manifest, PackageInfo
-from lockship.stub.payload import read_payload
+from lockship.stub.shared.manifest import Manifest, PackageInfo
+from lockship.stub.shared.payload import read_payload
 from lockship.stub.source import PayloadSource, StoredEntry
 from lockship.stub.staging import CopyStager, WorkerStager, choose_stager
 

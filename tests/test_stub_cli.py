@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from lockship.stub.launch import INSTALLER_ENV, LOG_DIR_ENV, UNPACKED_DIR_ENV
-from lockship.stub.manifest import Manifest
-from lockship.stub.payload import iter_entry, read_payload
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.payload import iter_entry, read_payload
 
 from tests.conftest import DEMO_PLATFORM
 from tests.factories import (
@@ -254,7 +254,7 @@ def test_installer_for_another_platform(
 
 def installer_for_platform(installer: Path, platform: str, tmp_path: Path) -> Path:
     """``installer``'s packages in a new installer whose manifest says ``platform``."""
-    from lockship.builder.installer import write_installer
+    from lockship.builder.output.installer import write_installer
 
     payload = read_payload(installer)
     manifest = Manifest.from_dict(payload.metadata)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import rattler
 from lockship.stub.errors import InstallError
-from lockship.stub.payload import (
+from lockship.stub.shared.payload import (
     Entry,
     EntryChecksumMismatch,
     Payload,

@@ -231,7 +231,7 @@ def test_a_failed_update_leaves_the_environment_exactly_as_it_was(
 
 def damage_entry(installer: Path, package_name: str) -> None:
     """Flip a byte in the middle of a package's archive inside the installer."""
-    from lockship.stub.payload import read_payload
+    from lockship.stub.shared.payload import read_payload
 
     payload = read_payload(installer)
     (entry,) = [e for e in payload.entries if e.name.rsplit("/", 1)[-1].startswith(package_name)]

@@ -286,7 +286,7 @@ def test_a_damaged_exe_says_so_before_its_program_runs(wine: Wine, installer: Pa
     """The launcher checks its frames: a flipped byte among them, or a file cut short inside
     them, gets one line and exit 1; nothing is installed and its folder goes."""
     data = installer.read_bytes()
-    from lockship.builder.stubpack import read_layout
+    from lockship.builder.stubs.pack import read_layout
 
     stub = CACHE.stub()
     layout = read_layout(stub)
@@ -454,7 +454,7 @@ def test_a_signed_installer_verifies_checks_and_installs(
     assert_installed(wine, prefix)
 
     # a byte flipped in the payload after signing: both checks fail
-    from lockship.stub.payload import read_payload
+    from lockship.stub.shared.payload import read_payload
 
     entry = read_payload(signed).entries[0]
     data = bytearray(signed.read_bytes())

@@ -44,8 +44,8 @@ from lockship.builder.image.oci import (
 )
 from lockship.builder.image.registry import Reference, RegistryClient, auth_files
 from lockship.builder.image.settings import ImageSettings
-from lockship.stub.manifest import Manifest
-from lockship.stub.progress import Reporter
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.progress import Reporter
 
 #: what follows ``NAME-VERSION[-PLATFORM]`` in the image archive's name
 SUFFIX = ".oci.tar"
@@ -112,7 +112,7 @@ class ImageBuild:
         if not self.prefix.is_absolute() or ".." in self.prefix.parts:
             raise ImageError(f"--image-prefix must be an absolute path, not {self.prefix}")
         self.store = BlobStore(work / "layout")
-        self.auth = auth_files(settings.auth_file, dict(environ))
+        self.auth = auth_files(settings.registry_auth_file, dict(environ))
         self.push = Reference.parse(settings.push) if settings.push else None
         if self.push is not None and not self.push.tag:
             raise ImageError(f"--push {settings.push}: name a tag (REGISTRY/REPOSITORY:TAG)")

@@ -34,15 +34,15 @@ from lockship.stub.activation import (
     env_file_text,
     scripts_doing_more,
 )
-from lockship.stub.boundary import write_text_atomically
 from lockship.stub.channel import locked_records
 from lockship.stub.compat import remove_cache_tag
 from lockship.stub.finish import write_history, write_marker
 from lockship.stub.interpreter import python_package, python_path
 from lockship.stub.linking import link_packages, restore_locked_urls
-from lockship.stub.manifest import Manifest
-from lockship.stub.progress import Reporter
 from lockship.stub.pyc import python_sources
+from lockship.stub.shared.boundary import write_text_atomically
+from lockship.stub.shared.manifest import Manifest
+from lockship.stub.shared.progress import Reporter
 from lockship.stub.staging import StagedPackages
 from lockship.stub.wheels import install_wheel, python_files, record_wheels
 

@@ -34,20 +34,22 @@ def find_stub(explicit: Path | None) -> Path:
     """The stub ``lockship build`` would use here (``--stub``, the stub folder, the cache, or
     a fresh freeze): the builder's own lookup."""
     from lockship.builder.errors import StubError
-    from lockship.builder.fetch import DEFAULT_TIMEOUT
     from lockship.builder.network import NetworkOptions, make_client
     from lockship.builder.paths import default_cache_dir
-    from lockship.builder.stubsource import find_stubs
+    from lockship.builder.settings import Settings
+    from lockship.builder.stubs.lookup import find_stubs
 
     if explicit is None:
         log("finding or freezing the installer stub (a first freeze takes about two minutes)...")
-    client = make_client(NetworkOptions(), timeout=DEFAULT_TIMEOUT)
+    defaults = Settings()
+    client = make_client(NetworkOptions(), timeout=defaults.timeout)
     try:
         found = find_stubs(
             [PLATFORM],
             default_cache_dir(),
             client=client,
             explicit={PLATFORM: explicit} if explicit is not None else None,
+            retries=defaults.retries,
             on_freeze=log,
         )
     except StubError as e:

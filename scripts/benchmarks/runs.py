@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from lockship.stub.progress import EVENTS_ENV
+from lockship.stub.shared.progress import EVENTS_ENV
 
 from . import MB
 from .sampling import TreeSampler
@@ -25,7 +25,7 @@ from .sampling import TreeSampler
 
 @dataclass(frozen=True)
 class Event:
-    """One progress event of the installer (``stub/progress.py``'s ``EventReporter``)."""
+    """One progress event of the installer (``stub/shared/progress.py``'s ``EventReporter``)."""
 
     t: float  # seconds since the run started
     event: str  # "start", "finish" or "message"
