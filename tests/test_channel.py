@@ -72,10 +72,11 @@ def test_extract_does_not_load_the_install_path() -> None:
     ).stdout.split()
     assert loaded == [
         "lockship.stub",
-        "lockship.stub.shared.boundary",
         "lockship.stub.channel",
         "lockship.stub.errors",
         "lockship.stub.extract",
+        "lockship.stub.shared",
+        "lockship.stub.shared.boundary",
         "lockship.stub.shared.manifest",
         "lockship.stub.shared.payload",
         "lockship.stub.shared.progress",
