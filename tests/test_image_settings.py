@@ -20,6 +20,9 @@ from lockship.builder.settings import (
     parse_arguments,
 )
 
+from tests.conftest import DEMO_PLATFORM
+from tests.runners import run_lockship
+
 
 def _merged(argv: list[str], table: dict[str, object] | None = None) -> Settings:
     args = parse_arguments(["build", *argv])
@@ -152,3 +155,27 @@ def test_credentials_files_in_order(tmp_path: Path) -> None:
         auth_files(explicit, environ)
     explicit.write_text("{}")
     assert auth_files(explicit, environ) == [explicit]
+
+
+def test_dry_run_names_the_image_it_would_write(
+    tmp_path: Path, demo_lock: Path, frozen_stub: Path
+) -> None:
+    out = tmp_path / "out"
+    common = ["build", demo_lock, "--dry-run", "-o", out, "--cache-dir", tmp_path / "cache"]
+    run = run_lockship(*common, "--image", "--stub", frozen_stub)
+    assert run.returncode == 0, run.stderr
+    (installer,) = [line.split()[1] for line in run.stdout.splitlines() if "installer:" in line]
+    image = Path(installer).with_suffix(".oci.tar")
+    assert image.parent == out and image.name.endswith(f"-{DEMO_PLATFORM}.oci.tar")
+    assert [line for line in run.stdout.splitlines() if line.startswith("image:")] == [
+        f"image:        {image}"
+    ]
+    assert "  image.only = false  (default)" in run.stdout.splitlines()
+    # only the image: no installer, and no stub is looked for
+    run = run_lockship(*common, "--image-only")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert "installer:    none (--image-only)" in lines
+    assert f"image:        {image}" in lines and not any("stub:" in line for line in lines)
+    assert "  image.only = true  (command line)" in lines
+    assert not out.exists()
