@@ -9,6 +9,8 @@ each value came from.
 
 To add an option: add a field here (``option(...)`` with its flags, default, kind and help),
 use it, and give it its line in ``docs/builder.md`` (and the table example, if it has a key).
+An image option is a field of :class:`~lockship.builder.image.settings.ImageSettings`, the
+value of ``Settings.image`` (the ``[tool.lockship.image]`` table), declared the same way.
 """
 
 from __future__ import annotations
