@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import ExitStack
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from lockship.builder.archives.contents import inspect_archives, virtual_package_requirements
 from lockship.builder.archives.validate import validate_archive
@@ -37,6 +39,10 @@ from lockship.stub.shared.manifest import InstallerOptions, Manifest, PackageInf
 from lockship.stub.shared.progress import Reporter
 from rattler import Client, RepoDataRecord
 
+if TYPE_CHECKING:
+    from lockship.builder.image.assembly import ImageBuild
+    from lockship.builder.image.settings import ImageSettings
+
 #: fields of rattler's record JSON that belong to where a file lives, not what it is
 _LOCATION_FIELDS = ("fn", "url", "channel")
 
@@ -50,6 +56,25 @@ class BuildResult:
     sha256: str
     #: payload entry -> sha256 of every wheel of the environment (for the SBOM)
     wheel_sha256: dict[str, str] = field(default_factory=dict)
+    #: False when only an image was asked for: ``installer`` names what was not written
+    written: bool = True
+    #: the image archive holding this platform's image
+    image: Path | None = None
+
+
+@dataclass(frozen=True)
+class PreparedInstaller:
+    """One platform's packages fetched and verified, and the manifest describing them."""
+
+    output: Path
+    manifest: Manifest
+    #: payload entry -> file, for every package
+    files: list[tuple[str, Path]]
+    #: payload entry -> file, for every wheel
+    wheels: list[tuple[str, Path]]
+    extras: dict[str, tuple[str, Path]]
+    downloaded: int
+    from_cache: int
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,8 @@ class BuildPlan:
     source: Source
     installers: tuple[PlannedInstaller, ...]
     client: Client
+    #: the image archive to write (``--image``)
+    image: Path | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -202,8 +229,10 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
         )
     # every platform's stub is found before any installer is written, so a missing one
     # never leaves installers for the other platforms behind
+    image = request.settings.image
+    only_image = image is not None and image.only
     stubs = find_stubs(
-        [p.environment.platform for p in plans],
+        [] if only_image else [p.environment.platform for p in plans],
         request.cache_dir,
         client=client,
         explicit=request.settings.stubs,
@@ -213,7 +242,13 @@ def plan_builds(request: BuildRequest, reporter: Reporter) -> BuildPlan:
         dry_run=request.dry_run,
     )
     plans = [_with_stub(p, stubs.get(p.environment.platform), request) for p in plans]
-    return BuildPlan(source, tuple(plans), client)
+    image_path = None
+    if image is not None:
+        from lockship.builder.image.assembly import image_file_name
+
+        platforms = [p.environment.platform for p in plans]
+        image_path = request.settings.output_dir / image_file_name(name, version, platforms)
+    return BuildPlan(source, tuple(plans), client, image_path)
 
 
 def _with_stub(
@@ -237,20 +272,36 @@ def _with_stub(
 def build_installers(
     request: BuildRequest, reporter: Reporter, plan: BuildPlan | None = None
 ) -> list[BuildResult]:
-    """Build every planned installer; all or nothing.
+    """Build every planned installer (and image); all or nothing.
 
-    Each installer and its SBOM is written to a temporary name; only when all of them are
-    complete are they renamed into place, and then ``SHA256SUMS`` is updated. A failure on any
-    platform leaves no file of this build under its final name.
+    Each installer, image and SBOM is written to a temporary name; only when all of them are
+    complete (and the image pushed, if asked) are they renamed into place, and then
+    ``SHA256SUMS`` is updated. A failure on any platform leaves no file of this build under
+    its final name.
     """
     plan = plan or plan_builds(request, reporter)
     results: list[BuildResult] = []
     sums: dict[Path, str] = {}
+    settings = request.settings.image
     with ExitStack() as outputs:
+        image = None
+        if settings is not None:
+            image = outputs.enter_context(_image_build(request, settings, plan))
         for planned in plan.installers:
+            prepared = prepare_one(request, plan.source, planned, plan.client, reporter)
+            if image is not None:
+                image.add_platform(
+                    prepared.manifest,
+                    dict(prepared.files),
+                    [(entry, path, file_sha256(path)) for entry, path in prepared.wheels],
+                    reporter,
+                )
+            if settings is not None and settings.only:
+                results.append(_image_only_result(prepared))
+                continue
             partial = _open_output(outputs, planned.output)
             with open(partial, "wb") as out:
-                result = build_one(request, plan.source, planned, plan.client, reporter, out)
+                result = write_one(request, planned, prepared, reporter, out)
                 out.flush()
                 os.fsync(out.fileno())
             if request.settings.sign_command and planned.output.suffix == ".exe":
@@ -263,13 +314,101 @@ def build_installers(
                 staged_sbom(result.installer, result.manifest, result.sha256, result.wheel_sha256)
             )
             sums |= {result.installer: result.sha256, sbom.path: sbom.sha256}
+        if image is not None:
+            sums |= _write_image(outputs, request, image, results, reporter)
         solved = plan.source.solved_lock
         if solved is not None:  # the lock solved from --spec or an environment.yml
             partial = _open_output(outputs, request.settings.output_dir / solved.name, mode=0o644)
             shutil.copyfile(solved, partial)
-        # leaving the block renames every installer, SBOM and solved lock into place
+        # leaving the block renames every installer, image, SBOM and solved lock into place
     update_checksums(request.settings.output_dir, sums)
     return results
+
+
+@contextmanager
+def _image_build(
+    request: BuildRequest, settings: ImageSettings, plan: BuildPlan
+) -> Iterator[ImageBuild]:
+    """The image build for ``plan``'s platforms, its bases opened and checked; its work
+    folder (beside the download cache, so linking can hard-link) removed afterwards."""
+    from lockship.builder.image.assembly import ImageBuild, git_revision, source_date_epoch
+
+    platforms = [p.environment.platform for p in plan.installers]
+    source = plan.source
+    request.cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="image-", dir=request.cache_dir)).resolve()
+    identity = _identity(request, source)
+    try:
+        build = ImageBuild(
+            settings,
+            identity.name,
+            identity.version,
+            platforms,
+            work,
+            epoch=source_date_epoch(os.environ),
+            revision=git_revision(source.path.parent) if source.path else None,
+        )
+        build.open_bases(platforms)
+        yield build
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_image(
+    outputs: ExitStack,
+    request: BuildRequest,
+    image: ImageBuild,
+    results: list[BuildResult],
+    reporter: Reporter,
+) -> dict[Path, str]:
+    """Write the image archive and its SBOMs to temporary names (renamed with the rest), and
+    push it if asked; their sha256s."""
+    from lockship.builder.image.assembly import image_file_name
+
+    platforms = [i.platform for i in image.images]
+    path = request.settings.output_dir / image_file_name(image.name, image.version, platforms)
+    partial = _open_output(outputs, path, mode=0o644)
+    reporter.message(f"Writing {path}")
+    with open(partial, "wb") as out:
+        image.write(out)
+        out.flush()
+        os.fsync(out.fileno())
+    sha256 = file_sha256(partial)
+    sums = {path: sha256}
+    for platform_image in image.images:
+        for warning in platform_image.warnings:
+            reporter.message(f"WARNING: {warning}")
+    manifests = {r.manifest.platform: r for r in results}
+    for platform_image in image.images:
+        result = manifests[platform_image.platform]
+        named = (
+            path
+            if len(platforms) == 1
+            else path.with_name(f"{image.name}-{image.version}-{platform_image.platform}.oci.tar")
+        )
+        sbom = outputs.enter_context(
+            staged_sbom(named, result.manifest, sha256, result.wheel_sha256, kind="OCI image")
+        )
+        sums[sbom.path] = sbom.sha256
+    if image.push is not None:
+        reporter.message(f"Pushing to {image.push}")
+        sent = image.push_image()
+        reporter.message(f"Pushed {image.push}: {sent / 1e6:.1f} MB of layers sent")
+    for i, result in enumerate(results):
+        results[i] = replace(result, image=path)
+    return sums
+
+
+def _image_only_result(prepared: PreparedInstaller) -> BuildResult:
+    return BuildResult(
+        installer=prepared.output,
+        manifest=prepared.manifest,
+        downloaded=prepared.downloaded,
+        from_cache=prepared.from_cache,
+        sha256="",
+        wheel_sha256={entry: file_sha256(path) for entry, path in prepared.wheels},
+        written=False,
+    )
 
 
 def _open_output(outputs: ExitStack, output: Path, mode: int = 0o755) -> Path:
@@ -291,8 +430,18 @@ def build_one(
     out: IO[bytes],
 ) -> BuildResult:
     """Fetch one platform's packages and write its installer into ``out``."""
-    if plan.stub is None:
-        raise BuildError(f"internal error: no stub was found for {plan.environment.platform}")
+    prepared = prepare_one(request, source, plan, client, reporter)
+    return write_one(request, plan, prepared, reporter, out)
+
+
+def prepare_one(
+    request: BuildRequest,
+    source: Source,
+    plan: PlannedInstaller,
+    client: Client,
+    reporter: Reporter,
+) -> PreparedInstaller:
+    """Fetch and verify one platform's packages; the manifest that describes them."""
     environment = plan.environment
     platform = environment.platform
     records = sorted(environment.records, key=lambda r: (r.name.normalized, r.file_name))
@@ -358,8 +507,29 @@ def build_one(
         options=options,
         glibc=plan.stub_glibc,
     )
-    files = [(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)]
-    files += [(f"pypi/{w.path.name}", w.path) for w in wheels]
+    return PreparedInstaller(
+        output=plan.output,
+        manifest=manifest,
+        files=[(p.entry, f.path) for p, f in zip(manifest.packages, fetched, strict=True)],
+        wheels=[(f"pypi/{w.path.name}", w.path) for w in wheels],
+        extras=extras,
+        downloaded=sum(not f.from_cache for f in fetched),
+        from_cache=sum(f.from_cache for f in fetched),
+    )
+
+
+def write_one(
+    request: BuildRequest,
+    plan: PlannedInstaller,
+    prepared: PreparedInstaller,
+    reporter: Reporter,
+    out: IO[bytes],
+) -> BuildResult:
+    """Write one platform's installer into ``out``."""
+    if plan.stub is None:
+        raise BuildError(f"internal error: no stub was found for {plan.environment.platform}")
+    platform, manifest = plan.environment.platform, prepared.manifest
+    files = prepared.files + prepared.wheels
     if plan.base is not None:
         manifest, files = delta_payload(plan.base, manifest, files)
     reporter.message(f"Writing {plan.output}")
@@ -369,7 +539,7 @@ def build_one(
         plan.output,
         plan.stub,
         manifest,
-        files + list(extras.values()),
+        files + list(prepared.extras.values()),
         glibc_min=stub.glibc if stub and platform.startswith("linux-") else None,
         # packages were verified as they entered the cache: their hashes are checked again
         # while they are written, in the same pass
@@ -379,10 +549,10 @@ def build_one(
     return BuildResult(
         installer=plan.output,
         manifest=manifest,
-        downloaded=sum(not f.from_cache for f in fetched),
-        from_cache=sum(f.from_cache for f in fetched),
+        downloaded=prepared.downloaded,
+        from_cache=prepared.from_cache,
         sha256=layout.sha256,
-        wheel_sha256={f"pypi/{w.path.name}": file_sha256(w.path) for w in wheels},
+        wheel_sha256={entry: file_sha256(path) for entry, path in prepared.wheels},
     )
 
 

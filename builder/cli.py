@@ -14,6 +14,7 @@ from typing import IO, NoReturn
 from lockship.builder.build import PlannedInstaller, build_installers, plan_builds
 from lockship.builder.config import read_config
 from lockship.builder.errors import BuildError, UsageError
+from lockship.builder.image.settings import ImageSettings
 from lockship.builder.inputs.model import Source
 from lockship.builder.options import given_on_command_line
 from lockship.builder.paths import host_platform
@@ -91,11 +92,18 @@ def build_command(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     if request.dry_run:
+        only_image = request.settings.image is not None and request.settings.image.only
         for planned in plan.installers:
-            _print_plan(plan.source, planned)
+            _print_plan(plan.source, planned, only_image=only_image)
+        if plan.image is not None:
+            print(f"image:        {plan.image}")
         return 0
     results = build_installers(request, reporter, plan)
     for result in results:
+        if result.image is not None:
+            print(f"Image {result.image} ({result.manifest.platform})", file=sys.stderr)
+        if not result.written:
+            continue
         size = result.installer.stat().st_size
         manifest = result.manifest
         delta = manifest.delta
@@ -112,7 +120,10 @@ def build_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     for result in results:
-        print(result.installer)
+        if result.written:
+            print(result.installer)
+    for image in dict.fromkeys(r.image for r in results if r.image is not None):
+        print(image)
     return 0
 
 
@@ -120,28 +131,33 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
     """The request of ``lockship build ARGS``: the command line over the settings table beside
     the input over the defaults, and the run's own options."""
     given = given_on_command_line(args, Settings, BUILD_COMMAND)
-    settings = merge_settings(given, read_config(args.path))
+    image = given_on_command_line(args, ImageSettings, BUILD_COMMAND)
+    settings = merge_settings(given, read_config(args.path), image)
     path = args.path if args.path is not None or settings.specs else Path()
     run = given_on_command_line(args, BuildRequest, BUILD_COMMAND)
     return BuildRequest(settings=settings, path=path, **run)
 
 
-def _print_plan(source: Source, plan: PlannedInstaller) -> None:
+def _print_plan(source: Source, plan: PlannedInstaller, *, only_image: bool = False) -> None:
     env = plan.environment
     print(f"environment:  {env.environment} ({source.kind}: {source.path or 'specs'})")
     print(f"platform:     {env.platform}")
-    print(f"installer:    {plan.output}")
-    print(f"stub:         {plan.stub or 'not available locally (would be frozen or downloaded)'}")
-    if plan.glibc_floor is not None:
-        needs = plan.stub_glibc or (
-            f"{PORTABLE_GLIBC[env.platform]} (the portable stub it would make)"
-            if portable_supported(env.platform)
-            else "? (no stub here yet)"
-        )
-        print(
-            f"glibc:        the installer needs >= {needs}; the environment's floor is "
-            f"{plan.glibc_floor.version} ({plan.glibc_floor.origin})"
-        )
+    if only_image:
+        print("installer:    none (--image-only)")
+    else:
+        print(f"installer:    {plan.output}")
+        stub = plan.stub or "not available locally (would be frozen or downloaded)"
+        print(f"stub:         {stub}")
+        if plan.glibc_floor is not None:
+            needs = plan.stub_glibc or (
+                f"{PORTABLE_GLIBC[env.platform]} (the portable stub it would make)"
+                if portable_supported(env.platform)
+                else "? (no stub here yet)"
+            )
+            print(
+                f"glibc:        the installer needs >= {needs}; the environment's floor is "
+                f"{plan.glibc_floor.version} ({plan.glibc_floor.origin})"
+            )
     print(
         f"packages:     {len(env.records)} conda, {len(env.wheels)} PyPI wheels; "
         f"{plan.download_size / 1e6:.1f} MB; {plan.cached} from cache, "

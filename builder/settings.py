@@ -9,17 +9,20 @@ each value came from.
 
 To add an option: add a field here (``option(...)`` with its flags, default, kind and help),
 use it, and give it its line in ``docs/builder.md`` (and the table example, if it has a key).
+An image option is a field of :class:`~lockship.builder.image.settings.ImageSettings`, the
+value of ``Settings.image`` (the ``[tool.lockship.image]`` table), declared the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from lockship.builder.errors import UsageError
+from lockship.builder.image.settings import IMAGE, IMAGE_SWITCH, IMAGES, ImageSettings
 from lockship.builder.network import NetworkOptions, parse_mirror
 from lockship.builder.options import (
     BOOLEAN,
@@ -368,6 +371,11 @@ class Settings:
         "SHA256SUMS is written; {file} stands for the installer (e.g. 'signtool sign /fd "
         "SHA256 /a {file}'); runs through the shell",
     )
+    #: an OCI image of the environment, beside the installers or instead of them; its own
+    #: options are the fields of :class:`ImageSettings`, and any of them asks for an image
+    image: ImageSettings | None = option(
+        default=None, kind=IMAGE, switches=[IMAGE_SWITCH], group=IMAGES
+    )
     #: table key -> where its value came from: "command line", the table's label, "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -460,9 +468,15 @@ class BuildRequest:
 # --- merging and showing ---------------------------------------------------------------------
 
 
-def merge_settings(given: Mapping[str, Any], config: BuildConfig | None) -> Settings:
+def merge_settings(
+    given: Mapping[str, Any],
+    config: BuildConfig | None,
+    image: Mapping[str, Any] | None = None,
+) -> Settings:
     """The command line's values (by field name) over the table's over the defaults, with
-    their sources; a bare ``--stub PATH`` goes to the one target platform."""
+    their sources; a bare ``--stub PATH`` goes to the one target platform. ``image`` holds
+    the image options given on the command line (by :class:`ImageSettings` field name): they
+    override the image table's key by key."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for d in declared(Settings):
@@ -479,16 +493,29 @@ def merge_settings(given: Mapping[str, Any], config: BuildConfig | None) -> Sett
         if len(targets) != 1:
             raise UsageError("with several platforms, give stubs as --stub PLATFORM=PATH")
         values["stubs"] = {targets[0] if p == _TARGET else p: path for p, path in stubs.items()}
+    table_image = config.values.get("image") if config is not None else None
+    if image or "image" in given or table_image is not None:
+        values["image"] = replace(table_image or ImageSettings(), **(image or {}))
+        sources["image"] = COMMAND_LINE if image or "image" in given else str(sources["image"])
+        for d in declared(ImageSettings):
+            if image and d.name in image:
+                sources[f"image.{d.key}"] = COMMAND_LINE
+            elif config is not None and getattr(table_image, d.name, d.default) != d.default:
+                sources[f"image.{d.key}"] = config.label
     return Settings(**values, sources=sources)
 
 
 def describe_settings(settings: Settings) -> list[str]:
-    """One line per setting: ``key = value  (source)``, for ``--dry-run``."""
-    return [
-        f"  {d.key} = {d.option.kind.show(getattr(settings, d.name))}  "
-        f"({settings.sources.get(str(d.key), DEFAULT)})"
-        for d in declared(Settings)
-    ]
+    """One line per setting: ``key = value  (source)``, for ``--dry-run``; a table of options
+    (``image``) one line per key (``image.base = ...``)."""
+    lines = []
+    for d in declared(Settings):
+        value = getattr(settings, d.name)
+        inner = declared(type(value)) if is_dataclass(value) else []
+        shown = [(f"{d.key}.{i.key}", i.option.kind.show(getattr(value, i.name))) for i in inner]
+        for key, text in shown or [(str(d.key), d.option.kind.show(value))]:
+            lines.append(f"  {key} = {text}  ({settings.sources.get(key, DEFAULT)})")
+    return lines
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -549,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pixi.lock or a folder holding one (default: .); also a conda-lock.yml, an "
         "@EXPLICIT file or an environment.yml",
     )
-    add_options(build, Settings, BuildRequest, groups=[INPUTS, NETWORK])
+    add_options(build, Settings, BuildRequest, ImageSettings, groups=[INPUTS, NETWORK, IMAGES])
     freeze = commands.add_parser(
         "freeze-stub",
         help="freeze the installer stub for this machine with PyInstaller",

@@ -8,16 +8,28 @@ rattler's PowerShell (py-rattler 0.28, ``rattler_shell``'s ``PowerShell::default
 fraction of a second to several, and an installer has no business starting it. The script it
 writes does not depend on that choice, so the PowerShell script is made with no program to be
 found on PATH (:func:`no_programs_on_path`).
+
+``activate.env`` holds the variables activation sets as ``KEY=VALUE`` lines, for programs
+started without a shell (systemd's ``EnvironmentFile=``, ``docker run --env-file``, an image's
+config): on POSIX the bash script is sourced by a shell with a known PATH and the variables it
+changed are kept, ``activate.d`` scripts included, as ``pixi shell-hook`` and a shell would
+give them; on Windows the cmd.exe script's ``SET`` lines are read (its ``activate.d`` batch
+files are not run). The files take no quoting, so PATH is written out in full.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockship.stub.errors import InstallError
 from lockship.stub.shared.boundary import write_text_atomically
 from rattler import Subdir
 from rattler.shell import ActivationVariables, PathModificationBehavior, Shell, activate
@@ -85,3 +97,106 @@ def write_activation_scripts(prefix: Path, platform: str) -> list[Path]:
         write_text_atomically(path, text)
         written.append(path)
     return written
+
+
+#: the file of ``KEY=VALUE`` lines every installation writes beside its activation scripts
+ENV_FILE = "activate.env"
+#: what PATH continues with in ``activate.env`` (systemd's default PATH)
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: variables a shell sets for itself, never activation's
+_SHELL_OWN = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
+#: a line that only sets a variable (or is empty or a comment)
+_SETS_ONLY = re.compile(
+    r"^\s*(#.*|(export\s+)?[A-Za-z_][A-Za-z0-9_]*(=.*)?|unset\s+[A-Za-z_][A-Za-z0-9_ ]*)?$"
+)
+_CMD_SET = re.compile(r'^@?SET "([^=]+)=(.*)"$', re.IGNORECASE)
+
+
+class ActivationError(InstallError):
+    pass
+
+
+def activation_environment(
+    prefix: Path, platform: str, *, base_path: str = SYSTEM_PATH, hooks: bool = True
+) -> dict[str, str]:
+    """Every variable activating ``prefix`` sets, with PATH continuing with ``base_path``;
+    ``hooks=False`` leaves the ``activate.d`` scripts out."""
+    if platform.startswith("win-"):
+        target = WINDOWS_TARGETS[0]
+        script = activation_script(prefix, target, platform)
+        found = {}
+        for line in script.splitlines():
+            match = _CMD_SET.match(line.strip())
+            if match:
+                key = "PATH" if match[1].upper() == "PATH" else match[1]
+                found[key] = match[2].replace("%PATH%", base_path)
+        return found
+    script = activation_script(prefix, UNIX_TARGETS[0], platform)
+    if not hooks:
+        script = "".join(line for line in script.splitlines(True) if not line.startswith(". "))
+    shell = shutil.which("bash") or shutil.which("sh")
+    if shell is None:
+        raise ActivationError("no bash or sh to evaluate the activation script with")
+    start = {"PATH": base_path}
+    with tempfile.TemporaryDirectory(prefix="lockship-activate-") as folder:
+        path = Path(folder) / "activate.sh"
+        path.write_text(script, encoding="utf-8")
+        # sourced by a shell that reads no profile, its output left out; then the result
+        done = subprocess.run(
+            [shell, "-c", '. "$0" >/dev/null 2>&1 </dev/null; env -0', str(path)],
+            env=start,
+            capture_output=True,
+            cwd=folder,
+            check=False,
+        )
+    if done.returncode != 0 or not done.stdout:
+        raise ActivationError(
+            f"evaluating the activation of {prefix} failed (an activate.d script may have "
+            "exited the shell): " + done.stderr.decode(errors="replace").strip()[:300]
+        )
+    variables = {}
+    for item in done.stdout.split(b"\0"):
+        key, sep, value = item.decode(errors="surrogateescape").partition("=")
+        if sep and key not in _SHELL_OWN and start.get(key) != value:
+            variables[key] = value
+    return variables
+
+
+def scripts_doing_more(prefix: Path) -> list[str]:
+    """The ``activate.d`` shell scripts with a line that does more than set a variable: their
+    other effects are not in an ``activate.env`` (nor an image's config)."""
+    found = []
+    for script in sorted((prefix / "etc" / "conda" / "activate.d").glob("*.sh")):
+        try:
+            lines = script.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            lines = ["(unreadable)"]
+        if any(not _SETS_ONLY.match(line) for line in lines):
+            found.append(script.relative_to(prefix).as_posix())
+    return found
+
+
+def env_file_text(variables: dict[str, str]) -> str:
+    """``KEY=VALUE`` lines, sorted; a value with a line break cannot be written and is left
+    out."""
+    return "".join(
+        f"{key}={value}\n" for key, value in sorted(variables.items()) if "\n" not in value
+    )
+
+
+def write_activation_env(prefix: Path, platform: str) -> Path:
+    """Write ``activate.env`` into ``prefix``. An ``activate.d`` script that breaks the
+    evaluation does not break the installation: the file then holds the other variables and
+    a comment saying which are missing."""
+    path = prefix / ENV_FILE
+    try:
+        text = env_file_text(activation_environment(prefix, platform))
+    except ActivationError as e:
+        text = f"# the activate.d scripts' variables are missing: {e}\n".replace("\n", " ")
+        text = (
+            text.rstrip()
+            + "\n"
+            + env_file_text(activation_environment(prefix, platform, hooks=False))
+        )
+    write_text_atomically(path, text)
+    return path

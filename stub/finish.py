@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from lockship.stub import __version__
-from lockship.stub.activation import write_activation_scripts
+from lockship.stub.activation import write_activation_env, write_activation_scripts
 from lockship.stub.compat import remove_cache_tag
 from lockship.stub.shared.boundary import write_text_atomically
 from lockship.stub.shared.manifest import Manifest
@@ -22,16 +22,26 @@ def finish_prefix(prefix: Path, manifest: Manifest, *, installer_name: str) -> N
     """Write the history, activation scripts, uninstaller and marker into a linked prefix."""
     write_history(prefix, manifest, installer_name=installer_name)
     write_activation_scripts(prefix, manifest.platform)
+    write_activation_env(prefix, manifest.platform)
     write_uninstaller(prefix, manifest)
     write_marker(prefix, manifest)
     remove_cache_tag(prefix)
 
 
-def write_history(prefix: Path, manifest: Manifest, *, installer_name: str) -> None:
-    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+def write_history(
+    prefix: Path,
+    manifest: Manifest,
+    *,
+    installer_name: str,
+    when: datetime.datetime | None = None,
+    shown_prefix: str | None = None,
+) -> None:
+    """Append this installation to ``conda-meta/history``; an image's names its own time and
+    prefix (``when``, ``shown_prefix``)."""
+    now = (when or datetime.datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
     lines = [
         f"==> {now} <==",
-        f"# cmd: {installer_name} --prefix {prefix}",
+        f"# cmd: {installer_name} --prefix {shown_prefix or prefix}",
         f"# lockship version: {__version__}",
         f"# installer: {manifest.name} {manifest.version} ({manifest.platform})",
     ]

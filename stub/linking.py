@@ -54,8 +54,12 @@ def link_packages(
     *,
     link_scripts: bool,
     installed: Sequence[PrefixRecord] = (),
+    alternative_prefix: str | None = None,
 ) -> None:
-    """Link ``staged`` into ``prefix`` (replacing ``installed``, the packages there before)."""
+    """Link ``staged`` into ``prefix`` (replacing ``installed``, the packages there before).
+
+    ``alternative_prefix`` is the prefix written into the files instead of ``prefix``, for an
+    environment that will live elsewhere (an image's)."""
     # only rattler's coroutine needs asyncio, whose import (~25 ms here) would otherwise come
     # before the installer's first line, and before --info, --check or an early error
     import asyncio
@@ -76,6 +80,7 @@ def link_packages(
                     execute_link_scripts=link_scripts,
                     show_progress=False,
                     reporter=bridge,
+                    alternative_target_prefix=alternative_prefix,
                 )
             )
     except InstallError:

@@ -42,12 +42,15 @@ class InstalledWheel:
     dist_info: str
 
 
-def install_wheel(wheel: Path, sha256: str, prefix: Path, manifest: Manifest) -> InstalledWheel:
-    """Install the wheel file ``wheel`` (whose sha256 is ``sha256``)."""
+def install_wheel(
+    wheel: Path, sha256: str, prefix: Path, manifest: Manifest, *, interpreter: str | None = None
+) -> InstalledWheel:
+    """Install the wheel file ``wheel`` (whose sha256 is ``sha256``); console scripts run
+    ``interpreter`` (default: the prefix's python)."""
     scheme = install_scheme(prefix, manifest)
     destination = SchemeDictionaryDestination(
         scheme,
-        interpreter=str(python_path(prefix, manifest)),
+        interpreter=interpreter or str(python_path(prefix, manifest)),
         script_kind="win-amd64" if manifest.platform.startswith("win-") else "posix",
     )
     try:

@@ -88,7 +88,12 @@ def test_the_installer_loads_asyncio_only_to_link() -> None:
         assert loaded == [], f"importing {module} loaded {loaded}"
 
 
-@pytest.mark.parametrize("module", BUILDER_MODULES)
+#: the image builder makes the environment with the installer's own linking, wheel and
+#: activation code (docs/images.md): the one part of the builder that goes past the door
+PAST_THE_DOOR = ("lockship.builder.image.environment", "lockship.builder.image.assembly")
+
+
+@pytest.mark.parametrize("module", [m for m in BUILDER_MODULES if m not in PAST_THE_DOOR])
 def test_the_builder_loads_only_the_door_of_the_installer(module: str) -> None:
     (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
     beyond = [m for m in loaded if not through_the_door(m)]
@@ -96,6 +101,17 @@ def test_the_builder_loads_only_the_door_of_the_installer(module: str) -> None:
     if module == "lockship.builder.cli":
         door = {m for m in STUB_MODULES if through_the_door(m)}
         assert set(loaded) == door
+
+
+@pytest.mark.parametrize("module", PAST_THE_DOOR)
+def test_the_image_builder_goes_past_the_door_for_the_install_pieces_only(module: str) -> None:
+    """Linking, wheels, activation and the prefix's records; never the installer's command
+    line, its payload reading or its preflight."""
+    (loaded,) = loaded_after_importing([module], ("lockship.stub",)).values()
+    beyond = {m for m in loaded if not through_the_door(m)}
+    assert {"lockship.stub.linking", "lockship.stub.activation"} <= beyond
+    entry_side = {"lockship.stub.cli", "lockship.stub.launch", "lockship.stub.preflight"}
+    assert not beyond & entry_side, f"importing {module} loaded {beyond & entry_side}"
 
 
 # --- the ERROR line, the log and the exit code ---------------------------------------------

@@ -133,6 +133,7 @@ def test_installs_relocates_and_records_the_locked_urls(tmp_path: Path) -> None:
     assert "+demo/noarch::alpha-1.0-0\n" in history
     assert (prefix / "activate.sh").is_file() and (prefix / "uninstall.sh").is_file()
     assert sorted(p.name for p in prefix.iterdir()) == [
+        "activate.env",
         "activate.fish",
         "activate.ps1",
         "activate.sh",

@@ -323,6 +323,11 @@ def test_win_64_layout_and_activation(tmp_path: Path) -> None:
     assert json.loads((prefix / "conda-meta" / "lockship").read_text())["platform"] == "win-64"
     # rattler's bash script for Windows joins C:\ paths with ":", which Git Bash splits apart
     assert not (prefix / "activate.sh").exists()
+    variables = dict(
+        line.split("=", 1) for line in (prefix / "activate.env").read_text().splitlines()
+    )
+    assert variables["CONDA_PREFIX"] == str(prefix)
+    assert "Library" in variables["PATH"] and "HOOKED" not in variables  # no .bat is run
 
 
 def test_osx_layout_and_activation(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from lockship.builder.config import parse_table, read_config
 from lockship.builder.errors import UsageError
+from lockship.builder.image.settings import ImageSettings
 from lockship.builder.options import declared, given_on_command_line
 from lockship.builder.settings import (
     BUILD_COMMAND,
@@ -48,7 +49,7 @@ def test_every_flag_has_its_row_in_the_options_table() -> None:
     rows = [line for line in BUILDER_MD.splitlines() if line.startswith("| `")]
     missing = [
         flag
-        for flag in long_flags(Settings) + long_flags(BuildRequest)
+        for flag in long_flags(Settings) + long_flags(BuildRequest) + long_flags(ImageSettings)
         if not any(re.search(rf"`(-\w, )?{flag}[ `]", row) for row in rows)
     ]
     assert not missing, f"docs/builder.md's options table lacks {missing}"
@@ -56,8 +57,11 @@ def test_every_flag_has_its_row_in_the_options_table() -> None:
 
 def test_every_key_is_in_the_table_example() -> None:
     example = BUILDER_MD.split("```toml\n", 1)[1].split("```", 1)[0]
-    written = [line.split(" =", 1)[0] for line in example.splitlines() if " = " in line]
-    assert written == keys()
+    top, image_header, image = example.partition("[tool.lockship.image]")
+    written = [line.split(" =", 1)[0] for line in top.splitlines() if " = " in line]
+    assert written + (["image"] if image_header else []) == keys()
+    image_keys = [line.split(" =", 1)[0] for line in image.splitlines() if " = " in line]
+    assert image_keys == [d.key for d in declared(ImageSettings)]
     # the example is valid: every key of it reads
     table = parse_table(tomllib.loads(example)["tool"]["lockship"], REPO / "pixi.toml", "x")
     assert set(table.values) == {d.name for d in declared(Settings) if d.key}

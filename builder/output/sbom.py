@@ -118,7 +118,12 @@ def wheel_component(entry: str, sha256: str) -> Component:
 
 
 def installer_bom(
-    manifest: Manifest, installer_name: str, installer_sha256: str, wheels: Mapping[str, str]
+    manifest: Manifest,
+    installer_name: str,
+    installer_sha256: str,
+    wheels: Mapping[str, str],
+    *,
+    kind: str = "offline installer",
 ) -> Bom:
     """The SBOM of one installer: ``wheels`` maps each payload entry of
     ``manifest.options.wheels`` to the wheel's sha256 (a delta installer's SBOM lists the whole
@@ -131,7 +136,7 @@ def installer_bom(
         name=manifest.name,
         version=manifest.version,
         bom_ref=installer_name,
-        description=f"offline installer of {manifest.name} {manifest.version} for "
+        description=f"{kind} of {manifest.name} {manifest.version} for "
         f"{manifest.platform}, built by lockship {__version__}",
         hashes=[_sha256(installer_sha256)],
         # the oldest glibc the installer starts on (what its stub needs)
@@ -157,12 +162,17 @@ def sbom_json(bom: Bom) -> str:
 
 @contextmanager
 def staged_sbom(
-    installer: Path, manifest: Manifest, installer_sha256: str, wheels: Mapping[str, str]
+    installer: Path,
+    manifest: Manifest,
+    installer_sha256: str,
+    wheels: Mapping[str, str],
+    *,
+    kind: str = "offline installer",
 ) -> Iterator[StagedSbom]:
     """Write the installer's SBOM to a temporary name beside it, renamed into place when the
     body succeeds (with the installers of the same build), removed when it fails."""
     path = sbom_path(installer)
-    text = sbom_json(installer_bom(manifest, installer.name, installer_sha256, wheels))
+    text = sbom_json(installer_bom(manifest, installer.name, installer_sha256, wheels, kind=kind))
     data = text.encode("utf-8")
     with ExitStack() as stack:
         # only writing the file is this function's failure: errors of the rest of the build
