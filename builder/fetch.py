@@ -21,7 +21,7 @@ from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from lockship.builder.errors import ChecksumMismatch, FetchError
-from lockship.builder.inputs.lockfile import url_file_name
+from lockship.builder.inputs.model import url_file_name
 from lockship.stub.shared.boundary import CHUNK_SIZE
 from rattler import Client, RepoDataRecord
 from rattler.package_streaming import download_to_path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from lockship.builder.inputs.lockfile import (
+from lockship.builder.inputs.model import (
     LockedSource,
     LockedWheel,
     locked_pypi_package,

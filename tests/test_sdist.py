@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lockship.builder.inputs.lockfile import LockedSource
+from lockship.builder.inputs.model import LockedSource
 from lockship.builder.pypi import sdist
 from lockship.builder.pypi.sdist import SourceBuildError, build_wheel
 

@@ -11,13 +11,14 @@ from typing import Any, ClassVar
 
 import yaml
 from lockship.builder.errors import LockfileError
-from lockship.builder.inputs.lockfile import (
+from lockship.builder.inputs.lockfile import load_lockfile
+from lockship.builder.inputs.model import (
     LockedSource,
     LockedWheel,
-    load_lockfile,
+    PlatformEnvironment,
     locked_pypi_package,
+    records_for,
 )
-from lockship.builder.inputs.model import PlatformEnvironment, records_for
 
 
 @dataclass(frozen=True)

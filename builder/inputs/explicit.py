@@ -19,8 +19,7 @@ from typing import ClassVar
 
 from lockship.builder.errors import ChecksumMismatch, FetchError, LockfileError
 from lockship.builder.fetch import download_verified, gather_all, hash_file, local_path
-from lockship.builder.inputs.lockfile import url_file_name
-from lockship.builder.inputs.model import PlatformEnvironment, records_for
+from lockship.builder.inputs.model import PlatformEnvironment, records_for, url_file_name
 from lockship.stub.shared.boundary import write_text_atomically
 from rattler import Client, RepoDataRecord
 from rattler.explicit_environment import ExplicitEnvironmentSpec

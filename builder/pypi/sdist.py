@@ -31,7 +31,7 @@ from build import BuildBackendException, BuildException, ProjectBuilder
 from build.env import DefaultIsolatedEnv
 from lockship.builder.errors import BuildError, ChecksumMismatch, FetchError
 from lockship.builder.fetch import download_verified, local_path
-from lockship.builder.inputs.lockfile import LockedSource, location_url, url_file_name
+from lockship.builder.inputs.model import LockedSource, location_url, url_file_name
 from lockship.builder.paths import host_platform
 from lockship.builder.pypi.git import GitSource, checkout, parse_git_location
 from lockship.stub.shared.boundary import file_sha256

@@ -15,8 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from lockship.builder.errors import BuildError
-from lockship.builder.inputs.lockfile import LockedWheel
-from lockship.builder.inputs.model import PlatformEnvironment
+from lockship.builder.inputs.model import LockedWheel, PlatformEnvironment
 from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from rattler import RepoDataRecord

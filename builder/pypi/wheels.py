@@ -17,8 +17,7 @@ from pathlib import Path
 
 from lockship.builder.errors import BuildError, ChecksumMismatch, FetchError
 from lockship.builder.fetch import download_verified, gather_all, local_path
-from lockship.builder.inputs.lockfile import LockedWheel, location_url
-from lockship.builder.inputs.model import PlatformEnvironment
+from lockship.builder.inputs.model import LockedWheel, PlatformEnvironment, location_url
 from lockship.builder.paths import host_platform
 from lockship.builder.pypi.sdist import BuiltWheel, build_sources
 from lockship.builder.pypi.tags import check_wheel_tags, is_pure
