@@ -340,3 +340,24 @@ def test_tqdm_reporter_draws_a_bar_and_writes_messages() -> None:
     reporter.finish()
     output = stream.getvalue()
     assert "Linking" in output and "2/2" in output and "a note\n" in output
+
+
+def test_the_builder_imports_without_posix_only_modules() -> None:
+    """The win-64 stub is frozen on Windows by ``lockship`` itself (scripts/freeze_stub.py):
+    importing the command line must not need ``fcntl``, which Windows lacks."""
+    code = (
+        "import sys\n"
+        "class NoFcntl:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'fcntl':\n"
+        "            raise ModuleNotFoundError(\"No module named 'fcntl'\")\n"
+        "sys.modules.pop('fcntl', None)\n"
+        "sys.meta_path.insert(0, NoFcntl())\n"
+        "import lockship.builder.cli\n"
+        "print('fcntl' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -22,7 +22,6 @@ build recipe, the source tarballs, zig's version and the target): a few minutes 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import inspect
@@ -252,6 +251,8 @@ def portable_python(
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    import fcntl  # POSIX only: this module is imported on Windows too, where nothing calls this
+
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
