@@ -58,6 +58,8 @@ def disk_error(error: Exception) -> OSError | None:
     return OSError(number, os.strerror(number))
 
 
+#: the variables that, when set, replace the system's locations for rattler
+CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 #: where rustls-native-certs (through openssl-probe) finds a Linux machine's CA certificates
 CA_LOCATIONS = (
     "/etc/ssl/certs/ca-certificates.crt",
@@ -89,22 +91,31 @@ eGNeZQTWDLulx2rLDA==
 @contextlib.contextmanager
 def tls_roots_for_rattler(folder: Path) -> Iterator[None]:
     """While the block runs, ``$SSL_CERT_FILE`` names a placeholder certificate (written into
-    ``folder``) if this Linux machine has no CA certificates where rattler looks."""
-    if (
-        sys.platform != "linux"
-        or os.environ.get("SSL_CERT_FILE")
-        or os.environ.get("SSL_CERT_DIR")
-        or any(_has_certificates(Path(p)) for p in CA_LOCATIONS)
-    ):
+    ``folder``) if rattler would find no CA certificates on this Linux machine.
+
+    rattler reads ``$SSL_CERT_FILE``/``$SSL_CERT_DIR`` when either is set, and the system's
+    locations otherwise; one naming a missing or empty file or folder makes it panic as surely
+    as a machine without certificates (a copied shell profile, a chroot), so those are set
+    aside for the block too and given back afterwards.
+    """
+    named = {key: value for key in CA_VARIABLES if (value := os.environ.get(key))}
+    if named:
+        found = all(_has_certificates(Path(p)) for p in named.values())
+    else:
+        found = any(_has_certificates(Path(p)) for p in CA_LOCATIONS)
+    if sys.platform != "linux" or found:
         yield
         return
     placeholder = folder / "placeholder-ca.pem"
     placeholder.write_text(PLACEHOLDER_CERTIFICATE)
+    for key in named:
+        del os.environ[key]
     os.environ["SSL_CERT_FILE"] = str(placeholder)
     try:
         yield
     finally:
         os.environ.pop("SSL_CERT_FILE", None)
+        os.environ.update(named)
         placeholder.unlink(missing_ok=True)
 
 

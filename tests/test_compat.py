@@ -139,3 +139,34 @@ def test_the_placeholder_certificate_is_given_only_where_none_is(
     (tmp_path / "none.crt").write_text(PLACEHOLDER_CERTIFICATE)  # a machine that has some
     with compat.tls_roots_for_rattler(tmp_path):
         assert "SSL_CERT_FILE" not in os.environ
+
+
+def test_variables_naming_no_certificates_are_set_aside_while_rattler_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale ``$SSL_CERT_FILE`` (a copied profile, a chroot) makes rattler panic even where
+    the system has certificates: the placeholder stands in, and the variables come back."""
+    (tmp_path / "system.crt").write_text(PLACEHOLDER_CERTIFICATE)
+    monkeypatch.setattr(compat, "CA_LOCATIONS", (str(tmp_path / "system.crt"),))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "gone.crt"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "gone"))
+    with compat.tls_roots_for_rattler(tmp_path):
+        assert os.environ["SSL_CERT_FILE"] == str(tmp_path / "placeholder-ca.pem")
+        assert "SSL_CERT_DIR" not in os.environ
+    assert os.environ["SSL_CERT_FILE"] == str(tmp_path / "gone.crt")
+    assert os.environ["SSL_CERT_DIR"] == str(tmp_path / "gone")
+    assert not (tmp_path / "placeholder-ca.pem").exists()
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "system.crt"))  # one that has some
+    monkeypatch.delenv("SSL_CERT_DIR")
+    with compat.tls_roots_for_rattler(tmp_path):
+        assert os.environ["SSL_CERT_FILE"] == str(tmp_path / "system.crt")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="rattler reads the CA store this way on Linux")
+def test_rattler_install_panics_with_a_certificate_variable_naming_nothing(tmp_path: Path) -> None:
+    """Why the variables are checked, not only the system's locations."""
+    env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_DIR"}
+    env["SSL_CERT_FILE"] = str(tmp_path / "gone.crt")
+    code = _INSTALL_NOTHING.format(prefix=str(tmp_path / "env"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "panicked" in done.stderr
