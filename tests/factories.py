@@ -577,6 +577,25 @@ def add_pypi_packages(
 # --------------------------------------------------------------------------------------------
 
 
+def package_entry(name: str, version: str, sha256: str, **record: object) -> PackageInfo:
+    """A noarch manifest entry with no archive behind it: the facts that deciding what an
+    update keeps reads (``record`` overrides the repodata fields, e.g. ``md5``)."""
+    file_name = f"{name}-{version}-0.conda"
+    return PackageInfo(
+        entry=f"noarch/{file_name}",
+        file_name=file_name,
+        name=name,
+        version=version,
+        build="0",
+        subdir="noarch",
+        url=f"https://example.invalid/noarch/{file_name}",
+        channel="https://example.invalid",
+        sha256=sha256,
+        size=1,
+        record={"md5": "m1", **record},
+    )
+
+
 def locked_package(
     archive: Path, *, channel: str = "https://conda.example.invalid/demo"
 ) -> tuple[PackageInfo, bytes]:

@@ -42,6 +42,7 @@ from tests.factories import (
     write_payload,
     write_wheel,
 )
+from tests.factories import package_entry as info
 from tests.runners import Run, run_installer, run_lockship
 from tests.test_update import BASE, build, hello_says, hello_wheel, ok, package, still_works
 from tests.trees import tree_state
@@ -221,23 +222,6 @@ def test_a_delta_refuses_any_prefix_but_its_base(
 
 
 # --- the builder's choice and the stub's check, in process ------------------------------------
-
-
-def info(name: str, version: str, sha256: str, **record: object) -> PackageInfo:
-    file_name = f"{name}-{version}-0.conda"
-    return PackageInfo(
-        entry=f"noarch/{file_name}",
-        file_name=file_name,
-        name=name,
-        version=version,
-        build="0",
-        subdir="noarch",
-        url=f"https://example.invalid/noarch/{file_name}",
-        channel="https://example.invalid",
-        sha256=sha256,
-        size=1,
-        record={"md5": "m", **record},
-    )
 
 
 def old_of(*packages: PackageInfo, wheels: tuple[BaseFile, ...] = ()) -> OldEnvironment:

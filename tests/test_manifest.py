@@ -19,23 +19,7 @@ from lockship.stub.shared.manifest import (
 )
 
 from tests.factories import locked_package, write_conda_package
-
-
-def info(name: str, version: str, sha256: str, **record: object) -> PackageInfo:
-    file_name = f"{name}-{version}-0.conda"
-    return PackageInfo(
-        entry=f"noarch/{file_name}",
-        file_name=file_name,
-        name=name,
-        version=version,
-        build="0",
-        subdir="noarch",
-        url=f"https://example.invalid/noarch/{file_name}",
-        channel="https://example.invalid",
-        sha256=sha256,
-        size=1,
-        record={"md5": "m1", **record},
-    )
+from tests.factories import package_entry as info
 
 
 def linked(*packages: PackageInfo) -> list[LinkedPackage]:
