@@ -231,6 +231,19 @@ def test_default_installer_installs_and_runs_on_glibc_2_28(
     ]
 
 
+def test_installs_where_a_certificate_variable_names_nothing(
+    old: OldRoot, default_installers: dict[str, Path]
+) -> None:
+    """A root without CA certificates and an ``$SSL_CERT_FILE`` carried in from elsewhere (as
+    a copied profile or ``chroot`` from a host gives): rattler would read only that file."""
+    installer = old.copy_in(default_installers["1.0"])
+    prefix = f"{old.work}/env"
+    ca = "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+    run = ok(old.run("/usr/bin/env", ca, "/bin/sh", installer, "-b", "-p", prefix))
+    assert "panicked" not in run.stderr
+    assert f"Installed lsold 1.0 into {prefix}" in run.stdout
+
+
 def test_installer_modes_work_on_glibc_2_28(
     old: OldRoot, default_installers: dict[str, Path]
 ) -> None:
