@@ -347,6 +347,7 @@ def _image_build(
             work,
             epoch=source_date_epoch(os.environ),
             revision=git_revision(source.path.parent) if source.path else None,
+            cache=request.cache_dir,
         )
         build.open_bases(platforms)
         yield build
@@ -370,10 +371,9 @@ def _write_image(
     partial = _open_output(outputs, path, mode=0o644)
     reporter.message(f"Writing {path}")
     with open(partial, "wb") as out:
-        image.write(out)
+        _, sha256 = image.write(out)
         out.flush()
         os.fsync(out.fileno())
-    sha256 = file_sha256(partial)
     sums = {path: sha256}
     for platform_image in image.images:
         for warning in platform_image.warnings:

@@ -27,7 +27,13 @@ from lockship.builder.image.base import (
     open_base,
 )
 from lockship.builder.image.environment import DEFAULT_BASE_PATH, make_environment
-from lockship.builder.image.layers import MAX_LAYERS, Layer, plan_layers, write_layers
+from lockship.builder.image.layers import (
+    MAX_LAYERS,
+    Layer,
+    LayerCache,
+    plan_layers,
+    write_layers,
+)
 from lockship.builder.image.oci import (
     CONFIG,
     INDEX,
@@ -92,7 +98,9 @@ class ImageResult:
 
 
 class ImageBuild:
-    """One image archive being made in ``work`` for ``platforms``."""
+    """One image archive being made in ``work`` for ``platforms``; with ``cache`` (the build
+    cache), the unpacked packages and the finished layers are kept there for the next build
+    (``image-packages/``, ``image-layers/``)."""
 
     def __init__(
         self,
@@ -105,8 +113,11 @@ class ImageBuild:
         epoch: int,
         revision: str | None = None,
         environ: Mapping[str, str] = os.environ,
+        cache: Path | None = None,
     ) -> None:
         self.settings, self.name, self.version = settings, name, version
+        self.package_cache = cache / "image-packages" if cache is not None else None
+        self.layer_cache = LayerCache(cache / "image-layers") if cache is not None else None
         self.work, self.epoch, self.revision = work, epoch, revision
         self.prefix = PurePosixPath(settings.prefix or f"/opt/{name}")
         if not self.prefix.is_absolute() or ".." in self.prefix.parts:
@@ -163,11 +174,18 @@ class ImageBuild:
             epoch=self.epoch,
             base_path=base_path,
             reporter=reporter,
+            package_cache=self.package_cache,
         )
         groups = plan_layers(folder, MAX_LAYERS - len(base.layers))
         reporter.start(f"Writing image layers ({platform})", len(groups), unit="layer")
         layers = write_layers(
-            self.store, folder, self.prefix, groups, self.epoch, lambda: reporter.advance(1)
+            self.store,
+            folder,
+            self.prefix,
+            groups,
+            self.epoch,
+            lambda: reporter.advance(1),
+            cache=self.layer_cache,
         )
         reporter.finish()
         for layer in base.layers:
@@ -240,8 +258,9 @@ class ImageBuild:
     def ref_name(self) -> str:
         return f"{self.name}:{_TAG.sub('_', self.version)[:128]}"
 
-    def write(self, out: IO[bytes]) -> str:
-        """Write the layout's index and the archive into ``out``; the top digest."""
+    def write(self, out: IO[bytes]) -> tuple[str, str]:
+        """Write the layout's index and the archive into ``out``; the top digest and the
+        archive's sha256 (hex)."""
         manifests = [image.manifest for image in self.images]
         if len(manifests) == 1:
             top = manifests[0]
@@ -251,8 +270,7 @@ class ImageBuild:
             top.media_type, top.digest, top.size, annotations={REF_NAME: self.ref_name}
         )
         write_layout_index(self.store.layout, named)
-        pack_layout(self.store.layout, out)
-        return top.digest
+        return top.digest, pack_layout(self.store.layout, out)
 
     def push_image(self) -> int:
         """Push the written layout to ``--push``; the bytes of blobs sent."""

@@ -45,6 +45,7 @@ from lockship.stub.shared.manifest import Manifest
 from lockship.stub.shared.progress import Reporter
 from lockship.stub.staging import StagedPackages
 from lockship.stub.wheels import install_wheel, python_files, record_wheels
+from rattler.package_cache import PackageCache
 
 #: what the image's PATH continues with when the base image sets none
 DEFAULT_BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -92,15 +93,20 @@ def make_environment(
     epoch: int,
     base_path: str,
     reporter: Reporter,
+    package_cache: Path | None = None,
 ) -> ImageEnvironment:
     """Link ``manifest``'s packages (``archives``: entry -> verified archive) and install
-    ``wheels`` (payload name, file, sha256) into ``folder`` for ``prefix``."""
+    ``wheels`` (payload name, file, sha256) into ``folder`` for ``prefix``.
+
+    ``package_cache`` is where rattler keeps the archives unpacked between builds (checked
+    against each archive's sha256), so a rebuild links without unpacking them again."""
     check_image_policy(manifest)
     folder.mkdir(parents=True)
     records = locked_records(manifest.packages, work / "records")
     for record, package in zip(records, manifest.packages, strict=True):
         record.url = archives[package.entry].resolve().as_uri()
-    staged = StagedPackages(work, records, None, relocated=True)
+    cache = PackageCache(package_cache) if package_cache is not None else None
+    staged = StagedPackages(work, records, cache, relocated=True)
     link_packages(
         staged,
         folder,

@@ -44,6 +44,8 @@ LAYER_TYPES = (LAYER_GZIP, LAYER_TAR, DOCKER_LAYER_GZIP)
 #: the annotation that names an image in a layout's index.json (its tag)
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_VERSION = "1.0.0"
+#: blobs are copied into the archive in pieces of this size
+COPY_SIZE = 1 << 20
 
 
 class ImageError(BuildError):
@@ -178,11 +180,29 @@ def write_layout_index(layout: Path, top: Descriptor) -> None:
     (layout / "index.json").write_bytes(canonical_json(index))
 
 
-def pack_layout(layout: Path, out: IO[bytes]) -> None:
-    """Write the layout folder as a tar archive (``oci-archive:``) into ``out``."""
+class _HashingWriter:
+    """Passes bytes on to ``target``, hashing and counting them."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target, self.sha256, self.size = target, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def pack_layout(layout: Path, out: IO[bytes]) -> str:
+    """Write the layout folder as a tar archive (``oci-archive:``) into ``out``; the
+    archive's sha256 (hex), computed on the way rather than by reading it again."""
     names = ["oci-layout", "index.json", "blobs", "blobs/sha256"]
     names += sorted(f"blobs/sha256/{p.name}" for p in (layout / "blobs" / "sha256").iterdir())
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    hashed = _HashingWriter(out)
+    with tarfile.open(fileobj=hashed, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        tar.copybufsize = COPY_SIZE
         for name in names:
             path = layout / name
             info = tarfile.TarInfo(name)
@@ -194,6 +214,7 @@ def pack_layout(layout: Path, out: IO[bytes]) -> None:
             info.mode, info.size = 0o644, path.stat().st_size
             with open(path, "rb") as f:
                 tar.addfile(info, f)
+    return hashed.sha256.hexdigest()
 
 
 def platform_of(subdir: str) -> dict[str, str]:
