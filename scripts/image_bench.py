@@ -13,7 +13,9 @@ prints (and writes as JSON to ``--json``):
 * the share of v1's layer bytes that v2 reuses (goal >= 90 %), base layer included and not;
 * the bytes the push of v2 sent after v1's;
 * the image archive against base + the environment's files (goal <= +1 %);
-* with ``--stub PATH``: the image build's time against the installer build's (goal <= 2x).
+* with ``--stub PATH``: the image build's time against the installer build's (goal <= 2x),
+  for a rebuild (the build cache holds the unpacked packages and the layers) and for a new
+  image (only the downloads cached), alternating, ``--runs`` times each: medians and spread.
 
 Separate from scripts/bench.py (the installer benchmark); needs root, podman is not needed,
 docker-registry is (scripts/container-tools.sh installs it).
@@ -26,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import tarfile
 import time
@@ -89,12 +92,99 @@ def pushed_mb(stderr: str) -> float:
     return float(line.split(": ")[1].split(" MB")[0])
 
 
+def _seconds(*args: str | Path, env: dict[str, str]) -> float:
+    started = time.monotonic()
+    run = run_lockship("build", *args, env=env)
+    took = time.monotonic() - started
+    if run.returncode != 0:
+        raise SystemExit(run.stderr)
+    return took
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "runs": [round(v, 2) for v in values],
+    }
+
+
+def time_builds(
+    ws: Path, base: Path, stub: Path, cache: Path, work: Path, runs: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """The installer build against two image builds, alternating, ``runs`` times each: the
+    image rebuilt with the build cache it made before (unpacked packages and layers kept),
+    and built with only the downloads in its cache (every package unpacked, every layer
+    compressed)."""
+    times: dict[str, list[float]] = {"installer": [], "image_rebuild": [], "image_new": []}
+    load = [os.getloadavg()[0]]
+    for run in range(runs):
+
+        def installer() -> None:
+            times["installer"].append(
+                _seconds(
+                    ws, "--stub", stub, "-o", work / "installer", "--cache-dir", cache, env=env
+                )
+            )
+
+        def rebuild() -> None:
+            times["image_rebuild"].append(
+                _seconds(
+                    ws,
+                    "--image-only",
+                    "--base",
+                    base,
+                    "-o",
+                    work / "again",
+                    "--cache-dir",
+                    cache,
+                    env=env,
+                )
+            )
+
+        def new() -> None:
+            fresh = work / "fresh-cache"
+            shutil.rmtree(fresh, ignore_errors=True)
+            shutil.copytree(cache / "pkgs", fresh / "pkgs", copy_function=os.link)
+            times["image_new"].append(
+                _seconds(
+                    ws,
+                    "--image-only",
+                    "--base",
+                    base,
+                    "-o",
+                    work / "new",
+                    "--cache-dir",
+                    fresh,
+                    env=env,
+                )
+            )
+            shutil.rmtree(fresh)
+
+        steps = [installer, rebuild, new]
+        for step in steps if run % 2 == 0 else reversed(steps):
+            step()
+        load.append(os.getloadavg()[0])
+    spread = {name: _spread(values) for name, values in times.items()}
+    installer_s = spread["installer"]["median"]
+    return {
+        "build_times_s": spread,
+        "image_rebuild_over_installer": round(spread["image_rebuild"]["median"] / installer_s, 2),
+        "image_new_over_installer": round(spread["image_new"]["median"] / installer_s, 2),
+        "load_average_1min": [round(x, 2) for x in load],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lockship-image-bench"))
     parser.add_argument("--stub", type=Path, help="a frozen stub: also time the installer build")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--runs", type=int, default=1, help="times each build is timed (with --stub)"
+    )
     args = parser.parse_args(argv)
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
@@ -153,34 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pushed_mb": pushed_mb(run.stderr),
             }
             if args.stub and version == "1.0":
-                started = time.monotonic()
-                built = run_lockship(
-                    "build",
-                    ws,
-                    "--stub",
-                    args.stub,
-                    "-o",
-                    work / "installer",
-                    "--cache-dir",
-                    cache,
-                    env=env,
-                )
-                results["installer_build_s"] = round(time.monotonic() - started, 2)
-                assert built.returncode == 0, built.stderr
-                started = time.monotonic()
-                run_lockship(
-                    "build",
-                    ws,
-                    "--image-only",
-                    "--base",
-                    base,
-                    "-o",
-                    work / "again",
-                    "--cache-dir",
-                    cache,
-                    env=env,
-                )
-                results["image_build_s"] = round(time.monotonic() - started, 2)
+                results |= time_builds(ws, base, args.stub, cache, work, args.runs, env)
         v1, v2 = layers(archives["1.0"]), layers(archives["1.1"])
         reused = sum(size for digest, size in v1.items() if digest in v2)
         base_layers = set(layers(archives["1.0"])) & {
@@ -197,6 +260,15 @@ def main(argv: list[str] | None = None) -> int:
             results["v1.0"]["archive_bytes"] / (sum(v1.values()) + 1), 4
         )
     print(json.dumps(results, indent=2))
+    if "build_times_s" in results:
+        times = results["build_times_s"]
+        print(
+            f"build (median of {args.runs}): installer {times['installer']['median']} s, "
+            f"image rebuild {times['image_rebuild']['median']} s "
+            f"({results['image_rebuild_over_installer']}x), new image "
+            f"{times['image_new']['median']} s ({results['image_new_over_installer']}x); "
+            f"load average {results['load_average_1min']}"
+        )
     print(
         f"v2 reuses {results['reuse_share']:.1%} of v1's layer bytes "
         f"({results['reuse_share_environment_only']:.1%} of the environment's; goal >= 90 %); "

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
+import random
 import tarfile
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from lockship.builder.image.layers import LayerGroup, plan_layers, write_layer
-from lockship.builder.image.oci import BlobStore
+import isal
+from lockship.builder.image.layers import (
+    GZIP,
+    LAYER_FORMAT,
+    LayerCache,
+    LayerGroup,
+    LayerWriter,
+    plan_layers,
+    write_layer,
+)
+from lockship.builder.image.oci import LAYER_ZSTD, BlobStore
 
 
 def _environment(folder: Path, packages: dict[str, dict[str, str]], umask_mode: int) -> Path:
@@ -97,3 +109,108 @@ def test_an_empty_folder_is_kept(tmp_path: Path) -> None:
 
     names = {m.name: m for m in _members(store, layer.descriptor.digest)}
     assert names["opt/app/var/run"].isdir()
+
+
+class _Chunks:
+    """A file-like sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+
+def test_the_one_pass_writer_gives_what_gzip_and_hashlib_give_in_two(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    tar = b"".join(
+        rng.randbytes(rng.randrange(1, 300_000)) + b"text " * rng.randrange(1, 90_000)
+        for _ in range(12)
+    )
+    outputs = []
+    for pieces in (1, 7, 4096, 3 << 20):  # however tarfile happens to write, the same bytes
+        sink = _Chunks()
+        writer = LayerWriter(sink)
+        for start in range(0, len(tar), pieces):
+            writer.write(tar[start : start + pieces])
+        writer.close()
+        outputs.append((bytes(sink.data), writer.diff_id, writer.digest, writer.blob_size))
+    assert len(set(outputs)) == 1
+    blob, diff_id, digest, size = outputs[0]
+    # the two-pass reference: the standard library's gzip reads it, hashlib hashes each side
+    assert gzip.decompress(blob) == tar
+    assert diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert size == len(blob)
+    # the header gzip.GzipFile writes at level 1 with no name and no time (as layers had)
+    reference = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=reference, compresslevel=1, mtime=0):
+        pass
+    assert blob[:10] == reference.getvalue()[:10]
+    hashed_only = LayerWriter(None)
+    hashed_only.write(tar)
+    hashed_only.close()
+    assert (hashed_only.diff_id, hashed_only.blob_size) == (diff_id, 0)
+
+
+def test_a_written_layer_is_a_standard_gzip_of_its_tar(tmp_path: Path) -> None:
+    folder = _environment(tmp_path / "env", PACKAGES, 0o644)
+    store = BlobStore(tmp_path / "layout")
+    group = plan_layers(folder, budget=10)[0]
+
+    layer = write_layer(store, folder, PurePosixPath("/opt/app"), group, 0)
+
+    blob = store.path(layer.descriptor.digest).read_bytes()
+    assert layer.descriptor.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert layer.descriptor.size == len(blob)
+    assert layer.diff_id == "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest()
+    assert [p.name for p in store.folder.iterdir()] == [layer.descriptor.digest[7:]]
+
+
+def test_the_cache_key_changes_with_each_thing_that_decides_a_blob(tmp_path: Path) -> None:
+    cache = LayerCache(tmp_path / "cache")
+    diff_id = "sha256:" + "1" * 64
+    keys = {
+        cache.key(diff_id),
+        cache.key("sha256:" + "2" * 64),
+        cache.key(diff_id, replace(GZIP, level=GZIP.level + 1)),
+        cache.key(diff_id, replace(GZIP, library=GZIP.library + ".post1")),
+        cache.key(diff_id, replace(GZIP, media_type=LAYER_ZSTD)),
+        cache.key(diff_id, layer_format=LAYER_FORMAT + 1),
+    }
+    assert len(keys) == 6
+    assert cache.key(diff_id) == LayerCache(tmp_path / "elsewhere").key(diff_id)
+    assert isal.__version__ in GZIP.library and isal.ISAL_VERSION in GZIP.library
+
+
+def test_a_rebuild_takes_the_layer_from_the_cache_and_a_changed_file_misses(
+    tmp_path: Path,
+) -> None:
+    folder = _environment(tmp_path / "env", PACKAGES, 0o644)
+    cache = LayerCache(tmp_path / "cache")
+    tool = next(g for g in plan_layers(folder, budget=10) if g.name == "tool")
+    root = PurePosixPath("/opt/app")
+
+    first = write_layer(BlobStore(tmp_path / "l1"), folder, root, tool, 0, cache)
+    second_store = BlobStore(tmp_path / "l2")
+    second = write_layer(second_store, folder, root, tool, 0, cache)
+    (folder / "share/tool/a.txt").write_text("b" * 5000)  # same size, other bytes
+    third = write_layer(BlobStore(tmp_path / "l3"), folder, root, tool, 0, cache)
+    fourth = write_layer(BlobStore(tmp_path / "l4"), folder, root, tool, 7, cache)  # mtime
+
+    assert second == first
+    found = cache.find(cache.key(first.diff_id), first.descriptor.media_type)
+    assert found is not None and found[0] == first.descriptor
+    # the second build's blob is the cached file itself: nothing was compressed again
+    assert second_store.path(second.descriptor.digest).samefile(found[1])
+    assert len({first.diff_id, third.diff_id, fourth.diff_id}) == 3
+    assert len({first.descriptor.digest, third.descriptor.digest, fourth.descriptor.digest}) == 3
+    assert len(list(cache.folder.iterdir())) == 3
+    for layer in (third, fourth):
+        blob = BlobStore(tmp_path / ("l3" if layer is third else "l4")).path(
+            layer.descriptor.digest
+        )
+        assert "sha256:" + hashlib.sha256(gzip.decompress(blob.read_bytes())).hexdigest() == (
+            layer.diff_id
+        )

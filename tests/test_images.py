@@ -319,10 +319,20 @@ def test_two_builds_on_different_paths_give_the_same_image(
             cache=tmp_path / "other-cache",
         )
     )
-    assert oci_index(first) == oci_index(second)
-    assert (
-        hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    # again with the first build's cache: unpacked packages and every layer come from it
+    cache = tmp_path / "a" / "cache"
+    cached = sorted((cache / "image-layers").iterdir())
+    third = built(
+        build(ws, tmp_path / "c" / "out", "--image-only", "--base", base_image, cache=cache)
     )
+    assert oci_index(first) == oci_index(second) == oci_index(third)
+    assert (
+        hashlib.sha256(first.read_bytes()).digest()
+        == hashlib.sha256(second.read_bytes()).digest()
+        == hashlib.sha256(third.read_bytes()).digest()
+    )
+    assert sorted((cache / "image-layers").iterdir()) == cached
+    assert len(cached) == len(layer_digests(first)) - 1  # all but the base's
 
 
 def test_one_changed_package_changes_its_layer_and_the_top_one_only(
@@ -357,6 +367,8 @@ def test_one_changed_package_changes_its_layer_and_the_top_one_only(
     assert len(after) == len(before) == 1 + packages + 1
     changed = [d for d in after if d not in before]
     assert len(changed) == 2  # lsdemo-data's layer and the top layer (conda-meta, history)
+    # v2 compressed only those two: the build cache holds v1's layers and those
+    assert len(list((tmp_path / "cache" / "image-layers").iterdir())) == packages + 1 + 2
     (manifest,) = manifests(v2)
     history = config_of(v2)["history"]
     names = [h["created_by"] for h in history]  # type: ignore[attr-defined]

@@ -249,8 +249,10 @@ class LayerCache:
 
     folder: Path
 
-    def key(self, diff_id: str, compression: Compression = GZIP) -> str:
-        text = f"lockship layer format {LAYER_FORMAT}\n{compression.key}\n{diff_id}\n"
+    def key(
+        self, diff_id: str, compression: Compression = GZIP, layer_format: int = LAYER_FORMAT
+    ) -> str:
+        text = f"lockship layer format {layer_format}\n{compression.key}\n{diff_id}\n"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def find(self, key: str, media_type: str) -> tuple[Descriptor, Path] | None:
