@@ -6,7 +6,7 @@ environment needs.
 
 from __future__ import annotations
 
-import gzip
+import io
 import json
 import re
 import tarfile
@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from isal import igzip
 from lockship.builder.image.oci import (
     CONFIG,
     DOCKER_CONFIG,
@@ -230,7 +231,12 @@ def _glibc_version(store: BlobStore, layers: Sequence[Descriptor]) -> tuple[int,
 def _libc_files(blob: Path, media_type: str) -> Iterator[bytes]:
     opener: IO[bytes]
     with open(blob, "rb") as raw:
-        opener = raw if media_type == LAYER_TAR else gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+        # ISA-L inflates about twice as fast as zlib; tarfile reads in small pieces
+        opener = (
+            raw
+            if media_type == LAYER_TAR
+            else io.BufferedReader(igzip.GzipFile(fileobj=raw), 1 << 20)  # type: ignore[no-untyped-call]
+        )
         try:
             with tarfile.open(fileobj=opener, mode="r|") as tar:
                 for member in tar:
