@@ -93,6 +93,9 @@ def pushed_mb(stderr: str) -> float:
 
 
 def _seconds(*args: str | Path, env: dict[str, str]) -> float:
+    """One build's wall time. Whatever earlier steps left to write back is written first: a
+    build's fsync of its output would otherwise wait for it too (ext4 commits it together)."""
+    os.sync()
     started = time.monotonic()
     run = run_lockship("build", *args, env=env)
     took = time.monotonic() - started

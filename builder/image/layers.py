@@ -196,6 +196,10 @@ class LayerWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         size = len(data)
+        if self._deflate is None:  # only hashing: the pieces' sizes do not matter
+            self.plain.update(data)
+            self.plain_size += size
+            return size
         self._pending += data
         if len(self._pending) >= BLOCK_SIZE:
             whole = len(self._pending) - len(self._pending) % BLOCK_SIZE
@@ -354,11 +358,15 @@ def write_layers(
 def write_tar(
     out: LayerWriter, folder: Path, root: PurePosixPath, paths: Iterable[str], mtime: int
 ) -> None:
-    """The layer's tar: sorted names, every parent folder, the fixed owner, time and modes."""
+    """The layer's tar: sorted names, every parent folder, the fixed owner, time and modes.
+
+    Names are handled as strings, not pathlib objects: an environment has tens of thousands
+    of files, and pathlib cost more per file than the tar itself."""
     entries: dict[str, str | None] = {}
     for name, relative in _with_parents(root, paths):
         if relative is not None or name not in entries:
             entries[name] = relative
+    base = str(folder)
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         tar.copybufsize = BLOCK_SIZE
         for name in sorted(entries):
@@ -369,10 +377,11 @@ def write_tar(
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
                 continue
-            path = folder / relative.rstrip("/")
-            st = path.lstat()
+            path = f"{base}/{relative.rstrip('/')}"
+            st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, str(path.readlink())
+                info.type, info.mode = tarfile.SYMTYPE, 0o777
+                info.linkname = os.readlink(path)  # noqa: PTH115 (strings, see above)
                 tar.addfile(info)
             elif stat.S_ISDIR(st.st_mode):
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -391,8 +400,19 @@ def _with_parents(root: PurePosixPath, paths: Iterable[str]) -> Iterator[tuple[s
     for parent in reversed(top.parents[:-1] if top.parents else []):
         yield str(parent), None
     yield str(top), None
+    prefix = f"{top}/"
     for path in paths:
-        relative = PurePosixPath(path.rstrip("/"))
-        for parent in reversed(relative.parents[:-1]):
-            yield str(top / parent), None
-        yield str(top / relative), path
+        relative = _normal(path)
+        end = relative.find("/")
+        while end != -1:
+            yield prefix + relative[:end], None
+            end = relative.find("/", end + 1)
+        yield prefix + relative, path
+
+
+def _normal(path: str) -> str:
+    """``path`` as pathlib would spell it (no trailing, doubled or ``.`` parts)."""
+    path = path.rstrip("/")
+    if "//" in path or path.startswith("./") or "/./" in path or path.endswith("/."):
+        return str(PurePosixPath(path))
+    return path
