@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -51,6 +51,8 @@ class LayerGroup:
     name: str
     paths: tuple[str, ...]
     size: int = 0
+    #: see :func:`_shape` (empty: no hint)
+    shape: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,15 @@ class Layer:
 def package_files(folder: Path) -> dict[str, tuple[list[str], int]]:
     """Each package's files (from ``conda-meta``), with their ``.pyc`` and its record, and
     the bytes they take: ``name -> (paths, size)``."""
+    owned, _ = _package_files(folder)
+    return owned
+
+
+def _package_files(folder: Path) -> tuple[dict[str, tuple[list[str], int]], dict[str, int]]:
+    """:func:`package_files`, and the size of each path found (``lstat``: a link's own)."""
+    base = str(folder)
+    sizes: dict[str, int] = {}
+    caches: dict[str, list[str]] = {}
     owned: dict[str, tuple[list[str], int]] = {}
     for meta in sorted((folder / "conda-meta").glob("*.json")):
         record = json.loads(meta.read_text(encoding="utf-8"))
@@ -71,20 +82,38 @@ def package_files(folder: Path) -> dict[str, tuple[list[str], int]]:
         for file in record.get("files", []):
             paths.append(file)
             if file.endswith(".py"):
-                paths += _compiled(folder, PurePosixPath(file))
-        paths = [p for p in paths if (folder / p).is_symlink() or (folder / p).exists()]
-        size = sum((folder / p).lstat().st_size for p in paths)
-        owned[str(record["name"])] = (paths, size)
-    return owned
+                paths += _compiled(base, file, caches)
+        found = [p for p in paths if _measure(base, p, sizes)]
+        owned[str(record["name"])] = (found, sum(sizes[p] for p in found))
+    return owned, sizes
 
 
-def _compiled(folder: Path, source: PurePosixPath) -> list[str]:
-    cache = source.parent / "__pycache__"
-    if not (folder / cache).is_dir():
-        return []
-    return sorted(
-        str(cache / p.name) for p in (folder / cache).glob(f"{source.stem}.*.pyc") if p.is_file()
-    )
+def _measure(base: str, path: str, sizes: dict[str, int]) -> bool:
+    """Whether ``path`` is there (a dangling link is), its size noted in ``sizes``."""
+    if path not in sizes:
+        try:
+            sizes[path] = os.lstat(f"{base}/{path.rstrip('/')}").st_size
+        except OSError:
+            return False
+    return True
+
+
+def _compiled(base: str, source: str, caches: dict[str, list[str]]) -> list[str]:
+    """The ``__pycache__/STEM.*.pyc`` files of ``source`` (each folder listed once)."""
+    parent, _, name = source.rpartition("/")
+    stem = name[: -len(".py")]
+    cache = f"{parent}/__pycache__" if parent else "__pycache__"
+    if cache not in caches:
+        try:
+            with os.scandir(f"{base}/{cache}") as entries:
+                caches[cache] = sorted(e.name for e in entries if e.is_file())
+        except OSError:
+            caches[cache] = []
+    return [
+        f"{cache}/{n}"
+        for n in caches[cache]
+        if n.startswith(f"{stem}.") and n.endswith(".pyc") and len(n) >= len(stem) + 5
+    ]
 
 
 def plan_layers(folder: Path, budget: int) -> list[LayerGroup]:
@@ -92,7 +121,7 @@ def plan_layers(folder: Path, budget: int) -> list[LayerGroup]:
     layer each, the others are grouped in name order into layers of similar size, and one top
     layer takes every path no package owns (metadata, activation, wheels)."""
     budget = max(budget, 2)
-    owned = package_files(folder)
+    owned, sizes = _package_files(folder)
     by_size = sorted(owned, key=lambda n: (-owned[n][1], n))
     groups: list[LayerGroup] = []
     if len(owned) <= budget - 1:
@@ -104,10 +133,19 @@ def plan_layers(folder: Path, budget: int) -> list[LayerGroup]:
         groups += _grouped(rest, owned, shared)
     groups += [LayerGroup(n, tuple(owned[n][0]), owned[n][1]) for n in sorted(alone)]
     claimed = {p for g in groups for p in g.paths}
-    top = [p for p in _all_paths(folder) if p not in claimed]
-    size = sum((folder / p.rstrip("/")).lstat().st_size for p in top)
-    groups.append(LayerGroup("environment", tuple(top), size))
-    return groups
+    base = str(folder)
+    top = [p for p in _all_paths(folder) if p not in claimed and _measure(base, p, sizes)]
+    groups.append(LayerGroup("environment", tuple(top), sum(sizes[p] for p in top)))
+    return [replace(g, shape=_shape(g.paths, sizes)) for g in groups]
+
+
+def _shape(paths: Sequence[str], sizes: dict[str, int]) -> str:
+    """A digest of a group's paths and their sizes: a hint (only) that its tar may be in the
+    layer cache."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path}\0{sizes[path]}\n".encode())
+    return digest.hexdigest()
 
 
 def _grouped(
@@ -135,15 +173,18 @@ def _group(names: list[str], owned: dict[str, tuple[list[str], int]]) -> LayerGr
 
 
 def _all_paths(folder: Path) -> Iterator[str]:
-    for root, dirs, files in os.walk(folder):
+    base = str(folder)
+    for root, dirs, files in os.walk(base):
         dirs.sort()
-        relative = Path(root).relative_to(folder)
-        for name in sorted(files) + [d for d in dirs if Path(root, d).is_symlink()]:
-            yield (relative / name).as_posix()
+        relative = root[len(base) + 1 :]
+        prefix = f"{relative}/" if relative else ""
+        linked = [d for d in dirs if os.path.islink(f"{root}/{d}")]  # noqa: PTH114 (strings)
+        for name in sorted(files) + linked:
+            yield prefix + name
         for d in dirs:
             # an empty folder is content too
-            if not Path(root, d).is_symlink() and not os.listdir(Path(root, d)):
-                yield (relative / d).as_posix() + "/"
+            if d not in linked and not os.listdir(f"{root}/{d}"):
+                yield f"{prefix}{d}/"
 
 
 class _Sink(Protocol):
@@ -249,7 +290,8 @@ class LayerCache:
     """Finished layer blobs kept between builds (under the build cache): ``KEY/DIGEST``, the
     key a sha256 of the layer format, the compression and the tar's sha256: all that decides
     a blob's bytes. A rebuild, or the next version, hashes each layer's tar and compresses
-    only the tars it has not seen."""
+    only the tars it has not seen. ``shapes/`` notes the groups' shapes kept (a hint that
+    saves hashing a layer that will not be found)."""
 
     folder: Path
 
@@ -271,9 +313,10 @@ class LayerCache:
                 return Descriptor(media_type, f"sha256:{name}", path.stat().st_size), path
         return None
 
-    def keep(self, key: str, descriptor: Descriptor, blob: Path) -> None:
-        """Add ``blob`` (hard-linked where it can be) under ``key``; a cache that cannot be
-        written is no reason to fail the build, so errors are ignored."""
+    def keep(self, key: str, descriptor: Descriptor, blob: Path, shape: str = "") -> None:
+        """Add ``blob`` (hard-linked where it can be) under ``key``, and note ``shape`` as
+        seen; a cache that cannot be written is no reason to fail the build, so errors are
+        ignored."""
         with suppress(OSError):
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=self.folder))
@@ -282,6 +325,21 @@ class LayerCache:
                 partial.rename(self.folder / key)  # another build may have won: fine
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
+        if shape:
+            with suppress(OSError):
+                (self.folder / "shapes").mkdir(exist_ok=True)
+                (self.folder / "shapes" / shape).touch()
+
+    def seen(self, shape: str) -> bool:
+        """Whether a layer of this :attr:`LayerGroup.shape` was kept before (a hint only)."""
+        return (self.folder / "shapes" / shape).exists()
+
+    def keys(self) -> list[str]:
+        """The keys of the blobs kept."""
+        try:
+            return sorted(n for n in os.listdir(self.folder) if len(n) == 64)
+        except OSError:
+            return []
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -301,14 +359,16 @@ def write_layer(
 ) -> Layer:
     """Write ``group``'s paths of ``folder`` as a gzipped layer placing them under ``root``
     (the image's prefix), into ``store``; from ``cache`` when it holds the blob for the same
-    tar (then the tar is only hashed, not compressed)."""
-    key = None
-    if cache is not None:
+    tar (then the tar is only hashed, not compressed).
+
+    The tar is hashed first only when the cache has seen a group of the same paths and sizes
+    (:attr:`LayerGroup.shape`): a layer it has never seen is compressed in one pass."""
+    hashed = None
+    if cache is not None and (not group.shape or cache.seen(group.shape)):
         hashed = LayerWriter(None)
         write_tar(hashed, folder, root, group.paths, mtime)
         hashed.close()
-        key = cache.key(hashed.diff_id)
-        found = cache.find(key, GZIP.media_type)
+        found = cache.find(cache.key(hashed.diff_id), GZIP.media_type)
         if found is not None:
             descriptor, blob = found
             return Layer(store.put_file(descriptor, blob), hashed.diff_id, group)
@@ -324,11 +384,11 @@ def write_layer(
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+    if hashed is not None and hashed.diff_id != writer.diff_id:
+        raise ImageError(f"the files of the layer {group.name} changed while it was written")
     descriptor = Descriptor(GZIP.media_type, writer.digest, writer.blob_size)
-    if cache is not None and key is not None:
-        if cache.key(writer.diff_id) != key:
-            raise ImageError(f"the files of the layer {group.name} changed while it was written")
-        cache.keep(key, descriptor, target)
+    if cache is not None:
+        cache.keep(cache.key(writer.diff_id), descriptor, target, group.shape)
     return Layer(descriptor, writer.diff_id, group)
 
 
