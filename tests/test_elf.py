@@ -162,8 +162,10 @@ def test_versions_only_weak_symbols_need_are_made_optional(big_endian: bool, bit
     assert sorted(symbols) == ["getrandom@GLIBC_2.25", "statx@GLIBC_2.28"]
     assert list(glibc_versions(relaxed)) == [(2, 17)]
     assert len(relaxed) == len(elf)
-    weak = {need.name for need in version_needs(relaxed) if need.weak}
-    assert weak == {"GLIBC_2.25", "GLIBC_2.28"}
+    # out of libc's chain: what the loader checks and what auditwheel reads
+    assert [(n.library, n.name, n.weak) for n in version_needs(relaxed)] == [
+        ("libc.so.6", "GLIBC_2.17", False)
+    ]
     bound = {s.name: s.version for s in dynamic_symbols(relaxed)}
     # the weak ones are bound by name now; the others keep their versions
     assert bound["statx"] == bound["getrandom"] == VER_NDX_GLOBAL
@@ -187,3 +189,16 @@ def test_versions_at_or_below_the_floor_are_left_alone() -> None:
     elf = build_elf({b"libc.so.6": [b"GLIBC_2.17"]}, symbols=RATTLER_LIKE[2:])
     assert relax_optional_glibc(elf, (2, 17)) == (elf, [])
     assert relax_optional_glibc(b"MZ not an ELF file", (2, 17)) == (b"MZ not an ELF file", [])
+
+
+def test_a_chain_of_only_optional_versions_keeps_one_flagged_weak() -> None:
+    """The loader reads the first entry of every library's chain: one stays, flagged weak."""
+    needs = {b"libc.so.6": [b"GLIBC_2.25", b"GLIBC_2.28"], b"libm.so.6": [b"GLIBC_2.17"]}
+    elf = build_elf(needs, symbols=RATTLER_LIKE[:2])
+    relaxed, symbols = relax_optional_glibc(elf, (2, 17))
+    assert sorted(symbols) == ["getrandom@GLIBC_2.25", "statx@GLIBC_2.28"]
+    assert [(n.library, n.name, n.weak) for n in version_needs(relaxed)] == [
+        ("libc.so.6", "GLIBC_2.25", True),
+        ("libm.so.6", "GLIBC_2.17", False),
+    ]
+    assert list(glibc_versions(relaxed)) == [(2, 17)]

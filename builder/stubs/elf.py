@@ -3,15 +3,18 @@
 An ELF file names each symbol version it needs from a library in its ``SHT_GNU_VERNEED``
 section (an ``Elf_Vernaux`` entry per version); the dynamic loader refuses to start a program
 or load a library when one is missing, unless the entry is flagged ``VER_FLG_WEAK``. Each
-dynamic symbol points at one of those entries through ``SHT_GNU_VERSYM``.
+dynamic symbol points at one of those entries through ``SHT_GNU_VERSYM``, and is looked up by
+that version: a weak symbol tied to a version the C library lacks fails to bind ("not defined
+in file libc.so.6 with link time reference") where an unversioned one is simply absent.
 
 :func:`relax_optional_glibc` is for a library whose newer-than-the-floor versions are needed
 only by *weak* undefined symbols, functions it calls when they exist and does without
 otherwise (Rust's standard library does so for ``statx``, ``getrandom``, ``copy_file_range``
 and ``__cxa_thread_atexit_impl``; py-rattler's aarch64 wheel, linked against glibc 2.28, needs
-those versions for nothing else). It flags those entries weak and binds the symbols by name
-instead of by version, the way glibc looks up unversioned references: an older glibc loads the
-library and the symbols are absent (null), a newer one binds each to its default version.
+those versions for nothing else). It binds those symbols by name instead of by version and
+takes the entries out of their library's chain, so neither the loader nor a reader such as
+auditwheel sees them: an older glibc loads the library with the symbols absent (null), a newer
+one binds each to its default version.
 
 Only section headers are read (``strip`` keeps them); 32- and 64-bit files of either byte order.
 """
@@ -44,8 +47,9 @@ class VersionNeed:
     #: its index, which ``SHT_GNU_VERSYM`` entries point at (``vna_other``)
     index: int
     weak: bool
-    #: where its ``vna_flags`` lie in the file
-    flags_at: int
+    #: where it lies in the file, and the ``Elf_Verneed`` entry whose chain holds it
+    at: int
+    entry_at: int
 
     @property
     def glibc(self) -> tuple[int, ...] | None:
@@ -105,7 +109,8 @@ class _Elf:
                         name=self.string(link, name),
                         index=other & 0x7FFF,
                         weak=bool(flags & VER_FLG_WEAK),
-                        flags_at=at + 4,
+                        at=at,
+                        entry_at=offset,
                     )
                     at += next_aux
                 offset += next_need
@@ -161,19 +166,35 @@ def relax_optional_glibc(elf: bytes, floor: tuple[int, ...]) -> tuple[bytes, lis
         return elf, []
     parsed = _Elf(elf)
     symbols = list(parsed.dynamic_symbols())
+    order = parsed.order
     patched = bytearray(elf)
     relaxed: list[str] = []
+    chains: dict[int, list[VersionNeed]] = {}
     for need in parsed.version_needs():
-        if need.weak or need.glibc is None or need.glibc <= floor:
+        chains.setdefault(need.entry_at, []).append(need)
+    for entry_at, chain in chains.items():
+        kept = []
+        for need in chain:
+            users = [s for s in symbols if s.version == need.index]
+            optional = all(s.weak and s.undefined for s in users)
+            if need.glibc is None or need.glibc <= floor or need.weak or not optional:
+                kept.append(need)
+                continue
+            for symbol in users:
+                struct.pack_into(order + "H", patched, symbol.version_at, VER_NDX_GLOBAL)
+                relaxed.append(f"{symbol.name}@{need.name}")
+        if len(kept) == len(chain):
             continue
-        users = [s for s in symbols if s.version == need.index]
-        if not all(s.weak and s.undefined for s in users):
-            continue
-        (flags,) = struct.unpack_from(parsed.order + "H", elf, need.flags_at)
-        struct.pack_into(parsed.order + "H", patched, need.flags_at, flags | VER_FLG_WEAK)
-        for symbol in users:
-            struct.pack_into(parsed.order + "H", patched, symbol.version_at, VER_NDX_GLOBAL)
-            relaxed.append(f"{symbol.name}@{need.name}")
+        if not kept:  # the loader reads one entry of every chain: keep the first, flagged weak
+            first = chain[0]
+            (flags,) = struct.unpack_from(order + "H", elf, first.at + 4)
+            struct.pack_into(order + "H", patched, first.at + 4, flags | VER_FLG_WEAK)
+            kept = [first]
+        # Elf_Verneed: its count and the offset of its first entry; each entry's next offset
+        struct.pack_into(order + "H", patched, entry_at + 2, len(kept))
+        struct.pack_into(order + "I", patched, entry_at + 8, kept[0].at - entry_at)
+        for need, after in zip(kept, [*kept[1:], None], strict=True):
+            struct.pack_into(order + "I", patched, need.at + 12, after.at - need.at if after else 0)
     return bytes(patched), relaxed
 
 
