@@ -272,8 +272,6 @@ def arm64_build(
             base / "out",
             "--cache-dir",
             download_cache,
-            # bookworm's glibc 2.36, above the lock's (pixi's default 2.28)
-            "--allow-newer-glibc",
         )
     assert result.returncode == 0, result.stderr
     installer = Path(result.stdout.strip().splitlines()[-1])
