@@ -557,7 +557,9 @@ def test_post_link_scripts_are_refused_not_skipped(
         built(build(ws, out, "--image-only", "--base", base_image, "--no-link-scripts"))
 
 
-def test_several_platforms_make_one_image_index(tmp_path: Path, demo_channel: Path) -> None:
+def multi_platform_build(tmp_path: Path, demo_channel: Path, *args: str | Path) -> Path:
+    """``-p`` linux-64 and linux-aarch64 of a lock whose ``where`` prints its own prefix, on
+    a base with both architectures; the image archive."""
     base = debian_base(tmp_path / "base" / "layout", arches=("amd64", "arm64"), python=False)
     channel = tmp_path / "channel"
     shutil.copytree(demo_channel, channel)
@@ -580,11 +582,12 @@ def test_several_platforms_make_one_image_index(tmp_path: Path, demo_channel: Pa
         write_pixi_lock(ws / "pixi.lock", records, channel_url=server.url)
         (ws / "pixi.toml").write_text('[workspace]\nname = "multi"\nversion = "3"\n')
         out = tmp_path / "out"
-        image = built(
-            build(
-                ws, out, "--image-only", "--base", base, "-p", DEMO_PLATFORM, "-p", "linux-aarch64"
-            )
-        )
+        platforms = ("-p", DEMO_PLATFORM, "-p", "linux-aarch64")
+        return built(build(ws, out, "--image-only", "--base", base, *platforms, *args))
+
+
+def test_several_platforms_make_one_image_index(tmp_path: Path, demo_channel: Path) -> None:
+    image = multi_platform_build(tmp_path, demo_channel)
     assert image.name == "multi-3.oci.tar"
     top = oci_index(image)["manifests"]
     assert [d["mediaType"] for d in top] == ["application/vnd.oci.image.index.v1+json"]  # type: ignore[index]
@@ -604,6 +607,38 @@ def test_several_platforms_make_one_image_index(tmp_path: Path, demo_channel: Pa
     finally:
         podman.close()
     assert ran.stdout.strip() == "where=/opt/multi"
+
+
+def _emulates_arm64() -> str | None:
+    """Why arm64 programs cannot run here, or None: qemu-aarch64 in binfmt_misc with the F
+    flag (the interpreter opened at registration, so it works inside a container's root)."""
+    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    if not entry.is_file():
+        return "qemu-aarch64 is not registered in binfmt_misc (python scripts/rootfs.py host)"
+    lines = entry.read_text().splitlines()
+    if "enabled" not in lines or not any(x.startswith("flags:") and "F" in x for x in lines):
+        return "qemu-aarch64 in binfmt_misc is disabled or lacks the F flag"
+    return None
+
+
+@pytest.mark.skipif(bool(_emulates_arm64()), reason=f"arm64 under emulation: {_emulates_arm64()}")
+def test_the_arm64_image_pulled_from_a_registry_runs(tmp_path: Path, demo_channel: Path) -> None:
+    """The linux-aarch64 half of a multi-platform image, pushed, pulled for linux/arm64 and run
+    (every program emulated through binfmt_misc)."""
+    with Registry(tmp_path / "registry") as registry:
+        target = f"{registry.address}/team/multi:3"
+        multi_platform_build(tmp_path, demo_channel, "--push", target)
+        podman = Podman(tmp_path / "podman")
+        try:
+            podman.run("pull", "--tls-verify=false", "--platform", "linux/arm64", target)
+            ran = podman.run(
+                "run", "--rm", "--net", "none", target, "/bin/sh", "-c", "uname -m; where"
+            )
+            inspected = podman.run("image", "inspect", "--format", "{{.Architecture}}", target)
+        finally:
+            podman.close()
+    assert inspected.stdout.strip() == "arm64"
+    assert ran.stdout.split() == ["aarch64", "where=/opt/multi"], ran.stderr
 
 
 def test_a_base_from_a_registry_is_recorded_by_digest(

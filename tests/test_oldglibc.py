@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from lockship.builder.output.sbom import sbom_path
-from lockship.builder.stubs.elf import glibc_versions
+from lockship.builder.stubs.elf import glibc_versions, relax_optional_glibc
 from lockship.builder.stubs.facts import stub_facts
 
 from tests.conftest import DEMO_PLATFORM
@@ -313,3 +313,62 @@ def test_stub_above_the_environments_glibc_is_refused(
     assert run.stderr == f"ERROR: this installer needs glibc >= {needs}; this machine has 2.28\n"
     assert run.stdout == ""
     assert not old.host(prefix).exists()
+
+
+# --- a library whose newer glibc versions only weak symbols need ---------------------------
+
+#: a library linked against glibc 2.34 that calls closefrom (2.34) only when it exists, the way
+#: Rust's standard library calls statx, getrandom, copy_file_range (py-rattler's aarch64 wheel)
+OPTIONAL_C = r"""
+#include <stdio.h>
+extern void closefrom(int) __attribute__((weak));
+void report(void) { printf("closefrom: %s\n", closefrom ? "present" : "absent"); }
+"""
+#: a program that loads it as Python loads an extension module: with dlopen
+LOADER_C = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    void *library = dlopen(argv[1], RTLD_NOW);
+    if (!library) { fprintf(stderr, "%s\n", dlerror()); return 3; }
+    ((void (*)(void))dlsym(library, "report"))();
+    return 0;
+}
+"""
+
+
+def zig_cc(target: str, source: Path, output: Path, *args: str) -> Path:
+    command = [sys.executable, "-m", "ziglang", "cc", "-target", target, "-O2", "-o", str(output)]
+    subprocess.run([*command, *args, str(source)], check=True, cwd=source.parent)
+    return output
+
+
+def test_versions_only_weak_symbols_need_are_optional_to_glibc_2_28(
+    old: OldRoot, tmp_path: Path
+) -> None:
+    """What the portable aarch64 stub's rattler gets (``relax_optional_glibc``), proven with
+    glibc 2.28's own loader: refused before, loaded after, the function absent; on this
+    machine's newer glibc it is still found."""
+    (tmp_path / "optional.c").write_text(OPTIONAL_C)
+    (tmp_path / "loader.c").write_text(LOADER_C)
+    library = zig_cc(
+        "x86_64-linux-gnu.2.34", tmp_path / "optional.c", tmp_path / "liboptional.so", "-shared"
+    )
+    loader = zig_cc("x86_64-linux-gnu.2.17", tmp_path / "loader.c", tmp_path / "loader", "-ldl")
+    assert newest_glibc(library) == (2, 34)
+    (tmp_path / "relaxed").mkdir()
+    relaxed_bytes, symbols = relax_optional_glibc(library.read_bytes(), (2, 17))
+    relaxed = tmp_path / "relaxed" / "liboptional.so"
+    relaxed.write_bytes(relaxed_bytes)
+    assert symbols == ["closefrom@GLIBC_2.34"]
+    assert newest_glibc(relaxed) == (2, 2, 5)
+
+    inside = {name: old.copy_in(path) for name, path in (("loader", loader), ("lib", library))}
+    refused = old.run(inside["loader"], inside["lib"])
+    assert refused.returncode == 3
+    assert "version `GLIBC_2.34' not found" in refused.stderr
+    old.host(inside["lib"]).write_bytes(relaxed_bytes)
+    loaded = old.run(inside["loader"], inside["lib"])
+    assert (loaded.returncode, loaded.stdout, loaded.stderr) == (0, "closefrom: absent\n", "")
+    here = subprocess.run([loader, relaxed], capture_output=True, text=True, check=False)
+    assert (here.returncode, here.stdout) == (0, "closefrom: present\n"), here.stderr

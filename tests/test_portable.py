@@ -57,6 +57,10 @@ def test_every_elf_file_needs_at_most_glibc_2_17(portable_stub: Path, tmp_path: 
     assert all(v is not None and v <= (2, 17) for v in needs.values()), needs
     # every glibc system has libgcc_s; the build machine's may need a newer glibc (2.35 here)
     assert not [p.name for p in elves if p.name.startswith("libgcc_s")]
+    # nothing compiled in names the folder the Python was built in (a Python built in another
+    # cache folder is then the same): not its sources (__FILE__), not configure's (VPATH)
+    built_in = str(default_cache_dir() / "portable").encode()
+    assert not [p.name for p in elves if built_in in p.read_bytes()]
     started = subprocess.run([program, "--help"], capture_output=True, text=True, check=False)
     assert started.returncode == 0 and "usage: lockship-stub" in started.stdout, started.stderr
 

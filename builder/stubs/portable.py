@@ -38,6 +38,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from lockship.builder.errors import StubError
+from lockship.builder.stubs.elf import parse_version, relax_optional_glibc
 from lockship.builder.stubs.facts import StubFacts, facts_path, stub_facts
 from lockship.builder.stubs.tools import run_tool
 
@@ -45,8 +46,8 @@ from lockship.builder.stubs.tools import run_tool
 GLIBC_FLOOR = "2.17"
 ZIG_VERSION = "0.17.1"
 #: conda platform -> zig target, and the wheel platforms pip may take the freeze's packages
-#: for (py-rattler 0.28 publishes its aarch64 wheel for manylinux_2_28 only: the aarch64
-#: stub's floor is 2.28, what its sidecar then records)
+#: for (py-rattler 0.28 publishes its aarch64 wheel for manylinux_2_28 only; the versions
+#: above 2.17 it needs are for weak symbols alone, made optional by :func:`_relax_wheels`)
 TARGETS = {
     "linux-64": ("x86_64-linux-gnu.2.17", ("manylinux2014_x86_64",)),
     "linux-aarch64": (
@@ -54,8 +55,8 @@ TARGETS = {
         ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
     ),
 }
-#: the glibc each portable stub needs (its newest wheel's)
-PORTABLE_GLIBC = {"linux-64": "2.17", "linux-aarch64": "2.28"}
+#: the glibc each portable stub needs
+PORTABLE_GLIBC = {"linux-64": GLIBC_FLOOR, "linux-aarch64": GLIBC_FLOOR}
 #: Debian (bookworm) source packages: CPython, and the native libraries the stub imports
 #: (zlib for PyInstaller's archive, libffi for ctypes); no OpenSSL, bz2, lzma or sqlite
 SOURCE_PACKAGES = ("python3.11", "zlib", "libffi")
@@ -284,6 +285,8 @@ def _prepared(
         on_line("Installing PyInstaller and py-rattler's manylinux2014 wheels for it (once)...")
         with tempfile.TemporaryDirectory(prefix=".site-", dir=folder) as tmp:
             _install_wheels(Path(tmp) / "site", wheel_platform)
+            for line in _relax_wheels(Path(tmp) / "site"):
+                on_line(line)
             on_line("Compiling PyInstaller's bootloader with zig and zlib inside (once)...")
             bootloader = _build_bootloader(Path(tmp), zig, target, cache_dir)
             _replace_bootloader(Path(tmp) / "site", bootloader, platform)
@@ -319,7 +322,8 @@ def pinned_requirements() -> list[str]:
 
 def _site_key(wheel_platforms: Sequence[str]) -> str:
     text = "\n".join([*wheel_platforms, ZIG_VERSION, *pinned_requirements()])
-    text += inspect.getsource(_build_bootloader) + inspect.getsource(_replace_bootloader)
+    recipe = (_build_bootloader, _replace_bootloader, _relax_wheels, relax_optional_glibc)
+    text += "".join(inspect.getsource(f) for f in recipe)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -374,6 +378,25 @@ def _replace_bootloader(site: Path, bootloader: Path, platform: str) -> None:
     if not target.is_file():
         raise StubError(f"PyInstaller's wheel has no bootloader {folder}/run to replace")
     shutil.copyfile(bootloader, target)
+
+
+def _relax_wheels(site: Path) -> list[str]:
+    """Make optional, in every ELF file of the installed wheels, the glibc versions above the
+    floor that only weak symbols need (see :mod:`lockship.builder.stubs.elf`); what was made
+    optional, a line per file."""
+    floor = parse_version(GLIBC_FLOOR)
+    assert floor is not None
+    lines = []
+    for path in sorted(site.rglob("*.so*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        relaxed, symbols = relax_optional_glibc(data, floor)
+        if symbols:
+            path.write_bytes(relaxed)
+            named = ", ".join(symbols)
+            lines.append(f"Made optional in {path.relative_to(site)} (weak symbols): {named}")
+    return lines
 
 
 def _install_wheels(target: Path, wheel_platforms: Sequence[str]) -> None:
@@ -448,7 +471,10 @@ def _build_python(
     _patch_python(source, deps)
     build = work / "python-build"
     build.mkdir()
-    configure = [str(source / "configure"), f"--prefix={PREFIX}", "--enable-shared"]
+    # run by a relative path: configure's path is compiled into getpath (VPATH), and the
+    # relative one is the same in every cache folder
+    configure = [os.path.relpath(source / "configure", build), f"--prefix={PREFIX}"]
+    configure += ["--enable-shared"]
     configure += ["--without-ensurepip", "--disable-test-modules"]
     # no -g, and __FILE__ relative to a fixed name: nothing of this build's folder is compiled in
     configure_env = {**env, "OPT": f"-DNDEBUG -fwrapv -O2 -ffile-prefix-map={work}=/lockship-build"}
