@@ -336,6 +336,31 @@ def test_two_builds_on_different_paths_give_the_same_image(
     assert len(cached) == len(layer_digests(first)) - 1  # all but the base's
 
 
+def test_a_script_changing_a_package_file_leaves_the_build_cache_alone(
+    tmp_path: Path, demo_channel: Path, base_image: Path
+) -> None:
+    # the environment is linked from the build cache's unpacked packages: an activate.d
+    # script that appends to a package's file must not append to the cache's copy
+    appending = {
+        "name": "lsdemo-append",
+        "version": "1.0",
+        "files": {
+            "etc/conda/activate.d/lsdemo-append.sh": (
+                'echo appended >> "$CONDA_PREFIX/share/lsdemo-append/log.txt"\n'
+            ),
+            "share/lsdemo-append/log.txt": "original\n",
+        },
+    }
+    made = Workspace(tmp_path / "w", demo_channel, appending)
+    with made.server:
+        ws = made.lock(wheel=False, specs=["lsdemo-append"])
+        first = built(build(ws, tmp_path / "o1", "--image-only", "--base", base_image))
+        second = built(build(ws, tmp_path / "o2", "--image-only", "--base", base_image))
+    assert first.read_bytes() == second.read_bytes()
+    (cached,) = (tmp_path / "cache" / "image-packages").glob("lsdemo-append-1.0-*/share")
+    assert (cached / "lsdemo-append" / "log.txt").read_text() == "original\n"
+
+
 def test_one_changed_package_changes_its_layer_and_the_top_one_only(
     tmp_path: Path, demo_channel: Path, base_image: Path
 ) -> None:

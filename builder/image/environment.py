@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -136,6 +138,11 @@ def make_environment(
         # written for the image's prefix, not for this folder
         text = activation_script(Path(str(prefix)), target, manifest.platform)
         write_text_atomically(folder / target.file_name, text)
+    doing_more = scripts_doing_more(folder)
+    if doing_more and package_cache is not None:
+        # such a script may change the package files it is run beside, which are the package
+        # cache's own (hard links): give it copies
+        _unshare_files(folder)
     variables = {
         key: value.replace(str(folder), str(prefix))
         for key, value in activation_environment(
@@ -150,7 +157,19 @@ def make_environment(
     )
     if manifest.options.pyc:
         compile_for_image(folder, prefix, manifest, reporter, extra=wheel_sources)
-    return ImageEnvironment(folder, prefix, variables, tuple(scripts_doing_more(folder)))
+    return ImageEnvironment(folder, prefix, variables, tuple(doing_more))
+
+
+def _unshare_files(folder: Path) -> None:
+    """Replace every file of ``folder`` that has other hard links by a copy of its own."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = Path(root, name)
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                partial = path.with_name(f".{name}.unshared")
+                shutil.copy2(path, partial)
+                os.replace(partial, path)
 
 
 def _forget_linked_from(folder: Path) -> None:
