@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The container tools the image tests use (tests/test_images.py): Debian's podman, runc,
-# skopeo and docker-registry. Installs what is missing when run as root (waiting for the dpkg
+# skopeo, docker-registry and docker.io (dockerd, for docker load). Installs what is missing when run as root (waiting for the dpkg
 # lock, which other installs may hold); otherwise says in one line why the tests will skip.
 set -euo pipefail
-tools=(podman runc skopeo docker-registry)
+tools=(podman runc skopeo docker-registry dockerd)
 missing=()
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
@@ -19,9 +19,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=600 update -qq
 apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
-  podman runc skopeo docker-registry >/dev/null
-# the packaged registry service listens on every interface: the tests start their own
+  podman runc skopeo docker-registry docker.io >/dev/null
+# the packaged services (the registry listens on every interface): the tests start their own
 if command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  systemctl disable --now docker-registry docker.service docker.socket >/dev/null 2>&1 || true
 fi
 echo "container tools: installed ${missing[*]}"

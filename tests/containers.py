@@ -6,6 +6,8 @@
   have) and, for the python stand-in, Debian's ``python3.11-minimal``. Never a public registry.
 * :class:`Podman`: podman with its own storage and settings that work on this machine (runc,
   vfs, cgroupfs, no ulimits; see the design notes).
+* :class:`Docker`: Debian's Docker Engine (``docker.io``, 20.10) with its own data, state and
+  socket, and no network set-up, for ``docker load``.
 * :class:`Registry`: Debian's ``docker-registry`` on 127.0.0.1 with its own config, optionally
   asking for a password.
 """
@@ -227,6 +229,74 @@ class Podman:
     def close(self) -> None:
         """Remove the containers' run-time folder (outside ``home``)."""
         shutil.rmtree(self.runroot, ignore_errors=True)
+
+
+class Docker:
+    """A Docker Engine of its own: ``dockerd`` (with the containerd it starts) keeping its
+    images under ``home``, its socket and state in a short temporary folder, no bridge and no
+    iptables rules; the client's settings under ``home`` too. :meth:`close` stops it."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        # a unix socket's path must stay short
+        self.state = Path(tempfile.mkdtemp(prefix="lsd-"))
+        self.env = {
+            **os.environ,
+            "DOCKER_HOST": f"unix://{self.state}/docker.sock",
+            "DOCKER_CONFIG": str(home / "config"),
+        }
+        self.log = home / "dockerd.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    "dockerd",
+                    "--data-root",
+                    str(home / "data"),
+                    "--exec-root",
+                    str(self.state / "exec"),
+                    "--pidfile",
+                    str(self.state / "dockerd.pid"),
+                    "--host",
+                    self.env["DOCKER_HOST"],
+                    "--storage-driver",
+                    "vfs",
+                    "--bridge=none",
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--ip-masq=false",
+                    "--userland-proxy=false",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        deadline = time.monotonic() + 60
+        while self.run("version", check=False).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise AssertionError(f"dockerd did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        command = ["docker", *args]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed: {done.stderr}")
+        return done
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.state, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ from lockship.builder.image.layers import LayerCache
 from tests.conftest import DEMO_PLATFORM
 from tests.containers import (
     APP_USER,
+    Docker,
     Podman,
     Registry,
     debian_base,
@@ -254,6 +255,45 @@ def test_the_image_runs_the_environment_as_root_and_as_a_user(
     )
     assert "lsdemo-hello-1.0.0-" in listing and "history" in listing
     assert "app.cpython-311.pyc" in listing
+
+
+@pytest.mark.skipif(
+    shutil.which("dockerd") is None,
+    reason="needs Debian's docker.io for dockerd (scripts/container-tools.sh installs it)",
+)
+def test_docker_loads_and_runs_the_image(
+    workspace: Workspace, base_image: Path, tmp_path: Path
+) -> None:
+    """``docker load`` of a Docker Engine older than 25, which reads no OCI layout: the archive's
+    ``manifest.json`` is what it loads."""
+    image = built(build(workspace.lock(), tmp_path / "out", "--image-only", "--base", base_image))
+    docker = Docker(tmp_path / "docker")
+    try:
+        server = docker.run("version", "--format", "{{.Server.Version}}").stdout.strip()
+        loaded = docker.run("load", "-i", str(image))
+        hello = docker.run("run", "--rm", "--network", "none", "lsdemo:1.2.3", "lsdemo-hello")
+        as_user = docker.run(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            APP_USER,
+            "lsdemo:1.2.3",
+            "python",
+            "-c",
+            "import os, app; print(app.VALUE, os.environ['CONDA_PREFIX'], os.getuid())",
+        )
+        labels = docker.run(
+            "image", "inspect", "--format", "{{json .Config.Labels}}", "lsdemo:1.2.3"
+        )
+    finally:
+        docker.close()
+    assert int(server.split(".")[0]) < 25, server  # the engine that needs manifest.json
+    assert loaded.stdout.strip() == "Loaded image: lsdemo:1.2.3"
+    assert hello.stdout.strip() == "lsdemo-hello from /opt/lsdemo"
+    assert as_user.stdout.strip() == "from the wheel /opt/lsdemo 1000"
+    assert json.loads(labels.stdout)["org.opencontainers.image.version"] == "1.2.3"
 
 
 def test_image_settings_reach_the_config(

@@ -46,6 +46,7 @@ from lockship.builder.image.oci import (
     image_manifest,
     pack_layout,
     platform_of,
+    write_docker_manifest,
     write_layout_index,
 )
 from lockship.builder.image.registry import Reference, RegistryClient, auth_files
@@ -270,6 +271,8 @@ class ImageBuild:
             top.media_type, top.digest, top.size, annotations={REF_NAME: self.ref_name}
         )
         write_layout_index(self.store.layout, named)
+        if len(manifests) == 1:  # older Dockers load one image, from manifest.json
+            write_docker_manifest(self.store.layout, self.store.read_json(top), self.ref_name)
         return top.digest, pack_layout(self.store.layout, out)
 
     def push_image(self) -> int:

@@ -89,7 +89,7 @@ class Descriptor:
             raise ImageError(f"a descriptor lacks {e}: {dict(data)}") from e
 
 
-def canonical_json(document: Mapping[str, Any]) -> bytes:
+def canonical_json(document: Mapping[str, Any] | list[Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -180,6 +180,26 @@ def write_layout_index(layout: Path, top: Descriptor) -> None:
     (layout / "index.json").write_bytes(canonical_json(index))
 
 
+#: the file ``docker load`` before Docker 25 reads (its docker-archive format), which Docker 25's
+#: own ``docker save`` writes beside ``index.json`` too
+DOCKER_MANIFEST = "manifest.json"
+
+
+def write_docker_manifest(layout: Path, manifest: Mapping[str, Any], tag: str) -> None:
+    """Write ``manifest.json`` naming one image's config and layers by their blob paths, so
+    that every ``docker load`` takes the archive, and tags it ``tag``."""
+
+    def blob(descriptor: Mapping[str, Any]) -> str:
+        return f"blobs/sha256/{descriptor['digest'].removeprefix('sha256:')}"
+
+    entry = {
+        "Config": blob(manifest["config"]),
+        "RepoTags": [tag],
+        "Layers": [blob(layer) for layer in manifest["layers"]],
+    }
+    (layout / DOCKER_MANIFEST).write_bytes(canonical_json([entry]))
+
+
 class _HashingWriter:
     """Passes bytes on to ``target``, hashing and counting them."""
 
@@ -199,6 +219,8 @@ def pack_layout(layout: Path, out: IO[bytes]) -> str:
     """Write the layout folder as a tar archive (``oci-archive:``) into ``out``; the
     archive's sha256 (hex), computed on the way rather than by reading it again."""
     names = ["oci-layout", "index.json", "blobs", "blobs/sha256"]
+    if (layout / DOCKER_MANIFEST).is_file():
+        names.insert(2, DOCKER_MANIFEST)
     names += sorted(f"blobs/sha256/{p.name}" for p in (layout / "blobs" / "sha256").iterdir())
     hashed = _HashingWriter(out)
     with tarfile.open(fileobj=hashed, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
