@@ -21,6 +21,7 @@ from lockship.builder.image.layers import (
     LayerWriter,
     plan_layers,
     write_layer,
+    write_tar,
 )
 from lockship.builder.image.oci import LAYER_ZSTD, BlobStore
 
@@ -216,3 +217,36 @@ def test_a_rebuild_takes_the_layer_from_the_cache_and_a_changed_file_misses(
         assert "sha256:" + hashlib.sha256(gzip.decompress(blob.read_bytes())).hexdigest() == (
             layer.diff_id
         )
+
+
+def test_a_layer_tar_is_what_tarfile_writes_for_its_entries(tmp_path: Path) -> None:
+    folder = tmp_path / "env"
+    deep = "lib/" + "/".join(["a-rather-long-folder-name"] * 5) + "/module.py"  # > 100 bytes
+    files = {deep: "X = 1\n", "bin/tool": "#!/bin/sh\n", "share/caf\u00e9.txt": "\u00e9\n"}
+    for path, text in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text, encoding="utf-8")
+    (folder / "bin/tool").chmod(0o755)
+    (folder / "bin/link").symlink_to("tool")
+    (folder / "var/empty").mkdir(parents=True)
+    (folder / "big.bin").write_bytes(random.Random(5).randbytes(3 * 1024 * 1024 + 17))
+    sink = _Chunks()
+    writer = LayerWriter(sink)
+    paths = [*files, "bin/link", "var/empty/", "big.bin"]
+
+    write_tar(writer, folder, PurePosixPath("/opt/app"), paths, 1700000000)
+    writer.close()
+
+    written = gzip.decompress(bytes(sink.data))
+    reference = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(written)) as ours,
+        tarfile.open(fileobj=reference, mode="w", format=tarfile.PAX_FORMAT) as theirs,
+    ):
+        members = ours.getmembers()
+        for member in members:
+            theirs.addfile(member, ours.extractfile(member) if member.isfile() else None)
+    assert written == reference.getvalue()
+    names = [m.name for m in members]
+    assert names == sorted(names) and f"opt/app/{deep}" in names
+    assert "opt/app/share/caf\u00e9.txt" in names and "opt/app/var/empty" in names
