@@ -206,9 +206,10 @@ def test_the_image_runs_the_environment_as_root_and_as_a_user(
     sbom = json.loads((image.parent / f"lsdemo-1.2.3-{DEMO_PLATFORM}.oci.cdx.json").read_text())
     root = sbom["metadata"]["component"]
     assert root["description"].startswith(f"OCI image of lsdemo 1.2.3 for {DEMO_PLATFORM}")
-    assert root["hashes"] == [
-        {"alg": "SHA-256", "content": hashlib.sha256(image.read_bytes()).hexdigest()}
-    ]
+    # the archive's sha256, computed while it was written, is the file's
+    sha256 = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert root["hashes"] == [{"alg": "SHA-256", "content": sha256}]
+    assert f"{sha256}  {image.name}" in (image.parent / "SHA256SUMS").read_text().splitlines()
     assert {c["name"] for c in sbom["components"]} >= {"lsdemo-hello", "lsdemo-env", "app"}
     assert podman.load(image) == "localhost/lsdemo:1.2.3"
     hello = podman.run("run", "--rm", "--net", "none", "lsdemo:1.2.3", "lsdemo-hello")
