@@ -6,6 +6,7 @@ environment needs.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -15,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from isal import igzip
 from lockship.builder.image.oci import (
     CONFIG,
     DOCKER_CONFIG,
@@ -235,7 +235,7 @@ def _libc_files(blob: Path, media_type: str) -> Iterator[bytes]:
         opener = (
             raw
             if media_type == LAYER_TAR
-            else io.BufferedReader(igzip.GzipFile(fileobj=raw), 1 << 20)  # type: ignore[no-untyped-call]
+            else io.BufferedReader(gzip.GzipFile(fileobj=raw), 1 << 20)
         )
         try:
             with tarfile.open(fileobj=opener, mode="r|") as tar:
