@@ -13,6 +13,7 @@ import zlib
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
+import pytest
 from lockship.builder.image.layers import (
     GZIP,
     LAYER_FORMAT,
@@ -23,7 +24,13 @@ from lockship.builder.image.layers import (
     write_layer,
     write_tar,
 )
-from lockship.builder.image.oci import LAYER_ZSTD, BlobStore
+from lockship.builder.image.oci import (
+    LAYER_ZSTD,
+    BlobStore,
+    ImageError,
+    pack_layout,
+    write_layout_index,
+)
 
 
 def _environment(folder: Path, packages: dict[str, dict[str, str]], umask_mode: int) -> Path:
@@ -236,6 +243,33 @@ def test_a_rebuild_takes_the_layer_from_the_cache_and_a_changed_file_misses(
         assert "sha256:" + hashlib.sha256(gzip.decompress(blob.read_bytes())).hexdigest() == (
             layer.diff_id
         )
+
+
+def test_a_cached_blob_changed_on_disk_stops_the_archive(tmp_path: Path) -> None:
+    """The cache's blob is taken by name; its bytes are checked when the archive is written."""
+    folder = _environment(tmp_path / "env", PACKAGES, 0o644)
+    cache = LayerCache(tmp_path / "cache")
+    tool = next(g for g in plan_layers(folder, budget=10) if g.name == "tool")
+    root = PurePosixPath("/opt/app")
+    first = write_layer(BlobStore(tmp_path / "l1"), folder, root, tool, 0, cache)
+    found = cache.find(cache.key(first.diff_id), first.descriptor.media_type)
+    assert found is not None
+    damaged = bytearray(found[1].read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # a flipped bit: same size, same name
+    found[1].unlink()  # the first layout holds a hard link to it
+    found[1].write_bytes(damaged)
+    store = BlobStore(tmp_path / "l2")
+    again = write_layer(store, folder, root, tool, 0, cache)
+    assert again == first  # taken from the cache by name
+    write_layout_index(store.layout, again.descriptor)
+    with pytest.raises(ImageError, match=r"blob sha256:[0-9a-f]{64} has other bytes"):
+        pack_layout(store.layout, io.BytesIO())
+    # the same layout with the blob written afresh packs
+    fresh = BlobStore(tmp_path / "l3")
+    write_layer(fresh, folder, root, tool, 0, LayerCache(tmp_path / "none"))
+    write_layout_index(fresh.layout, again.descriptor)
+    out = io.BytesIO()
+    assert pack_layout(fresh.layout, out) == hashlib.sha256(out.getvalue()).hexdigest()
 
 
 def test_a_layer_tar_is_what_tarfile_writes_for_its_entries(tmp_path: Path) -> None:

@@ -215,9 +215,23 @@ class _HashingWriter:
         return self.size
 
 
+class _HashingReader:
+    """Reads ``source``, hashing what it reads."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source, self.sha256 = source, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.sha256.update(data)
+        return data
+
+
 def pack_layout(layout: Path, out: IO[bytes]) -> str:
     """Write the layout folder as a tar archive (``oci-archive:``) into ``out``; the
-    archive's sha256 (hex), computed on the way rather than by reading it again."""
+    archive's sha256 (hex), computed on the way rather than by reading it again. Every blob
+    is hashed as it is copied and must match its name (a blob from the layer cache or a base
+    changed on disk stops the build rather than giving an image that will not load)."""
     names = ["oci-layout", "index.json", "blobs", "blobs/sha256"]
     if (layout / DOCKER_MANIFEST).is_file():
         names.insert(2, DOCKER_MANIFEST)
@@ -235,7 +249,14 @@ def pack_layout(layout: Path, out: IO[bytes]) -> str:
                 continue
             info.mode, info.size = 0o644, path.stat().st_size
             with open(path, "rb") as f:
-                tar.addfile(info, f)
+                reader = _HashingReader(f)
+                tar.addfile(info, reader)
+            if name.startswith("blobs/sha256/") and reader.sha256.hexdigest() != path.name:
+                raise ImageError(
+                    f"the image's blob sha256:{path.name} has other bytes (changed on disk?): "
+                    f"delete the build cache's image-layers folder (and check the --base "
+                    f"image it may come from), then build again"
+                )
     return hashed.sha256.hexdigest()
 
 
