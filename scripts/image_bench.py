@@ -136,38 +136,19 @@ def time_builds(
                 )
             )
 
-        def rebuild() -> None:
-            times["image_rebuild"].append(
-                _seconds(
-                    ws,
-                    "--image-only",
-                    "--base",
-                    base,
-                    "-o",
-                    work / "again",
-                    "--cache-dir",
-                    cache,
-                    env=env,
-                )
+        def image(out: Path, build_cache: Path) -> float:
+            return _seconds(
+                ws, "--image-only", "--base", base, "-o", out, "--cache-dir", build_cache, env=env
             )
+
+        def rebuild() -> None:
+            times["image_rebuild"].append(image(work / "again", cache))
 
         def new() -> None:
             fresh = work / "fresh-cache"
             shutil.rmtree(fresh, ignore_errors=True)
             shutil.copytree(cache / "pkgs", fresh / "pkgs", copy_function=os.link)
-            times["image_new"].append(
-                _seconds(
-                    ws,
-                    "--image-only",
-                    "--base",
-                    base,
-                    "-o",
-                    work / "new",
-                    "--cache-dir",
-                    fresh,
-                    env=env,
-                )
-            )
+            times["image_new"].append(image(work / "new", fresh))
             shutil.rmtree(fresh)
 
         steps = [installer, rebuild, new]
