@@ -185,6 +185,11 @@ def test_a_version_a_strong_symbol_needs_stays() -> None:
     assert relax_optional_glibc(elf, (2, 17)) == (elf, [])
 
 
+def test_without_a_symbol_table_nothing_is_optional() -> None:
+    elf = build_elf({b"libc.so.6": [b"GLIBC_2.17", b"GLIBC_2.28"]})
+    assert relax_optional_glibc(elf, (2, 17)) == (elf, [])
+
+
 def test_versions_at_or_below_the_floor_are_left_alone() -> None:
     elf = build_elf({b"libc.so.6": [b"GLIBC_2.17"]}, symbols=RATTLER_LIKE[2:])
     assert relax_optional_glibc(elf, (2, 17)) == (elf, [])

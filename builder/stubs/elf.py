@@ -166,6 +166,8 @@ def relax_optional_glibc(elf: bytes, floor: tuple[int, ...]) -> tuple[bytes, lis
         return elf, []
     parsed = _Elf(elf)
     symbols = list(parsed.dynamic_symbols())
+    if not symbols:  # no symbol table to tell which symbols need what: nothing is optional
+        return elf, []
     order = parsed.order
     patched = bytearray(elf)
     relaxed: list[str] = []
