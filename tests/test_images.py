@@ -4,10 +4,12 @@ Debian's docker-registry on 127.0.0.1 and pulled back with skopeo."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +39,7 @@ from tests.factories import (
     write_pixi_lock,
     write_wheel,
 )
-from tests.runners import Run, run_lockship
+from tests.runners import Run, load_script, run_lockship
 
 pytestmark = [
     pytest.mark.e2e,
@@ -675,15 +677,17 @@ def test_several_platforms_make_one_image_index(tmp_path: Path, demo_channel: Pa
     assert ran.stdout.strip() == "where=/opt/multi"
 
 
+@functools.cache
 def _emulates_arm64() -> str | None:
     """Why arm64 programs cannot run here, or None: qemu-aarch64 in binfmt_misc with the F
     flag (the interpreter opened at registration, so it works inside a container's root)."""
-    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-    if not entry.is_file():
-        return "qemu-aarch64 is not registered in binfmt_misc (python scripts/rootfs.py host)"
-    lines = entry.read_text().splitlines()
-    if "enabled" not in lines or not any(x.startswith("flags:") and "F" in x for x in lines):
-        return "qemu-aarch64 in binfmt_misc is disabled or lacks the F flag"
+    if sys.platform != "linux":
+        return f"binfmt_misc is Linux's, this is {sys.platform}"
+    entry = load_script("rootfs").binfmt_entry()
+    if entry is None or entry["enabled"] != "enabled":
+        return "qemu-aarch64 is not enabled in binfmt_misc (python scripts/rootfs.py host)"
+    if "F" not in entry.get("flags", ""):
+        return "qemu-aarch64 in binfmt_misc lacks the F flag"
     return None
 
 
